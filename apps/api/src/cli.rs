@@ -1,0 +1,230 @@
+//! The `praxis` command line: `serve`, `migrate`, `config check`, `tenants create`.
+//!
+//! Output on stdout/stderr is this module's user interface, hence the print allowances.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use crate::config::{Config, LogFormat};
+use crate::state::AppState;
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use kernel::{Clock, Role, SystemClock, TenantId, UserId};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "praxis",
+    version,
+    about = "Praxis: patient data, consent and audit for therapy and medical practices"
+)]
+pub struct Cli {
+    /// TOML configuration file; `PRAXIS__SECTION__KEY` environment variables override it.
+    #[arg(long, global = true, env = "PRAXIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve,
+    /// Apply database migrations (connects with `database.owner_url`).
+    Migrate,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage practices (tenants).
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (secrets masked) and every problem found.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Create a practice and its first admin account; prints the admin's one-time password.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        admin_email: String,
+    },
+}
+
+/// Exit codes: 0 success, 1 refused or failed, 2 the configuration cannot be read.
+pub fn run(cli: Cli) -> ExitCode {
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("praxis: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Config { command: ConfigCommand::Check } => config_check(&config),
+        Command::Serve => with_runtime(serve(config)),
+        Command::Migrate => with_runtime(migrate(config)),
+        Command::Tenants { command: TenantsCommand::Create { name, admin_email } } => {
+            with_runtime(create_tenant(config, name, admin_email))
+        }
+    }
+}
+
+fn with_runtime(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let outcome = actix_web::rt::System::new().block_on(future);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("praxis: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_check(config: &Config) -> ExitCode {
+    match toml::to_string_pretty(config) {
+        Ok(text) => println!("# effective configuration (secrets masked)\n{text}"),
+        Err(error) => eprintln!("praxis: cannot print the configuration: {error}"),
+    }
+    for status in config.secret_statuses() {
+        println!("# secret {}: {}", status.field, if status.configured { "configured" } else { "missing" });
+    }
+    let problems = config.validate();
+    if problems.is_empty() {
+        println!("# no problems found");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{} problem(s) found:", problems.len());
+    for problem in &problems {
+        eprintln!("  - {problem}");
+    }
+    ExitCode::FAILURE
+}
+
+fn refuse_if_invalid(config: &Config) -> anyhow::Result<()> {
+    let problems = config.validate();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    bail!("refusing to start, {} problem(s) in the configuration:\n{}", problems.len(), list.join("\n"))
+}
+
+fn init_telemetry(config: &Config) -> anyhow::Result<telemetry::TelemetryGuard> {
+    let telemetry_config = telemetry::TelemetryConfig {
+        format: match config.telemetry.log_format {
+            LogFormat::Json => telemetry::LogFormat::Json,
+            LogFormat::Pretty => telemetry::LogFormat::Pretty,
+        },
+        filter: config.telemetry.log_level.clone(),
+        otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
+        service_name: "praxis".into(),
+    };
+    Ok(telemetry::init(&telemetry_config)?)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    refuse_if_invalid(&config)?;
+    let _telemetry = init_telemetry(&config)?;
+    for status in config.secret_statuses() {
+        tracing::info!(secret = status.field, configured = status.configured, "secret status");
+    }
+    let config = Arc::new(config);
+    let state = AppState::from_config(config.clone(), Arc::new(SystemClock))?;
+
+    // Fail secure: never serve through a role that row-level security does not bind.
+    let problems =
+        store_postgres::verify_runtime_role(&state.db).await.context("database.url: cannot check the runtime role")?;
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - database.url: {p}")).collect();
+        bail!("refusing to start, the database role is unsafe:\n{}", list.join("\n"));
+    }
+
+    let listener = TcpListener::bind(&config.server.bind)
+        .with_context(|| format!("server.bind: cannot listen on {}", config.server.bind))?;
+    tracing::info!(address = %listener.local_addr()?, environment = ?config.environment, "praxis listening");
+    crate::server::start(state, listener, crate::server::no_extra_routes)?.await?;
+    tracing::info!("praxis stopped");
+    Ok(())
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let owner_url = config.database.owner_url.as_ref().context(
+        "database.owner_url: required for migrations (the owner role's URL; the server's runtime role cannot migrate)",
+    )?;
+    let pool = store_postgres::connect(owner_url.expose_secret(), &store_postgres::PoolOptions::default())
+        .await
+        .context("database.owner_url: cannot connect")?;
+    store_postgres::migrate(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+async fn create_tenant(config: Config, name: String, admin_email: String) -> anyhow::Result<()> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        bail!("--name: must be 1 to 200 characters");
+    }
+    let email = admin_email.trim().to_lowercase();
+    if !email.contains('@') || email.len() > 254 || email.len() < 3 {
+        bail!("--admin-email: {email:?} is not an email address");
+    }
+    let database_url = config.database.url.as_ref().context("database.url: required secret is missing")?;
+    let pool = store_postgres::connect(database_url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
+
+    let tenant = TenantId::new();
+    let admin = UserId::new();
+    let password = generate_password()?;
+    let password_hash = hash_password(&password)?;
+    let context = store_postgres::DbContext::user(tenant, admin, Role::Admin);
+    let mut tx = store_postgres::begin(&pool, &context).await?;
+    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(tenant.as_uuid())
+        .bind(&name)
+        .bind(SystemClock.now())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO users (id, tenant_id, email, role, password_hash) VALUES ($1, $2, $3, 'admin', $4)")
+        .bind(admin.as_uuid())
+        .bind(tenant.as_uuid())
+        .bind(&email)
+        .bind(&password_hash)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    println!(
+        "practice created\n  tenant id:      {tenant}\n  admin email:    {email}\n  admin password: {password}\n(the password is shown once; store it in a password manager)"
+    );
+    Ok(())
+}
+
+/// 24 characters from a 64-symbol alphabet: 144 bits from the system CSPRNG.
+fn generate_password() -> anyhow::Result<String> {
+    use ring::rand::SecureRandom;
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 24];
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| anyhow::anyhow!("system random source failed"))?;
+    Ok(bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b & 63)])).collect())
+}
+
+fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+    // OWASP password storage cheat sheet: argon2id, m=19 MiB, t=2, p=1.
+    let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    hasher
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))
+}

@@ -1,0 +1,16 @@
+//! The Praxis HTTP API and the `praxis` command line.
+//!
+//! This crate is the only place that wires adapters to ports: it reads the configuration, builds
+//! the pools and adapters, and hands them to the handlers.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod middleware;
+pub mod server;
+pub mod state;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use state::AppState;

@@ -1,0 +1,137 @@
+//! The edge of every request: request id, body size limit, problem+json for every error the
+//! framework produces, and the security headers. It wraps everything else, so it also sees 404s,
+//! 405s, 413s and 500s.
+
+use crate::error::{ApiError, PROBLEM_JSON, REQUEST_ID};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError, web};
+use kernel::RequestId;
+use tracing::Instrument;
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// Limits the edge enforces; registered as app data.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    pub body_limit_bytes: usize,
+}
+
+/// Headers set on every response. An API that serves no HTML still sets CSP and frame options:
+/// if a response is ever rendered by a browser, it can load nothing and be framed by no one.
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("cache-control", "no-store"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
+pub async fn edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let request_id = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .and_then(RequestId::parse_inbound)
+        .unwrap_or_else(RequestId::generate);
+    req.extensions_mut().insert(request_id.clone());
+    let limit = req.app_data::<web::Data<EdgeLimits>>().map(|l| l.body_limit_bytes).unwrap_or(usize::MAX);
+
+    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.path());
+
+    let early_rejection = match declared_length(req.headers()) {
+        Err(()) => Some(ApiError::BadRequest { detail: "The Content-Length header is not a number.".into() }),
+        Ok(Some(length)) if length > limit => Some(ApiError::PayloadTooLarge { limit_bytes: limit }),
+        Ok(_) => None,
+    };
+
+    let mut response = match early_rejection {
+        // Refused before a byte of the body is read.
+        Some(error) => REQUEST_ID.sync_scope(request_id.clone(), || req.into_response(error.error_response())),
+        None => match REQUEST_ID.scope(request_id.clone(), next.call(req)).instrument(span.clone()).await {
+            Ok(response) => response.map_into_boxed_body(),
+            // Handlers and extractors turn their errors into responses before this point; only a
+            // middleware inside this one could return `Err`, and Praxis middleware returns
+            // responses instead (see docs/architecture.md). Should one ever slip through, it is
+            // still answered as problem+json by the framework through `ApiError`.
+            Err(error) => {
+                let rendered = REQUEST_ID.sync_scope(request_id.clone(), || to_api_error(&error, limit));
+                return Err(rendered.into());
+            }
+        },
+    };
+
+    if response.status().is_client_error() || response.status().is_server_error() {
+        if !is_problem(response.headers()) {
+            let status = response.status();
+            let kept = keep_headers(response.headers());
+            let mut replacement =
+                REQUEST_ID.sync_scope(request_id.clone(), || from_status(status, limit).error_response());
+            for (name, value) in kept {
+                replacement.headers_mut().insert(name, value);
+            }
+            response = response.into_response(replacement);
+        }
+    }
+
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    headers.remove(header::SERVER);
+    headers.remove("x-powered-by");
+    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+        headers.insert(HeaderName::from_static(X_REQUEST_ID), value);
+    }
+    span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request handled"));
+    Ok(response)
+}
+
+/// `Ok(None)` when absent; `Err` when present but not a number.
+fn declared_length(headers: &HeaderMap) -> Result<Option<usize>, ()> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(value) => value.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).map(Some).ok_or(()),
+    }
+}
+
+fn is_problem(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with(PROBLEM_JSON))
+}
+
+/// Headers of a framework error response worth keeping when its body is replaced.
+fn keep_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE]
+        .into_iter()
+        .filter_map(|name| headers.get(&name).map(|value| (name, value.clone())))
+        .collect()
+}
+
+fn to_api_error(error: &actix_web::Error, limit: usize) -> ApiError {
+    let status = error.as_response_error().status_code();
+    if status.is_server_error() {
+        tracing::error!(error = %error, "error escaped to the edge middleware");
+    }
+    from_status(status, limit)
+}
+
+fn from_status(status: StatusCode, limit: usize) -> ApiError {
+    match status {
+        StatusCode::BAD_REQUEST => ApiError::BadRequest { detail: "The request could not be read.".into() },
+        StatusCode::NOT_FOUND => ApiError::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit_bytes: limit },
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        StatusCode::INTERNAL_SERVER_ERROR => ApiError::internal(anyhow::anyhow!("framework produced a 500")),
+        other => ApiError::Status(other),
+    }
+}

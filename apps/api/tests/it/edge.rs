@@ -1,0 +1,151 @@
+//! The edge: security headers, request ids, problem+json and body limits on every kind of response.
+
+use crate::support::{TestApp, assert_problem};
+use actix_web::{HttpResponse, web};
+use api::ApiError;
+
+const EXPECTED_HEADERS: &[(&str, &str)] = &[
+    ("strict-transport-security", "max-age=31536000; includeSubDomains; preload"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("cache-control", "no-store"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
+fn assert_security_headers(response: &reqwest::Response) {
+    for (name, value) in EXPECTED_HEADERS {
+        let actual = response.headers().get(*name).map(|v| v.to_str().unwrap());
+        assert_eq!(actual, Some(*value), "header {name} on a {} response", response.status());
+    }
+    assert!(response.headers().get("server").is_none(), "Server header present");
+    assert!(response.headers().get("x-powered-by").is_none(), "X-Powered-By header present");
+    assert!(response.headers().get("x-request-id").is_some(), "X-Request-Id missing");
+}
+
+/// Routes that reach failure paths no real endpoint should reach on purpose.
+fn failure_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/test/internal-error",
+        web::get().to(|| async {
+            Err::<HttpResponse, _>(ApiError::internal(anyhow::anyhow!("secret detail: connection to 10.1.2.3 refused")))
+        }),
+    )
+    .route(
+        "/test/echo",
+        web::post().to(|body: web::Bytes| async move { HttpResponse::Ok().body(body.len().to_string()) }),
+    );
+}
+
+#[actix_web::test]
+async fn ok_responses_carry_the_security_headers() {
+    let app = TestApp::start().await;
+    let response = app.get("/health/live").await;
+    assert_eq!(response.status(), 200);
+    assert_security_headers(&response);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn not_found_is_problem_json_with_headers() {
+    let app = TestApp::start().await;
+    let response = app.get("/no/such/route").await;
+    assert_security_headers(&response);
+    assert_problem(response, 404, "urn:praxis:problem:not-found").await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn wrong_method_is_problem_json() {
+    let app = TestApp::start().await;
+    let response = app.client.delete(app.url("/health/live")).send().await.unwrap();
+    assert_security_headers(&response);
+    // actix answers an unrouted method on a known path as not found; either way it is a problem.
+    let status = response.status().as_u16();
+    assert!(status == 404 || status == 405, "{status}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn oversized_body_is_refused_by_its_declared_length() {
+    let app = TestApp::start_with(|c| c.server.body_limit_bytes = 1024, failure_routes).await;
+    let response = app.client.post(app.url("/test/echo")).body(vec![b'x'; 4096]).send().await.unwrap();
+    assert_security_headers(&response);
+    let body = assert_problem(response, 413, "urn:praxis:problem:payload-too-large").await;
+    assert!(body["detail"].as_str().unwrap().contains("1024"));
+
+    // Also on routes that do not exist: the limit applies before routing.
+    let response = app.client.post(app.url("/health/live")).body(vec![b'x'; 4096]).send().await.unwrap();
+    assert_problem(response, 413, "urn:praxis:problem:payload-too-large").await;
+
+    // Within the limit it passes.
+    let response = app.client.post(app.url("/test/echo")).body(vec![b'x'; 512]).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn oversized_chunked_body_is_cut_off_at_the_limit() {
+    let app = TestApp::start_with(|c| c.server.body_limit_bytes = 1024, failure_routes).await;
+    // A streamed body has no Content-Length: the extractor stops reading at the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b'y'; 512])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = app.client.post(app.url("/test/echo")).body(body).send().await.unwrap();
+    assert_security_headers(&response);
+    assert_problem(response, 413, "urn:praxis:problem:payload-too-large").await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn internal_errors_reveal_nothing() {
+    let app = TestApp::start_with(|_| {}, failure_routes).await;
+    let response = app.get("/test/internal-error").await;
+    assert_security_headers(&response);
+    let body = assert_problem(response, 500, "urn:praxis:problem:internal").await;
+    let text = body.to_string();
+    assert!(!text.contains("10.1.2.3") && !text.contains("secret detail"), "{text}");
+    assert!(body.get("detail").is_none(), "{text}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn well_formed_request_ids_are_echoed_and_others_replaced() {
+    let app = TestApp::start().await;
+    let response =
+        app.client.get(app.url("/health/live")).header("x-request-id", "trace-abc_123.4").send().await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-abc_123.4");
+
+    let hostile = "a\"b<script>";
+    let response = app.client.get(app.url("/health/live")).header("x-request-id", hostile).send().await.unwrap();
+    let echoed = response.headers()["x-request-id"].to_str().unwrap();
+    assert_ne!(echoed, hostile);
+    assert!(uuid::Uuid::parse_str(echoed).is_ok(), "generated id {echoed} is not a uuid");
+
+    let response = app.get("/health/live").await;
+    assert!(uuid::Uuid::parse_str(response.headers()["x-request-id"].to_str().unwrap()).is_ok());
+
+    // The problem body names the same id as the header.
+    let response = app.client.get(app.url("/missing")).header("x-request-id", "corr-42").send().await.unwrap();
+    let body = assert_problem(response, 404, "urn:praxis:problem:not-found").await;
+    assert_eq!(body["request_id"], "corr-42");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn malformed_content_length_is_a_bad_request() {
+    let app = TestApp::start().await;
+    // reqwest will not send a bogus Content-Length, so speak HTTP/1.1 by hand.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"POST /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    app.stop().await;
+}

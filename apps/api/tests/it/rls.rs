@@ -1,0 +1,196 @@
+//! Row-level security seen as the runtime role the server connects as: with no tenant set it sees
+//! nothing, with tenant A set it sees none of tenant B's rows, and it cannot write into B.
+
+use kernel::{Role, TenantId, UserId};
+use sqlx::{AssertSqlSafe, PgPool, Row};
+use store_postgres::{DbContext, begin};
+use testkit::TestDb;
+
+/// Every table in `public` that holds tenant data: those with a `tenant_id` column, plus
+/// `tenants` itself. Read from the catalog so a new table is covered the day it is added.
+async fn tenant_scoped_tables(pool: &PgPool) -> Vec<(String, &'static str)> {
+    let rows = sqlx::query(
+        "SELECT c.relname::text AS name, \
+                EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped) AS has_tenant \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname <> '_sqlx_migrations'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.iter()
+        .filter_map(|row| {
+            let name: String = row.get("name");
+            let has_tenant: bool = row.get("has_tenant");
+            match (name.as_str(), has_tenant) {
+                ("tenants", _) => Some((name, "id")),
+                (_, true) => Some((name, "tenant_id")),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+async fn seed_tenant(db: &TestDb, name: &str) -> TenantId {
+    let tenant = TenantId::new();
+    let admin = UserId::new();
+    let mut tx = begin(&db.app_pool, &DbContext::user(tenant, admin, Role::Admin)).await.unwrap();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
+        .bind(tenant.as_uuid())
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO users (id, tenant_id, email, role, password_hash) VALUES ($1, $2, $3, 'admin', 'x')")
+        .bind(admin.as_uuid())
+        .bind(tenant.as_uuid())
+        .bind(format!("admin@{}.test", name.to_lowercase()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tenant
+}
+
+async fn count(pool: &PgPool, context: &DbContext, sql: &str) -> i64 {
+    let mut tx = begin(pool, context).await.unwrap();
+    let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn every_tenant_table_forces_row_level_security() {
+    let db = TestDb::new().await;
+    let tables = tenant_scoped_tables(&db.owner_pool).await;
+    assert!(tables.len() >= 2, "{tables:?}");
+    for (table, _) in &tables {
+        let (enabled, forced): (bool, bool) =
+            sqlx::query_as("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = $1 AND relnamespace = 'public'::regnamespace")
+                .bind(table)
+                .fetch_one(&db.owner_pool)
+                .await
+                .unwrap();
+        assert!(enabled && forced, "{table}: RLS enabled={enabled} forced={forced}");
+    }
+}
+
+#[tokio::test]
+async fn runtime_role_without_a_tenant_sees_no_rows() {
+    let db = TestDb::new().await;
+    seed_tenant(&db, "Alpha").await;
+    seed_tenant(&db, "Beta").await;
+    for (table, _) in tenant_scoped_tables(&db.app_pool).await {
+        // No context at all: outside any transaction that set it.
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&db.app_pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table} leaks rows with no tenant set");
+        // An explicitly empty context.
+        assert_eq!(
+            count(&db.app_pool, &DbContext::anonymous(), &format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn runtime_role_with_tenant_a_sees_none_of_tenant_b() {
+    let db = TestDb::new().await;
+    let alpha = seed_tenant(&db, "Alpha").await;
+    let beta = seed_tenant(&db, "Beta").await;
+    let as_alpha = DbContext::tenant(alpha);
+    for (table, column) in tenant_scoped_tables(&db.app_pool).await {
+        let all = count(&db.app_pool, &as_alpha, &format!("SELECT count(*) FROM {table}")).await;
+        let beta_rows =
+            count(&db.app_pool, &as_alpha, &format!("SELECT count(*) FROM {table} WHERE {column} = '{beta}'")).await;
+        let alpha_rows =
+            count(&db.app_pool, &as_alpha, &format!("SELECT count(*) FROM {table} WHERE {column} = '{alpha}'")).await;
+        assert_eq!(beta_rows, 0, "{table}: tenant A sees tenant B's rows");
+        assert!(alpha_rows > 0, "{table}: tenant A sees none of its own rows (seed missing?)");
+        assert_eq!(all, alpha_rows, "{table}: tenant A sees rows of no tenant or another tenant");
+    }
+}
+
+#[tokio::test]
+async fn runtime_role_cannot_write_into_another_tenant() {
+    let db = TestDb::new().await;
+    let alpha = seed_tenant(&db, "Alpha").await;
+    let beta = seed_tenant(&db, "Beta").await;
+    let mut tx = begin(&db.app_pool, &DbContext::tenant(alpha)).await.unwrap();
+    let insert = sqlx::query(
+        "INSERT INTO users (id, tenant_id, email, role, password_hash) VALUES ($1, $2, 'x@y.z', 'admin', 'x')",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(beta.as_uuid())
+    .execute(&mut *tx)
+    .await;
+    let error = insert.unwrap_err().to_string();
+    assert!(error.contains("row-level security"), "{error}");
+    tx.rollback().await.unwrap();
+
+    // Updating B's rows from A's context touches nothing.
+    let mut tx = begin(&db.app_pool, &DbContext::tenant(alpha)).await.unwrap();
+    let updated = sqlx::query("UPDATE users SET disabled_at = now() WHERE tenant_id = $1")
+        .bind(beta.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 0);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn context_does_not_leak_to_the_next_user_of_a_pooled_connection() {
+    let db = TestDb::new().await;
+    let alpha = seed_tenant(&db, "Alpha").await;
+    // A one-connection pool guarantees the second query reuses the first one's connection.
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&db.app_url).await.unwrap();
+    assert_eq!(count(&pool, &DbContext::tenant(alpha), "SELECT count(*) FROM users").await, 1);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 0, "tenant context survived the transaction");
+}
+
+#[tokio::test]
+async fn the_runtime_role_is_safe_and_the_owner_is_not() {
+    let db = TestDb::new().await;
+    assert_eq!(store_postgres::verify_runtime_role(&db.app_pool).await.unwrap(), vec![]);
+    let owner_problems = store_postgres::verify_runtime_role(&db.owner_pool).await.unwrap();
+    assert!(
+        owner_problems.iter().any(|p| matches!(p, store_postgres::RoleProblem::OwnsTables(_, _))),
+        "{owner_problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn runtime_role_cannot_disable_rls_or_change_the_schema() {
+    let db = TestDb::new().await;
+    for statement in [
+        "ALTER TABLE users DISABLE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON users",
+        "CREATE TABLE sneaky (id int)",
+    ] {
+        let error = sqlx::query(AssertSqlSafe(statement)).execute(&db.app_pool).await.unwrap_err().to_string();
+        assert!(error.contains("must be owner") || error.contains("permission denied"), "{statement}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_to_run_as_a_role_that_bypasses_rls() {
+    let db = TestDb::new().await;
+    // The owner role owns the tables: it could switch RLS off, so the server must not use it.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
+        .arg("serve")
+        .env_clear()
+        .env("PRAXIS__DATABASE__URL", &db.owner_url)
+        .env("PRAXIS__REDIS__URL", testkit::redis_url())
+        .env("PRAXIS__SERVER__BIND", "127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "serve started as the owner role");
+    assert!(stderr.contains("database role is unsafe") && stderr.contains("owns"), "{stderr}");
+}

@@ -1,0 +1,7 @@
+//! Black-box tests of the crate's security claims, through its public API only.
+
+// Test code: a failed unwrap is a failed test with a clear message. clippy's
+// allow-unwrap-in-tests does not cover helper functions outside #[test] in an integration test.
+#![allow(clippy::unwrap_used)]
+
+mod envelope;

@@ -1,0 +1,41 @@
+//! Postgres adapters for Praxis.
+//!
+//! The application connects as a runtime role that is subject to row-level security. Every unit of
+//! request work runs inside [`begin`], which opens a transaction and sets `app.tenant_id`,
+//! `app.user_id` and `app.role` with `set_config(..., true)`: transaction-local, so a pooled
+//! connection can never carry one request's identity into the next.
+
+mod context;
+mod pool;
+mod role_check;
+
+pub use context::{DbContext, begin};
+pub use pool::{PoolOptions, connect, connect_lazy, migrate, ping};
+pub use role_check::{RoleProblem, verify_runtime_role};
+
+/// Migrations embedded at compile time from `migrations/` at the workspace root.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Errors of this adapter. Messages never contain query parameters (they may be personal data).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Maps connection-level failures (pool timeout, refused, closed) to `Unavailable`, which the
+    /// API answers with 503 rather than 500.
+    pub fn classify(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(error)
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The commands themselves.
+
+use crate::services::{self, Services};
+use crate::{target_dir, tidy, workspace_root};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Set by Ctrl-C (SIGINT) or SIGTERM: every long-running command checks it and cleans up.
+fn install_interrupt_flag() -> Result<Arc<AtomicBool>, String> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst))
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    Ok(flag)
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs a command to completion; a non-zero exit is an error naming the step.
+fn run_step(step: &str, command: &mut Command) -> Result<(), String> {
+    println!("xtask: {step}");
+    let status = command.status().map_err(|e| format!("{step}: cannot start: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{step} failed ({status})")) }
+}
+
+pub fn dev() -> Result<(), String> {
+    let interrupted = install_interrupt_flag()?;
+    run_step("building praxis", cargo().args(["build", "--package", "api", "--bin", "praxis"]))?;
+    let praxis = target_dir().join("debug").join("praxis");
+
+    let services = Services::start("dev")?;
+    let database = services::prepare_app_database(&services.admin_url, "praxis")?;
+
+    run_step(
+        "applying migrations",
+        Command::new(&praxis).arg("migrate").env("PRAXIS__DATABASE__OWNER_URL", &database.owner_url),
+    )?;
+    if database.has_demo_practice()? {
+        println!("xtask: the demo practice exists already (its admin password was printed when it was created)");
+    } else {
+        run_step(
+            "creating the demo practice",
+            Command::new(&praxis)
+                .args([
+                    "tenants",
+                    "create",
+                    "--name",
+                    services::DEMO_PRACTICE,
+                    "--admin-email",
+                    "admin@demo.praxis.test",
+                ])
+                .env("PRAXIS__DATABASE__URL", &database.app_url),
+        )?;
+    }
+
+    println!(
+        "\nPraxis is starting on http://127.0.0.1:8080\n\
+         \x20 liveness:   curl -i http://127.0.0.1:8080/health/live\n\
+         \x20 readiness:  curl -i http://127.0.0.1:8080/health/ready\n\
+         \x20 log in as the admin above (email and one-time password) once the auth endpoints are enabled;\n\
+         \x20 see README.md for the API.\n\
+         \x20 Postgres (owner): {}\n\
+         \x20 Redis:            {}\n\
+         Ctrl-C stops Praxis, Postgres and Redis.\n",
+        database.owner_url_for_display(),
+        services.redis_url
+    );
+    let mut server = Command::new(&praxis)
+        .arg("serve")
+        .env("PRAXIS__DATABASE__URL", &database.app_url)
+        .env("PRAXIS__REDIS__URL", &services.redis_url)
+        .env("PRAXIS__SERVER__BIND", "127.0.0.1:8080")
+        .env("PRAXIS__KMS__BACKEND", "local")
+        .env(
+            "PRAXIS__TELEMETRY__LOG_FORMAT",
+            std::env::var("PRAXIS__TELEMETRY__LOG_FORMAT").unwrap_or_else(|_| "pretty".into()),
+        )
+        .spawn()
+        .map_err(|e| format!("cannot start praxis: {e}"))?;
+    loop {
+        if let Some(status) = server.try_wait().map_err(|e| e.to_string())? {
+            drop(services);
+            return if status.success() || interrupted.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(format!("praxis exited ({status})"))
+            };
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            services::signal(server.id(), "INT");
+            let _ = services::wait_timeout(&mut server, Duration::from_secs(10));
+            let _ = server.kill();
+            drop(services);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn test(extra_args: &[String]) -> Result<(), String> {
+    let interrupted = install_interrupt_flag()?;
+    let services = Services::start("test")?;
+    let role_password = services::random_hex(16)?;
+    println!("xtask: Postgres at {} and Redis at {}", services.admin_url_for_display(), services.redis_url);
+
+    let mut command = cargo();
+    command
+        .args(["test", "--workspace"])
+        .args(extra_args)
+        .env("PRAXIS_TEST_DATABASE_URL", &services.admin_url)
+        .env("PRAXIS_TEST_REDIS_URL", &services.redis_url)
+        .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password)
+        .stdin(Stdio::null());
+    println!("xtask: running every test (cargo test --workspace)");
+    let mut child = command.spawn().map_err(|e| format!("cannot start cargo test: {e}"))?;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            let _ = services::wait_timeout(&mut child, Duration::from_secs(10));
+            let _ = child.kill();
+            drop(services);
+            return Err("interrupted".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    services.drop_test_databases();
+    drop(services);
+    if status.success() { Ok(()) } else { Err(format!("tests failed ({status})")) }
+}
+
+pub fn ci() -> Result<(), String> {
+    run_step("cargo fmt --check", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run_step(
+        "cargo clippy -D warnings",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
+    )?;
+    tidy::run(&workspace_root())?;
+    test(&[])?;
+    deny()
+}
+
+/// cargo-deny: licences, bans and sources always; advisories only from a local advisory database
+/// (this machine may be offline; a stale-but-present database is still checked).
+fn deny() -> Result<(), String> {
+    if Command::new("cargo-deny").arg("--version").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true)
+    {
+        run_step("installing cargo-deny", cargo().args(["install", "--locked", "cargo-deny"]))?;
+    }
+    run_step("cargo deny check licenses bans sources", cargo().args(["deny", "check", "licenses", "bans", "sources"]))?;
+    let advisory_db = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("advisory-dbs"));
+    match advisory_db {
+        Some(dir) if dir.is_dir() => run_step(
+            "cargo deny check advisories (local database)",
+            cargo().args(["deny", "check", "--disable-fetch", "advisories"]),
+        ),
+        _ => {
+            println!("xtask: no local advisory database (see docs/operations.md to fetch one); advisories not checked");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `cargo xtask <command>`: the project's own tooling.
+//!
+//! - `dev`:  Postgres + Redis (yours via DATABASE_URL/REDIS_URL, or throwaway ones), migrations, a
+//!           demo practice, then `praxis serve` on 127.0.0.1:8080. Ctrl-C stops everything.
+//! - `test`: the same services, then every test in the workspace (`cargo test --workspace`).
+//! - `ci`:   fmt check, clippy -D warnings, tests, cargo-deny, tidy.
+//! - `tidy`: domain crates must not depend on I/O frameworks or adapters.
+
+// This is a command-line tool: printing is its interface.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cmd;
+mod services;
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <dev | test [cargo test args...] | ci | tidy>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("dev") => cmd::dev(),
+        Some("test") => cmd::test(&args[1..]),
+        Some("ci") => cmd::ci(),
+        Some("tidy") => tidy::run(&workspace_root()),
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("{USAGE}")),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() { dir } else { workspace_root().join(dir) }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
