@@ -116,9 +116,21 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         .env("PRAXIS_TEST_DATABASE_URL", &services.admin_url)
         .env("PRAXIS_TEST_REDIS_URL", &services.redis_url)
         .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password)
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
     println!("xtask: running every test (cargo test --workspace)");
     let mut child = command.spawn().map_err(|e| format!("cannot start cargo test: {e}"))?;
+    // Pass the output through while adding up the per-binary results for one closing line.
+    let stdout = child.stdout.take().ok_or("cargo test has no stdout")?;
+    let tally = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut totals = TestTotals::default();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            totals.add_line(&line);
+        }
+        totals
+    });
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             break status;
@@ -131,9 +143,43 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    let totals = tally.join().unwrap_or_default();
     services.drop_test_databases();
     drop(services);
+    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     if status.success() { Ok(()) } else { Err(format!("tests failed ({status})")) }
+}
+
+/// Sums of libtest's `test result:` lines across every test binary.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    /// Reads `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
 }
 
 pub fn ci() -> Result<(), String> {
@@ -168,5 +214,19 @@ fn deny() -> Result<(), String> {
             println!("xtask: no local advisory database (see docs/operations.md to fetch one); advisories not checked");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn adds_up_libtest_result_lines() {
+        let mut totals = TestTotals::default();
+        totals.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.1s");
+        totals.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        totals.add_line("running 5 tests");
+        assert_eq!(totals, TestTotals { passed: 15, failed: 2, ignored: 1 });
     }
 }

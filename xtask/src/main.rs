@@ -1,9 +1,9 @@
 //! `cargo xtask <command>`: the project's own tooling.
 //!
-//! - `dev`:  Postgres + Redis (yours via DATABASE_URL/REDIS_URL, or throwaway ones), migrations, a
-//!           demo practice, then `praxis serve` on 127.0.0.1:8080. Ctrl-C stops everything.
+//! - `dev`: Postgres + Redis (yours via DATABASE_URL/REDIS_URL, or throwaway ones), migrations, a
+//!   demo practice, then `praxis serve` on 127.0.0.1:8080. Ctrl-C stops everything.
 //! - `test`: the same services, then every test in the workspace (`cargo test --workspace`).
-//! - `ci`:   fmt check, clippy -D warnings, tests, cargo-deny, tidy.
+//! - `ci`: fmt check, clippy -D warnings, tidy, tests, cargo-deny.
 //! - `tidy`: domain crates must not depend on I/O frameworks or adapters.
 
 // This is a command-line tool: printing is its interface.
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             Ok(())
         }
-        _ => Err(format!("{USAGE}")),
+        _ => Err(USAGE.to_owned()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -285,7 +285,7 @@ fn search_binary(name: &str) -> Option<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     dirs.extend(versioned.into_iter().map(|(_, dir)| dir));
     dirs.into_iter().map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }

@@ -242,14 +242,14 @@ impl Config {
                     "a wildcard (*) origin is not allowed in production; list each origin".into(),
                 );
             }
-            if let Some(url) = &self.database.url {
-                if !url_requires_tls(url.expose_secret()) {
-                    problem(
-                        "database.url",
-                        "the database connection must require TLS in production (sslmode=verify-full, verify-ca or require)"
-                            .into(),
-                    );
-                }
+            if let Some(url) = &self.database.url
+                && !url_requires_tls(url.expose_secret())
+            {
+                problem(
+                    "database.url",
+                    "the database connection must require TLS in production (sslmode=verify-full, verify-ca or require)"
+                        .into(),
+                );
             }
         }
         problems

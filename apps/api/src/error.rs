@@ -200,10 +200,10 @@ impl ResponseError for ApiError {
             tracing::error!(request_id = %request_id, error = format!("{cause:#}"), "internal error");
         }
         let mut response = self.problem().into_response();
-        if let ApiError::TooManyRequests { retry_after_secs } = self {
-            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        if let ApiError::TooManyRequests { retry_after_secs } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

@@ -70,17 +70,16 @@ pub async fn edge(
         },
     };
 
-    if response.status().is_client_error() || response.status().is_server_error() {
-        if !is_problem(response.headers()) {
-            let status = response.status();
-            let kept = keep_headers(response.headers());
-            let mut replacement =
-                REQUEST_ID.sync_scope(request_id.clone(), || from_status(status, limit).error_response());
-            for (name, value) in kept {
-                replacement.headers_mut().insert(name, value);
-            }
-            response = response.into_response(replacement);
+    let is_error = response.status().is_client_error() || response.status().is_server_error();
+    if is_error && !is_problem(response.headers()) {
+        // A framework-made error (404 from routing, 405, 400 from a parser): same shape as ours.
+        let status = response.status();
+        let kept = keep_headers(response.headers());
+        let mut replacement = REQUEST_ID.sync_scope(request_id.clone(), || from_status(status, limit).error_response());
+        for (name, value) in kept {
+            replacement.headers_mut().insert(name, value);
         }
+        response = response.into_response(replacement);
     }
 
     let headers = response.headers_mut();

@@ -114,12 +114,12 @@ fn redact_value(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(redact_value),
         Value::String(text) => {
             // A string field may itself carry JSON (a logged payload) or Debug output.
-            if let Ok(mut nested) = serde_json::from_str::<Value>(text) {
-                if nested.is_object() || nested.is_array() {
-                    redact_value(&mut nested);
-                    *text = nested.to_string();
-                    return;
-                }
+            if let Ok(mut nested) = serde_json::from_str::<Value>(text)
+                && (nested.is_object() || nested.is_array())
+            {
+                redact_value(&mut nested);
+                *text = nested.to_string();
+                return;
             }
             let redacted = redact_text(text);
             if redacted != *text {

@@ -10,6 +10,7 @@ use testkit::{TestDb, TestRedis};
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    #[allow(dead_code)] // owns the test database for the server's lifetime; tests may query it
     pub db: TestDb,
     #[allow(dead_code)] // kept so tests can inspect Redis
     pub redis: TestRedis,
