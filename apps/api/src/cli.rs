@@ -138,7 +138,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     refuse_if_invalid(&config)?;
     let _telemetry = init_telemetry(&config)?;
     for status in config.secret_statuses() {
-        tracing::info!(secret = status.field, configured = status.configured, "secret status");
+        tracing::info!(setting = status.field, configured = status.configured, "secret configured or missing (never its value)");
     }
     let config = Arc::new(config);
     let state = AppState::from_config(config.clone(), Arc::new(SystemClock))?;
@@ -153,7 +153,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind(&config.server.bind)
         .with_context(|| format!("server.bind: cannot listen on {}", config.server.bind))?;
-    tracing::info!(address = %listener.local_addr()?, environment = ?config.environment, "praxis listening");
+    tracing::info!(listen = %listener.local_addr()?, environment = ?config.environment, "praxis listening");
     crate::server::start(state, listener, crate::server::no_extra_routes)?.await?;
     tracing::info!("praxis stopped");
     Ok(())
