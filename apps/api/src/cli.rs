@@ -43,6 +43,28 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantsCommand,
     },
+    /// The tamper-evident audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain and report the first broken entry. With `--tenant`, one practice as
+    /// the runtime role (`database.url`); without, every practice as the owner role
+    /// (`database.owner_url`), which alone may list practices. Exit status 1 when any is broken.
+    Verify {
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
+    /// Record each practice's current head hash in the checkpoint table (run it periodically,
+    /// e.g. from a cron job): deleting the newest entries is then detected as a truncated tail.
+    Checkpoint {
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +99,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate => with_runtime(migrate(config)),
         Command::Tenants { command: TenantsCommand::Create { name, admin_email } } => {
             with_runtime(create_tenant(config, name, admin_email))
+        }
+        Command::Audit { command: AuditCommand::Verify { tenant } } => with_runtime(audit_verify(config, tenant)),
+        Command::Audit { command: AuditCommand::Checkpoint { tenant } } => {
+            with_runtime(audit_checkpoint(config, tenant))
         }
     }
 }
@@ -138,7 +164,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     refuse_if_invalid(&config)?;
     let _telemetry = init_telemetry(&config)?;
     for status in config.secret_statuses() {
-        tracing::info!(setting = status.field, configured = status.configured, "secret configured or missing (never its value)");
+        tracing::info!(
+            setting = status.field,
+            configured = status.configured,
+            "secret configured or missing (never its value)"
+        );
     }
     let config = Arc::new(config);
     let state = AppState::from_config(config.clone(), Arc::new(SystemClock))?;
@@ -227,4 +257,62 @@ fn hash_password(password: &str) -> anyhow::Result<String> {
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))
+}
+
+/// The pool and the practices an operator command works on: one practice through the runtime
+/// role, or every practice through the owner role (the only role that may list practices).
+async fn operator_scope(config: &Config, tenant: Option<TenantId>) -> anyhow::Result<(sqlx::PgPool, Vec<TenantId>)> {
+    let options = store_postgres::PoolOptions::default();
+    match tenant {
+        Some(tenant) => {
+            let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
+            Ok((store_postgres::connect(url.expose_secret(), &options).await?, vec![tenant]))
+        }
+        None => {
+            let url = config
+                .database
+                .owner_url
+                .as_ref()
+                .context("database.owner_url: required to work on every practice (or pass --tenant)")?;
+            let pool = store_postgres::connect(url.expose_secret(), &options).await?;
+            let ids: Vec<uuid::Uuid> =
+                sqlx::query_scalar("SELECT id FROM tenants ORDER BY id").fetch_all(&pool).await?;
+            Ok((pool, ids.into_iter().map(TenantId::from_uuid).collect()))
+        }
+    }
+}
+
+async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
+    let (pool, tenants) = operator_scope(&config, tenant).await?;
+    let log = store_postgres::PgAuditLog::new(pool);
+    let mut broken = 0usize;
+    for tenant in &tenants {
+        let report = log.verify_chain(*tenant).await?;
+        match report.first_break {
+            None => println!(
+                "practice {tenant}: intact ({} entries, head seq {})",
+                report.entries_checked,
+                report.head.map(|h| h.seq).unwrap_or(0)
+            ),
+            Some(first_break) => {
+                broken += 1;
+                println!("practice {tenant}: BROKEN at seq {}: {:?}", first_break.seq, first_break.kind);
+            }
+        }
+    }
+    if broken > 0 {
+        bail!("{broken} of {} audit chain(s) are broken", tenants.len());
+    }
+    Ok(())
+}
+
+async fn audit_checkpoint(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
+    let (pool, tenants) = operator_scope(&config, tenant).await?;
+    for tenant in tenants {
+        match store_postgres::audit::write_checkpoint(&pool, tenant, None, &SystemClock).await? {
+            Some(checkpoint) => println!("practice {tenant}: checkpoint at seq {}", checkpoint.seq),
+            None => println!("practice {tenant}: empty chain, nothing to pin"),
+        }
+    }
+    Ok(())
 }

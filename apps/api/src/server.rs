@@ -19,6 +19,38 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::health::configure(cfg);
 }
 
+/// CORS: only listed origins get CORS headers, credentials only for them; methods and headers
+/// are the API's. A request from another origin is not blocked here (non-browser clients send
+/// no Origin, and a browser will not let a foreign page read the answer); state-changing
+/// cookie-authenticated requests from foreign origins are refused by the CSRF check instead.
+fn cors(allowed_origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::{Method, header};
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allowed_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-api-key"),
+            header::HeaderName::from_static("x-csrf-token"),
+        ])
+        .expose_headers([
+            header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("x-ratelimit-limit"),
+            header::HeaderName::from_static("x-ratelimit-remaining"),
+            header::HeaderName::from_static("x-ratelimit-reset"),
+            header::RETRY_AFTER,
+        ])
+        .supports_credentials()
+        .block_on_origin_mismatch(false)
+        .max_age(600);
+    // The production refusal of "*" lives in config validation; in development "*" is simply
+    // not honoured as a wildcard (credentials with a wildcard are unsafe everywhere).
+    for origin in allowed_origins.iter().filter(|o| o.as_str() != "*") {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
 /// Starts serving on `listener`. The returned `Server` must be awaited (or spawned) to run.
 pub fn start(state: AppState, listener: TcpListener, extra: ExtraRoutes) -> std::io::Result<Server> {
     let limits = EdgeLimits { body_limit_bytes: state.config.server.body_limit_bytes };
@@ -26,6 +58,7 @@ pub fn start(state: AppState, listener: TcpListener, extra: ExtraRoutes) -> std:
         0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
         n => n,
     };
+    let allowed_origins = state.config.cors.allowed_origins.clone();
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -44,6 +77,7 @@ pub fn start(state: AppState, listener: TcpListener, extra: ExtraRoutes) -> std:
                     }
                 }
             }))
+            .wrap(cors(&allowed_origins))
             .wrap(from_fn(edge))
             .configure(routes)
             .configure(extra)

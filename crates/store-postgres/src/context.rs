@@ -2,28 +2,50 @@ use crate::StoreError;
 use kernel::{Role, TenantId, UserId};
 use sqlx::{PgPool, Postgres, Transaction};
 
-/// Who the database work is done for. Becomes `app.tenant_id`, `app.user_id`, `app.role`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who the database work is done for. Becomes the transaction-local settings `app.tenant_id`,
+/// `app.user_id`, `app.role`, and, during authentication only, `app.token_hash` or
+/// `app.login_email`, which let a lookup see exactly the one row it names and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DbContext {
     pub tenant: Option<TenantId>,
     pub user: Option<UserId>,
     pub role: Option<Role>,
+    /// SHA-256 of a presented session token or API key.
+    pub token_hash: Option<[u8; 32]>,
+    /// Lower-cased email of an account being logged in.
+    pub login_email: Option<String>,
 }
 
 impl DbContext {
     /// A signed-in user of a practice.
     pub fn user(tenant: TenantId, user: UserId, role: Role) -> Self {
-        Self { tenant: Some(tenant), user: Some(user), role: Some(role) }
+        Self { tenant: Some(tenant), user: Some(user), role: Some(role), ..Self::default() }
     }
 
-    /// Work for a practice that no user drives (a verified webhook, a scheduled job).
+    /// Work for a practice that no user drives (a verified webhook, a scheduled job). Sees only
+    /// rows whose policies admit a tenant-only context.
     pub fn tenant(tenant: TenantId) -> Self {
-        Self { tenant: Some(tenant), user: None, role: None }
+        Self { tenant: Some(tenant), ..Self::default() }
+    }
+
+    /// An operator command acting with admin rights inside one practice (`praxis users ...`).
+    pub fn operator(tenant: TenantId) -> Self {
+        Self { tenant: Some(tenant), role: Some(Role::Admin), ..Self::default() }
+    }
+
+    /// Authentication by token: sees only the session or API key whose hash this is.
+    pub fn token_lookup(tenant: TenantId, token_hash: [u8; 32]) -> Self {
+        Self { tenant: Some(tenant), token_hash: Some(token_hash), ..Self::default() }
+    }
+
+    /// Login: sees only the account with this email.
+    pub fn login_lookup(tenant: TenantId, email: &str) -> Self {
+        Self { tenant: Some(tenant), login_email: Some(email.to_owned()), ..Self::default() }
     }
 
     /// No identity at all: RLS shows nothing tenant-scoped.
     pub fn anonymous() -> Self {
-        Self { tenant: None, user: None, role: None }
+        Self::default()
     }
 }
 
@@ -37,13 +59,21 @@ pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'st
     sqlx::query(
         "SELECT set_config('app.tenant_id', $1, true), \
                 set_config('app.user_id', $2, true), \
-                set_config('app.role', $3, true)",
+                set_config('app.role', $3, true), \
+                set_config('app.token_hash', $4, true), \
+                set_config('app.login_email', $5, true)",
     )
     .bind(context.tenant.map(|t| t.to_string()).unwrap_or_default())
     .bind(context.user.map(|u| u.to_string()).unwrap_or_default())
     .bind(context.role.map(|r| r.as_str()).unwrap_or_default())
+    .bind(context.token_hash.map(hex_lower).unwrap_or_default())
+    .bind(context.login_email.clone().unwrap_or_default())
     .execute(&mut *tx)
     .await
     .map_err(StoreError::classify)?;
     Ok(tx)
+}
+
+fn hex_lower(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

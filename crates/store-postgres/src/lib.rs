@@ -5,10 +5,13 @@
 //! `app.user_id` and `app.role` with `set_config(..., true)`: transaction-local, so a pooled
 //! connection can never carry one request's identity into the next.
 
+pub mod audit;
 mod context;
+pub mod identity;
 mod pool;
 mod role_check;
 
+pub use crate::audit::{AuditStoreError, PgAuditLog};
 pub use context::{DbContext, begin};
 pub use pool::{PoolOptions, connect, connect_lazy, migrate, ping};
 pub use role_check::{RoleProblem, verify_runtime_role};
@@ -25,6 +28,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value this code cannot have written (e.g. an unknown role name).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {

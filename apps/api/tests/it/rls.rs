@@ -1,9 +1,9 @@
 //! Row-level security seen as the runtime role the server connects as: with no tenant set it sees
 //! nothing, with tenant A set it sees none of tenant B's rows, and it cannot write into B.
 
-use kernel::{Role, TenantId, UserId};
+use kernel::{Clock, Role, TenantId, UserId};
 use sqlx::{AssertSqlSafe, PgPool, Row};
-use store_postgres::{DbContext, begin};
+use store_postgres::{DbContext, begin, identity};
 use testkit::TestDb;
 
 /// Every table in `public` that holds tenant data: those with a `tenant_id` column, plus
@@ -31,25 +31,76 @@ async fn tenant_scoped_tables(pool: &PgPool) -> Vec<(String, &'static str)> {
         .collect()
 }
 
-async fn seed_tenant(db: &TestDb, name: &str) -> TenantId {
+/// A practice with one admin, a session, an API key and an audit entry: one row in every
+/// tenant-scoped table, so isolation checks have something to leak. Returns the admin's context.
+async fn seed_tenant(db: &TestDb, name: &str) -> DbContext {
     let tenant = TenantId::new();
     let admin = UserId::new();
-    let mut tx = begin(&db.app_pool, &DbContext::user(tenant, admin, Role::Admin)).await.unwrap();
+    let context = DbContext::user(tenant, admin, Role::Admin);
+    let now = kernel::SystemClock.now();
+    let mut tx = begin(&db.app_pool, &context).await.unwrap();
     sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
         .bind(tenant.as_uuid())
         .bind(name)
         .execute(&mut *tx)
         .await
         .unwrap();
-    sqlx::query("INSERT INTO users (id, tenant_id, email, role, password_hash) VALUES ($1, $2, $3, 'admin', 'x')")
-        .bind(admin.as_uuid())
-        .bind(tenant.as_uuid())
-        .bind(format!("admin@{}.test", name.to_lowercase()))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    identity::insert_user(
+        &mut tx,
+        &identity::NewUser {
+            id: admin,
+            tenant,
+            email: format!("admin@{}.test", name.to_lowercase()),
+            role: Role::Admin,
+            patient: None,
+            password_hash: "not-a-real-hash".into(),
+            created_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    identity::insert_session(
+        &mut tx,
+        &identity::NewSession {
+            id: uuid::Uuid::now_v7(),
+            tenant,
+            user: admin,
+            role: Role::Admin,
+            token_hash: *uuid::Uuid::new_v4().as_bytes().repeat(2).first_chunk::<32>().unwrap(),
+            created_at: now,
+            expires_at: now + time::Duration::hours(1),
+        },
+    )
+    .await
+    .unwrap();
+    identity::insert_api_key(
+        &mut tx,
+        &identity::NewApiKey {
+            id: uuid::Uuid::now_v7(),
+            tenant,
+            key_id: format!("k{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            name: "seed".into(),
+            token_hash: *uuid::Uuid::new_v4().as_bytes().repeat(2).first_chunk::<32>().unwrap(),
+            scopes: vec!["patients:read".into()],
+            created_by: admin,
+            created_at: now,
+            expires_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let actor = kernel::Actor::User { tenant, user: admin, role: Role::Admin };
+    let event = audit::AuditEvent::new(tenant, actor, audit::Action::UserCreate, "user", &kernel::SystemClock)
+        .with_resource_id(admin.to_string());
+    store_postgres::audit::append(&mut tx, event).await.unwrap();
     tx.commit().await.unwrap();
-    tenant
+    // A checkpoint too (written by the operator path, from the entries).
+    store_postgres::audit::write_checkpoint(&db.app_pool, tenant, None, &kernel::SystemClock).await.unwrap();
+    context
+}
+
+fn tenant_of(context: &DbContext) -> TenantId {
+    context.tenant.unwrap()
 }
 
 async fn count(pool: &PgPool, context: &DbContext, sql: &str) -> i64 {
@@ -99,9 +150,9 @@ async fn runtime_role_without_a_tenant_sees_no_rows() {
 #[tokio::test]
 async fn runtime_role_with_tenant_a_sees_none_of_tenant_b() {
     let db = TestDb::new().await;
-    let alpha = seed_tenant(&db, "Alpha").await;
-    let beta = seed_tenant(&db, "Beta").await;
-    let as_alpha = DbContext::tenant(alpha);
+    let as_alpha = seed_tenant(&db, "Alpha").await;
+    let (alpha, beta) = (tenant_of(&as_alpha), tenant_of(&seed_tenant(&db, "Beta").await));
+    // The strongest role of practice A: it sees all of A and nothing of B.
     for (table, column) in tenant_scoped_tables(&db.app_pool).await {
         let all = count(&db.app_pool, &as_alpha, &format!("SELECT count(*) FROM {table}")).await;
         let beta_rows =
@@ -117,9 +168,9 @@ async fn runtime_role_with_tenant_a_sees_none_of_tenant_b() {
 #[tokio::test]
 async fn runtime_role_cannot_write_into_another_tenant() {
     let db = TestDb::new().await;
-    let alpha = seed_tenant(&db, "Alpha").await;
-    let beta = seed_tenant(&db, "Beta").await;
-    let mut tx = begin(&db.app_pool, &DbContext::tenant(alpha)).await.unwrap();
+    let as_alpha = seed_tenant(&db, "Alpha").await;
+    let beta = tenant_of(&seed_tenant(&db, "Beta").await);
+    let mut tx = begin(&db.app_pool, &as_alpha).await.unwrap();
     let insert = sqlx::query(
         "INSERT INTO users (id, tenant_id, email, role, password_hash) VALUES ($1, $2, 'x@y.z', 'admin', 'x')",
     )
@@ -132,7 +183,7 @@ async fn runtime_role_cannot_write_into_another_tenant() {
     tx.rollback().await.unwrap();
 
     // Updating B's rows from A's context touches nothing.
-    let mut tx = begin(&db.app_pool, &DbContext::tenant(alpha)).await.unwrap();
+    let mut tx = begin(&db.app_pool, &as_alpha).await.unwrap();
     let updated = sqlx::query("UPDATE users SET disabled_at = now() WHERE tenant_id = $1")
         .bind(beta.as_uuid())
         .execute(&mut *tx)
@@ -145,10 +196,10 @@ async fn runtime_role_cannot_write_into_another_tenant() {
 #[tokio::test]
 async fn context_does_not_leak_to_the_next_user_of_a_pooled_connection() {
     let db = TestDb::new().await;
-    let alpha = seed_tenant(&db, "Alpha").await;
+    let as_alpha = seed_tenant(&db, "Alpha").await;
     // A one-connection pool guarantees the second query reuses the first one's connection.
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&db.app_url).await.unwrap();
-    assert_eq!(count(&pool, &DbContext::tenant(alpha), "SELECT count(*) FROM users").await, 1);
+    assert_eq!(count(&pool, &as_alpha, "SELECT count(*) FROM users").await, 1);
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
     assert_eq!(n, 0, "tenant context survived the transaction");
 }
@@ -169,7 +220,7 @@ async fn runtime_role_cannot_disable_rls_or_change_the_schema() {
     let db = TestDb::new().await;
     for statement in [
         "ALTER TABLE users DISABLE ROW LEVEL SECURITY",
-        "DROP POLICY tenant_isolation ON users",
+        "DROP POLICY users_admin ON users",
         "CREATE TABLE sneaky (id int)",
     ] {
         let error = sqlx::query(AssertSqlSafe(statement)).execute(&db.app_pool).await.unwrap_err().to_string();
@@ -193,4 +244,20 @@ async fn serve_refuses_to_run_as_a_role_that_bypasses_rls() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "serve started as the owner role");
     assert!(stderr.contains("database role is unsafe") && stderr.contains("owns"), "{stderr}");
+}
+
+#[tokio::test]
+async fn operators_may_list_practices_but_see_no_tenant_rows() {
+    let db = TestDb::new().await;
+    seed_tenant(&db, "Alpha").await;
+    seed_tenant(&db, "Beta").await;
+    // The owner (maintenance commands) lists practices...
+    let practices: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&db.owner_pool).await.unwrap();
+    assert_eq!(practices, 2);
+    // ...but the owner, too, is bound by FORCEd RLS everywhere else.
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&db.owner_pool).await.unwrap();
+    assert_eq!(users, 0);
+    // The runtime role cannot list practices.
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&db.app_pool).await.unwrap();
+    assert_eq!(visible, 0);
 }

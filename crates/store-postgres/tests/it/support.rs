@@ -1,0 +1,110 @@
+//! Shared set-up for the audit tests.
+
+use audit::{Action, AuditEvent, ChainedEntry, CheckpointSigner, Outcome};
+use kernel::{Actor, FixedClock, RequestId, Role, TenantId, UserId};
+use serde_json::json;
+use sqlx::{AssertSqlSafe, PgPool};
+use store_postgres::{DbContext, begin};
+use testkit::TestDb;
+use time::macros::datetime;
+
+pub fn clock() -> FixedClock {
+    FixedClock::at(datetime!(2026-03-01 09:00:00.123456789 UTC))
+}
+
+/// A practice row (audit_heads references tenants), created as the runtime role.
+pub async fn seed_tenant(db: &TestDb) -> TenantId {
+    let tenant = TenantId::new();
+    let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Practice')")
+        .bind(tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tenant
+}
+
+/// A typical entry: a therapist reading patient `n`.
+pub fn read_event(tenant: TenantId, n: u64, clock: &FixedClock) -> AuditEvent {
+    clock.advance(time::Duration::milliseconds(10));
+    let actor = Actor::User { tenant, user: UserId::from_uuid(uuid::Uuid::from_u128(7)), role: Role::Therapist };
+    AuditEvent::new(tenant, actor, Action::PatientRead, "patient", clock)
+        .with_resource_id(format!("patient-{n}"))
+        .with_request_id(RequestId::generate())
+        .with_detail(json!({ "n": n, "fields": ["diagnosis_code"], "purpose": "treatment" }))
+}
+
+pub fn system_event(tenant: TenantId, action: Action, outcome: Outcome, clock: &FixedClock) -> AuditEvent {
+    clock.advance(time::Duration::milliseconds(10));
+    AuditEvent::new(tenant, Actor::System { component: "scheduler".into() }, action, "consent", clock)
+        .with_outcome(outcome)
+}
+
+/// Appends `n` read events in their own transactions, as the runtime role.
+pub async fn append_reads(db: &TestDb, tenant: TenantId, n: u64, clock: &FixedClock) -> Vec<ChainedEntry> {
+    let mut entries = Vec::new();
+    for i in 0..n {
+        let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
+        entries.push(store_postgres::audit::append(&mut tx, read_event(tenant, i, clock)).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+    entries
+}
+
+/// `sql` run as the owner role in the tenant's context.
+pub async fn as_owner(db: &TestDb, tenant: TenantId, sql: &str) -> Result<u64, sqlx::Error> {
+    run_in_context(&db.owner_pool, tenant, sql).await
+}
+
+pub async fn run_in_context(pool: &PgPool, tenant: TenantId, sql: &str) -> Result<u64, sqlx::Error> {
+    let mut tx = begin(pool, &DbContext::tenant(tenant)).await.unwrap();
+    let done = sqlx::query(AssertSqlSafe(sql.to_owned())).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// Simulates an attacker holding the owner's credentials: the owner may disable the append-only
+/// trigger on its own table (ALTER TABLE), edit, and re-enable it. The schema cannot stop that;
+/// the chain and checkpoints must expose it.
+pub async fn tamper(db: &TestDb, tenant: TenantId, sql: &str) -> u64 {
+    let mut tx = begin(&db.owner_pool, &DbContext::tenant(tenant)).await.unwrap();
+    sqlx::query("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only").execute(&mut *tx).await.unwrap();
+    let done = sqlx::query(AssertSqlSafe(sql.to_owned())).execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    done.rows_affected()
+}
+
+/// Stored seqs of `tenant`, ascending (read as the owner, in the tenant's context).
+pub async fn stored_seqs(db: &TestDb, tenant: TenantId) -> Vec<i64> {
+    let mut tx = begin(&db.owner_pool, &DbContext::tenant(tenant)).await.unwrap();
+    let seqs = sqlx::query_scalar("SELECT seq FROM audit_entries ORDER BY seq").fetch_all(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    seqs
+}
+
+/// A keyed (FNV-1a, not cryptographic) test signer: enough to exercise the port's plumbing.
+#[derive(Debug)]
+pub struct TestSigner(pub &'static [u8]);
+
+impl TestSigner {
+    fn mac(&self, message: &[u8]) -> Vec<u8> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.0.iter().chain(message) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h.to_be_bytes().to_vec()
+    }
+}
+
+#[async_trait::async_trait]
+impl CheckpointSigner for TestSigner {
+    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, audit::AuditError> {
+        Ok(self.mac(message))
+    }
+    async fn verify(&self, message: &[u8], signature: &[u8]) -> Result<bool, audit::AuditError> {
+        Ok(self.mac(message) == signature)
+    }
+}
