@@ -105,7 +105,8 @@ pub fn dev() -> Result<(), String> {
 
 pub fn test(extra_args: &[String]) -> Result<(), String> {
     let interrupted = install_interrupt_flag()?;
-    let services = Services::start("test")?;
+    let mut services = Services::start("test")?;
+    services.start_aws_kms()?;
     let role_password = services::random_hex(16)?;
     println!("xtask: Postgres at {} and Redis at {}", services.admin_url_for_display(), services.redis_url);
 
@@ -116,6 +117,7 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         .env("PRAXIS_TEST_DATABASE_URL", &services.admin_url)
         .env("PRAXIS_TEST_REDIS_URL", &services.redis_url)
         .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password)
+        .env(crate::moto::ENDPOINT_VAR, services.aws_kms_endpoint.as_deref().unwrap_or_default())
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     println!("xtask: running every test (cargo test --workspace)");
@@ -224,7 +226,8 @@ mod tests {
     #[test]
     fn adds_up_libtest_result_lines() {
         let mut totals = TestTotals::default();
-        totals.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.1s");
+        totals
+            .add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.1s");
         totals.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
         totals.add_line("running 5 tests");
         assert_eq!(totals, TestTotals { passed: 15, failed: 2, ignored: 1 });

@@ -22,8 +22,11 @@ pub struct Services {
     /// A role that may create roles and databases.
     pub admin_url: String,
     pub redis_url: String,
+    /// AWS KMS API (moto in server mode) for the kms-aws adapter's end-to-end tests.
+    pub aws_kms_endpoint: Option<String>,
     postgres: Option<Child>,
     redis: Option<Child>,
+    moto: Option<Child>,
     data_dir: Option<PathBuf>,
 }
 
@@ -34,8 +37,10 @@ impl Services {
         let mut services = Services {
             admin_url: given_database.clone().unwrap_or_default(),
             redis_url: given_redis.clone().unwrap_or_default(),
+            aws_kms_endpoint: None,
             postgres: None,
             redis: None,
+            moto: None,
             data_dir: None,
         };
         if given_database.is_some() && given_redis.is_some() {
@@ -57,6 +62,27 @@ impl Services {
         Ok(services)
     }
 
+    /// Starts moto (a local AWS KMS API) unless `PRAXIS_TEST_AWS_KMS_ENDPOINT` names one.
+    pub fn start_aws_kms(&mut self) -> Result<(), String> {
+        if let Some(endpoint) = std::env::var(crate::moto::ENDPOINT_VAR).ok().filter(|v| !v.is_empty()) {
+            self.aws_kms_endpoint = Some(endpoint);
+            return Ok(());
+        }
+        let data_dir = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = target_dir().join("dev-services").join(format!("moto-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                self.data_dir = Some(dir.clone());
+                dir
+            }
+        };
+        let (child, endpoint) = crate::moto::start_moto(&data_dir)?;
+        self.moto = Some(child);
+        self.aws_kms_endpoint = Some(endpoint);
+        Ok(())
+    }
+
     pub fn admin_url_for_display(&self) -> String {
         mask_password(&self.admin_url)
     }
@@ -76,6 +102,10 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
+        if let Some(mut moto) = self.moto.take() {
+            let _ = moto.kill();
+            let _ = moto.wait();
+        }
         if let Some(mut redis) = self.redis.take() {
             let _ = redis.kill();
             let _ = redis.wait();

@@ -31,8 +31,19 @@ const FORBIDDEN_PREFIXES: &[&str] = &[
 ];
 
 /// Adapter and application crates of this workspace.
-const FORBIDDEN_WORKSPACE_CRATES: &[&str] =
-    &["store-postgres", "cache-redis", "telemetry", "api", "testkit", "webhook-providers", "xtask"];
+const FORBIDDEN_WORKSPACE_CRATES: &[&str] = &[
+    "store-postgres",
+    "cache-redis",
+    "telemetry",
+    "api",
+    "testkit",
+    "webhook-providers",
+    "xtask",
+    "kms-local",
+    "kms-aws",
+    "kms-vault",
+    "kms-azure",
+];
 
 pub fn run(root: &Path) -> Result<(), String> {
     let violations = check(root)?;
