@@ -2,9 +2,42 @@
 //!
 //! Every key Praxis writes starts with a configured prefix (`praxis:` by default), so several
 //! deployments or test runs can share one Redis without seeing each other's keys.
+//!
+//! On top of [`RedisStore`] (pool, prefix, timeout, health):
+//!
+//! - [`RateLimiter`]: GCRA in one Lua script, timed by the Redis server's clock, so every app
+//!   instance enforces one shared limit. [`FallbackLimiter`] is the same algorithm in process for
+//!   when Redis is down, and [`ResilientLimiter`] switches between them and reports the degradation.
+//! - [`FailureCounter`]: fixed-window failure counters for login lockout and suspicious-activity
+//!   detection.
+//! - [`IpBlockList`]: blocked addresses with an expiry, one key each.
+//! - [`IdempotencyClaims`]: webhook event claims (`SET NX PX`) with owner-only release.
+//!
+//! # Key naming
+//!
+//! Every key is `prefix + kind + ":" + ...`. Caller-supplied parts that identify a *class* (a
+//! rate-limit class, a webhook provider) are escaped ([`keys::escape`]); parts that identify a
+//! *subject* (an IP, a user id, a login name, a webhook event id) are hashed ([`keys::digest`]).
+//! So no caller input can add a `:` level, a glob character or a second key family, and raw IPs and
+//! account ids are not written into Redis key names, where `SCAN`/`MONITOR` would show them.
+//! The block list is the exception: it must list addresses, so its keys end with the address in
+//! its canonical text form (which [`std::net::IpAddr`] parsing has already validated).
 
 use deadpool_redis::{Config, Pool, Runtime};
 use std::time::Duration;
+
+mod blocklist;
+mod failures;
+mod fallback;
+mod idempotency;
+pub mod keys;
+mod rate_limit;
+
+pub use blocklist::{BlockEntry, IpBlockList};
+pub use failures::{FailureCounter, FailureStatus};
+pub use fallback::{Backend, FallbackLimiter, ResilientLimiter};
+pub use idempotency::{Claim, ClaimToken, IdempotencyClaims};
+pub use rate_limit::{Decision, Limit, RateLimiter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -53,22 +86,45 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
+    /// The key prefix of this deployment.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// How long one operation may take (connection wait plus commands).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub async fn connection(&self) -> Result<deadpool_redis::Connection, CacheError> {
         self.pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
     /// Readiness probe: PING within the configured timeout.
     pub async fn ping(&self) -> Result<(), CacheError> {
-        let attempt = async {
-            let mut conn = self.connection().await?;
+        self.with_connection(|mut conn| async move {
             let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
             if pong == "PONG" {
                 Ok(())
             } else {
                 Err(CacheError::Unavailable(format!("unexpected PING reply {pong:?}")))
             }
-        };
-        tokio_timeout(self.timeout, attempt).await
+        })
+        .await
+    }
+
+    /// Gets a connection and runs `operation` on it, the whole within the configured timeout: a
+    /// Redis that accepts connections but never answers must not hold a request hostage.
+    pub(crate) async fn with_connection<T, F, Fut>(&self, operation: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CacheError>>,
+    {
+        tokio_timeout(self.timeout, async {
+            let conn = self.connection().await?;
+            operation(conn).await
+        })
+        .await
     }
 }
 
@@ -81,6 +137,18 @@ async fn tokio_timeout<T>(
         Ok(result) => result,
         Err(_) => Err(CacheError::Unavailable(format!("no answer within {timeout:?}"))),
     }
+}
+
+/// A duration as whole milliseconds for `PX`/`PEXPIRE`, rounded up and at least 1: Redis refuses
+/// an expiry of 0, and rounding down could expire a key (a claim, a block) before its time.
+pub(crate) fn millis_ceil(duration: Duration) -> u64 {
+    let millis = duration.as_nanos().div_ceil(1_000_000);
+    u64::try_from(millis).unwrap_or(u64::MAX / 2).clamp(1, i64::MAX as u64 / 2)
+}
+
+/// A non-negative microsecond count from a script reply as a `Duration` (negative means none).
+pub(crate) fn micros(value: i64) -> Duration {
+    Duration::from_micros(u64::try_from(value).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -100,5 +168,13 @@ mod tests {
         // Port 1 on loopback: nothing listens there.
         let store = RedisStore::new("redis://127.0.0.1:1", "p:", Duration::from_millis(500)).unwrap();
         assert!(matches!(store.ping().await, Err(CacheError::Unavailable(_))));
+    }
+
+    #[test]
+    fn expiries_round_up_and_are_never_zero() {
+        assert_eq!(millis_ceil(Duration::ZERO), 1);
+        assert_eq!(millis_ceil(Duration::from_micros(1)), 1);
+        assert_eq!(millis_ceil(Duration::from_micros(1_001)), 2);
+        assert_eq!(millis_ceil(Duration::from_secs(1)), 1_000);
     }
 }
