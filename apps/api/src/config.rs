@@ -26,7 +26,88 @@ pub struct Config {
     pub redis: RedisConfig,
     pub kms: KmsConfig,
     pub cors: CorsConfig,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimitConfig,
     pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A session ends after this long without a request.
+    pub session_idle_timeout_secs: u64,
+    /// A session ends this long after login, active or not.
+    pub session_absolute_timeout_secs: u64,
+    /// argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; from anyone else it is ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let argon2 = identity::Argon2Params::default();
+        Self {
+            session_idle_timeout_secs: 30 * 60,
+            session_absolute_timeout_secs: 12 * 60 * 60,
+            argon2_memory_kib: argon2.memory_kib,
+            argon2_iterations: argon2.iterations,
+            argon2_parallelism: argon2.parallelism,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn argon2(&self) -> identity::Argon2Params {
+        identity::Argon2Params {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+
+    pub fn session_policy(&self) -> identity::SessionPolicy {
+        identity::SessionPolicy {
+            idle_timeout: time::Duration::seconds(i64::try_from(self.session_idle_timeout_secs).unwrap_or(i64::MAX)),
+            absolute_timeout: time::Duration::seconds(
+                i64::try_from(self.session_absolute_timeout_secs).unwrap_or(i64::MAX),
+            ),
+            ..identity::SessionPolicy::default()
+        }
+    }
+
+    /// The parsed proxy list; invalid entries are reported by `Config::validate`.
+    pub fn trusted_proxy_cidrs(&self) -> Vec<identity::Cidr> {
+        self.trusted_proxies.iter().filter_map(|c| c.parse().ok()).collect()
+    }
+}
+
+/// Request budgets per window (see docs/security.md). Each is `max` requests per `window_secs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Per client IP, every route.
+    pub global_per_minute: u32,
+    /// Per signed-in user or API key.
+    pub user_per_minute: u32,
+    /// Failed logins per account and IP before login is refused for the rest of the window.
+    pub login_failures: u32,
+    pub login_window_secs: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let defaults = identity::RateLimits::default();
+        Self {
+            global_per_minute: defaults.global.max,
+            user_per_minute: defaults.user.max,
+            login_failures: defaults.login.max,
+            login_window_secs: defaults.login.window.as_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +305,20 @@ impl Config {
                 problem("cors.allowed_origins", format!("{origin:?} is not an origin such as https://app.example.org"));
             }
         }
+        for proxy in &self.auth.trusted_proxies {
+            if proxy.parse::<identity::Cidr>().is_err() {
+                problem("auth.trusted_proxies", format!("{proxy:?} is not a CIDR such as 10.0.0.0/8"));
+            }
+        }
+        if identity::PasswordHasher::new(self.auth.argon2()).is_err() {
+            problem("auth.argon2_memory_kib", "the argon2 parameters are out of range".into());
+        }
+        if self.auth.session_idle_timeout_secs == 0 || self.auth.session_absolute_timeout_secs == 0 {
+            problem("auth.session_idle_timeout_secs", "session timeouts must be greater than 0".into());
+        }
+        if self.rate_limits.login_failures == 0 || self.rate_limits.login_window_secs == 0 {
+            problem("rate_limits.login_failures", "login limits must be greater than 0".into());
+        }
         if tracing_filter_is_invalid(&self.telemetry.log_level) {
             problem("telemetry.log_level", format!("{:?} is not a valid filter directive", self.telemetry.log_level));
         }
@@ -234,6 +329,12 @@ impl Config {
                     "kms.backend",
                     "the local development KMS is not allowed in production; configure a real key management service"
                         .into(),
+                );
+            }
+            if !self.auth.argon2().meets_owasp_minimum() {
+                problem(
+                    "auth.argon2_memory_kib",
+                    "argon2 parameters below the OWASP minimum are not allowed in production".into(),
                 );
             }
             if self.cors.allowed_origins.iter().any(|o| o.trim() == "*") {

@@ -220,3 +220,18 @@ impl From<store_postgres::StoreError> for ApiError {
         }
     }
 }
+
+impl From<store_postgres::AuditStoreError> for ApiError {
+    fn from(error: store_postgres::AuditStoreError) -> Self {
+        match error {
+            store_postgres::AuditStoreError::Store(store) => store.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        store_postgres::StoreError::classify(error).into()
+    }
+}

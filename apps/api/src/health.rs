@@ -39,6 +39,11 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
+    // The limiter keeps serving from its in-process fallback while Redis is away; say so.
+    checks.insert(
+        "rate_limiter".into(),
+        json!({ "status": if state.limiter.redis_healthy() { "redis" } else { "degraded (in-process fallback)" } }),
+    );
     if failing.is_empty() {
         return HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks }));
     }

@@ -3,11 +3,13 @@
 //! This crate is the only place that wires adapters to ports: it reads the configuration, builds
 //! the pools and adapters, and hands them to the handlers.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod middleware;
+pub mod routes;
 pub mod server;
 pub mod state;
 

@@ -134,3 +134,45 @@ fn from_status(status: StatusCode, limit: usize) -> ApiError {
         other => ApiError::Status(other),
     }
 }
+
+/// Inside the edge: the IP block list (403) and the global per-IP rate limit (429), with the
+/// `X-RateLimit-*` headers on every answer. Health probes are exempt: a load balancer polls them.
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<crate::state::AppState>>().cloned() else {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    };
+    if req.path().starts_with("/health/") {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    }
+    let ip = crate::auth::client_ip(req.request(), &state);
+    match state.blocklist.is_blocked(ip).await {
+        Ok(true) => return Ok(req.into_response(ApiError::Forbidden.error_response())),
+        Ok(false) => {}
+        // The block list lives in Redis; without Redis it cannot be read. Serving is kept up
+        // (the rate limiter falls back in-process) and the outage shows in readiness.
+        Err(error) => tracing::warn!(error = %error, "ip block list unavailable"),
+    }
+    let limit = cache_redis::Limit::new(state.config.rate_limits.global_per_minute, std::time::Duration::from_secs(60));
+    let (decision, _) = state.limiter.check("global", &ip.to_string(), limit).await;
+    let reset_at = state.clock.now().unix_timestamp() + i64::try_from(decision.reset_after_secs()).unwrap_or(0);
+    let mut response = if decision.allowed {
+        next.call(req).await?.map_into_boxed_body()
+    } else {
+        let retry_after_secs = decision.retry_after_secs().unwrap_or(1);
+        req.into_response(ApiError::TooManyRequests { retry_after_secs }.error_response())
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit", decision.limit.to_string()),
+        ("x-ratelimit-remaining", decision.remaining.to_string()),
+        ("x-ratelimit-reset", reset_at.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
+}

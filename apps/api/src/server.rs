@@ -1,7 +1,7 @@
 //! Builds the actix-web server: the same function serves production and the integration tests.
 
 use crate::error::ApiError;
-use crate::middleware::{EdgeLimits, edge};
+use crate::middleware::{EdgeLimits, edge, guard};
 use crate::state::AppState;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -17,6 +17,9 @@ pub fn no_extra_routes(_: &mut web::ServiceConfig) {}
 /// All routes of the API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::health::configure(cfg);
+    crate::routes::auth::configure(cfg);
+    crate::routes::users::configure(cfg);
+    crate::routes::audit::configure(cfg);
 }
 
 /// CORS: only listed origins get CORS headers, credentials only for them; methods and headers
@@ -77,6 +80,7 @@ pub fn start(state: AppState, listener: TcpListener, extra: ExtraRoutes) -> std:
                     }
                 }
             }))
+            .wrap(from_fn(guard))
             .wrap(cors(&allowed_origins))
             .wrap(from_fn(edge))
             .configure(routes)

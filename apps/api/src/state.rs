@@ -1,18 +1,36 @@
 use crate::config::Config;
-use cache_redis::RedisStore;
+use cache_redis::{FailureCounter, FallbackLimiter, IpBlockList, RateLimiter, RedisStore, ResilientLimiter};
+use identity::{Cidr, PasswordHasher, SessionPolicy};
 use kernel::Clock;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
+use store_postgres::PgAuditLog;
 
 /// Everything a handler may use. Cheap to clone; shared by every worker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     /// Pool of the runtime role: row-level security applies to every query through it.
     pub db: PgPool,
     pub redis: RedisStore,
     pub clock: Arc<dyn Clock>,
+    pub audit: PgAuditLog,
+    /// argon2id with the configured cost; hashing runs on blocking threads.
+    pub hasher: Arc<PasswordHasher>,
+    pub session_policy: SessionPolicy,
+    pub trusted_proxies: Arc<Vec<Cidr>>,
+    /// Redis GCRA limiter with an in-process fallback for when Redis is unreachable.
+    pub limiter: Arc<ResilientLimiter>,
+    /// Failed-login counters (Redis only: login fails closed without them).
+    pub login_failures: FailureCounter,
+    pub blocklist: IpBlockList,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("redis", &self.redis).finish_non_exhaustive()
+    }
 }
 
 impl AppState {
@@ -33,6 +51,24 @@ impl AppState {
             &config.redis.key_prefix,
             Duration::from_millis(config.redis.timeout_ms),
         )?;
-        Ok(Self { config, db, redis, clock })
+        let hasher =
+            PasswordHasher::new(config.auth.argon2()).map_err(|e| anyhow::anyhow!("auth.argon2_memory_kib: {e}"))?;
+        let limiter = ResilientLimiter::new(
+            RateLimiter::new(redis.clone()),
+            FallbackLimiter::new(clock.clone(), FallbackLimiter::DEFAULT_MAX_SUBJECTS),
+        );
+        Ok(Self {
+            audit: PgAuditLog::new(db.clone()),
+            hasher: Arc::new(hasher),
+            session_policy: config.auth.session_policy(),
+            trusted_proxies: Arc::new(config.auth.trusted_proxy_cidrs()),
+            limiter: Arc::new(limiter),
+            login_failures: FailureCounter::new(redis.clone()),
+            blocklist: IpBlockList::new(redis.clone()),
+            config,
+            db,
+            redis,
+            clock,
+        })
     }
 }

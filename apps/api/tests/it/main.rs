@@ -6,6 +6,7 @@
 
 mod config_refusals;
 mod edge;
+mod identity;
 mod readiness;
 mod rls;
 mod support;

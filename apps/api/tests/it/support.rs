@@ -10,9 +10,7 @@ use testkit::{TestDb, TestRedis};
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
-    #[allow(dead_code)] // owns the test database for the server's lifetime; tests may query it
     pub db: TestDb,
-    #[allow(dead_code)] // kept so tests can inspect Redis
     pub redis: TestRedis,
     handle: actix_web::dev::ServerHandle,
 }
@@ -24,8 +22,15 @@ impl TestApp {
 
     /// Starts the server after `adjust` has edited the configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config), extra: ExtraRoutes) -> Self {
-        let db = TestDb::new().await;
-        let redis = TestRedis::new();
+        Self::start_on(TestDb::new().await, TestRedis::new(), adjust, extra).await
+    }
+
+    /// A second instance sharing this one's database and Redis namespace (a scaled-out deployment).
+    pub async fn sibling(&self, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(self.db.clone(), self.redis.clone(), adjust, api::server::no_extra_routes).await
+    }
+
+    async fn start_on(db: TestDb, redis: TestRedis, adjust: impl FnOnce(&mut Config), extra: ExtraRoutes) -> Self {
         let mut config = Config::default();
         config.database.url = Some(Secret::new(db.app_url.clone()));
         config.redis.url = Some(Secret::new(redis.url.clone()));
