@@ -43,11 +43,66 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantsCommand,
     },
+    /// Accounts of a practice.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Sessions of a practice's users.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// The IP block list (answered with 403 before anything else runs).
+    Ip {
+        #[command(subcommand)]
+        command: IpCommand,
+    },
     /// The tamper-evident audit trail.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Disable an account and end all of its sessions at once.
+    Disable {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// End every session of one user (e.g. a lost device or a suspected takeover).
+    Revoke {
+        #[arg(long)]
+        tenant: TenantId,
+        /// The user's email.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpCommand {
+    /// Block an address for a while.
+    Block {
+        ip: std::net::IpAddr,
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a block.
+    Unblock { ip: std::net::IpAddr },
+    /// List blocked addresses with the time left.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +155,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Tenants { command: TenantsCommand::Create { name, admin_email } } => {
             with_runtime(create_tenant(config, name, admin_email))
         }
+        Command::Users { command: UsersCommand::Disable { tenant, email } } => {
+            with_runtime(end_user_access(config, tenant, email, true))
+        }
+        Command::Sessions { command: SessionsCommand::Revoke { tenant, user } } => {
+            with_runtime(end_user_access(config, tenant, user, false))
+        }
+        Command::Ip { command } => with_runtime(ip_command(config, command)),
         Command::Audit { command: AuditCommand::Verify { tenant } } => with_runtime(audit_verify(config, tenant)),
         Command::Audit { command: AuditCommand::Checkpoint { tenant } } => {
             with_runtime(audit_checkpoint(config, tenant))
@@ -312,6 +374,66 @@ async fn audit_checkpoint(config: Config, tenant: Option<TenantId>) -> anyhow::R
         match store_postgres::audit::write_checkpoint(&pool, tenant, None, &SystemClock).await? {
             Some(checkpoint) => println!("practice {tenant}: checkpoint at seq {}", checkpoint.seq),
             None => println!("practice {tenant}: empty chain, nothing to pin"),
+        }
+    }
+    Ok(())
+}
+
+/// `users disable` (`disable = true`) and `sessions revoke`: one transaction that changes the
+/// account, ends its sessions and records both in the audit trail.
+async fn end_user_access(config: Config, tenant: TenantId, email: String, disable: bool) -> anyhow::Result<()> {
+    use store_postgres::identity as accounts;
+    let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
+    let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
+    let now = SystemClock.now();
+    let mut tx = store_postgres::begin(&pool, &store_postgres::DbContext::operator(tenant)).await?;
+    let email = email.trim().to_lowercase();
+    let Some(user) = accounts::find_user_by_email(&mut tx, &email).await? else {
+        bail!("--user/--email: no account {email:?} in practice {tenant}");
+    };
+    if disable {
+        accounts::disable_user(&mut tx, user.id, now).await?;
+    }
+    let ended = accounts::revoke_user_sessions(&mut tx, user.id, now).await?;
+    let actor = kernel::Actor::System { component: "cli".into() };
+    let action = if disable { audit::Action::UserDisable } else { audit::Action::AuthSessionRevoked };
+    let event = audit::AuditEvent::new(tenant, actor, action, "user", &SystemClock)
+        .with_resource_id(user.id.to_string())
+        .with_detail(serde_json::json!({ "sessions_ended": ended }));
+    store_postgres::audit::append(&mut tx, event).await.map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+    tx.commit().await?;
+    if disable {
+        println!("account {} disabled; {ended} session(s) ended", user.id);
+    } else {
+        println!("{ended} session(s) of {} ended", user.id);
+    }
+    Ok(())
+}
+
+async fn ip_command(config: Config, command: IpCommand) -> anyhow::Result<()> {
+    let url = config.redis.url.as_ref().context("redis.url: required secret is missing")?;
+    let store = cache_redis::RedisStore::new(
+        url.expose_secret(),
+        &config.redis.key_prefix,
+        std::time::Duration::from_millis(config.redis.timeout_ms.max(2_000)),
+    )?;
+    let blocklist = cache_redis::IpBlockList::new(store);
+    match command {
+        IpCommand::Block { ip, ttl_secs, reason } => {
+            if ttl_secs == 0 {
+                bail!("--ttl-secs: must be greater than 0");
+            }
+            blocklist.block(ip, std::time::Duration::from_secs(ttl_secs), &reason).await?;
+            println!("{ip} blocked for {ttl_secs} s");
+        }
+        IpCommand::Unblock { ip } => {
+            let removed = blocklist.unblock(ip).await?;
+            println!("{ip} {}", if removed { "unblocked" } else { "was not blocked" });
+        }
+        IpCommand::List => {
+            for entry in blocklist.list().await? {
+                println!("{}\t{} s left\t{}", entry.ip, entry.ttl_remaining.as_secs(), entry.reason);
+            }
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 mod config_refusals;
 mod edge;
 mod identity;
+mod operator_cli;
 mod readiness;
 mod rls;
 mod support;

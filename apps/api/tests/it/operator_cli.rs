@@ -1,0 +1,60 @@
+//! Incident-response commands of the real `praxis` binary, checked over HTTP.
+
+use crate::identity::{PASSWORD, bearer, create_practice, fast_hashing, login, login_response};
+use crate::support::{TestApp, assert_problem};
+
+fn praxis(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
+        .args(args)
+        .env_clear()
+        .env("PRAXIS__DATABASE__URL", &app.db.app_url)
+        .env("PRAXIS__REDIS__URL", &app.redis.url)
+        .env("PRAXIS__REDIS__KEY_PREFIX", &app.redis.prefix)
+        .output()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn sessions_revoke_and_users_disable_end_access_at_once() {
+    let app = TestApp::start_with(fast_hashing, api::server::no_extra_routes).await;
+    let practice = create_practice(&app, "Alpha").await;
+    let session = login(&app, practice.tenant, &practice.admin_email).await;
+    let tenant = practice.tenant.to_string();
+
+    let output = praxis(&app, &["sessions", "revoke", "--tenant", &tenant, "--user", &practice.admin_email]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 session(s)"));
+    let response =
+        app.client.get(app.url("/api/v1/me")).header("authorization", bearer(&session)).send().await.unwrap();
+    assert_problem(response, 401, "urn:praxis:problem:unauthorized").await;
+
+    let again = login(&app, practice.tenant, &practice.admin_email).await;
+    let output = praxis(&app, &["users", "disable", "--tenant", &tenant, "--email", &practice.admin_email]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let response = app.client.get(app.url("/api/v1/me")).header("authorization", bearer(&again)).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(login_response(&app, practice.tenant, &practice.admin_email, PASSWORD).await.status(), 401);
+
+    let output = praxis(&app, &["users", "disable", "--tenant", &tenant, "--email", "nobody@alpha.test"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no account"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn blocked_ips_get_403_until_unblocked() {
+    let app = TestApp::start().await;
+    let output = praxis(&app, &["ip", "block", "127.0.0.1", "--ttl-secs", "60", "--reason", "incident 42"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let response = app.get("/api/v1/me").await;
+    assert_problem(response, 403, "urn:praxis:problem:forbidden").await;
+    // Probes still answer, so an orchestrator does not kill a healthy instance.
+    assert_eq!(app.get("/health/live").await.status(), 200);
+
+    let listing = praxis(&app, &["ip", "list"]);
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("127.0.0.1"));
+    let output = praxis(&app, &["ip", "unblock", "127.0.0.1"]);
+    assert!(output.status.success());
+    assert_eq!(app.get("/api/v1/me").await.status(), 401);
+    app.stop().await;
+}
