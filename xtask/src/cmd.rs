@@ -191,8 +191,11 @@ pub fn ci() -> Result<(), String> {
         cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
     )?;
     tidy::run(&workspace_root())?;
+    crate::secrets::run()?;
     test(&[])?;
-    deny()
+    deny()?;
+    crate::sbom::run()?;
+    crate::deploy::run()
 }
 
 /// cargo-deny: licences, bans and sources always; advisories only from a local advisory database

@@ -3,21 +3,28 @@
 //! - `dev`: Postgres + Redis (yours via DATABASE_URL/REDIS_URL, or throwaway ones), migrations, a
 //!   demo practice, then `praxis serve` on 127.0.0.1:8080. Ctrl-C stops everything.
 //! - `test`: the same services, then every test in the workspace (`cargo test --workspace`).
-//! - `ci`: fmt check, clippy -D warnings, tidy, tests, cargo-deny.
+//! - `ci`: fmt check, clippy -D warnings, tidy, secret scan, tests, cargo-deny, SBOM, deploy-check.
 //! - `tidy`: domain crates must not depend on I/O frameworks or adapters.
+//! - `secrets`: detect-secrets over the tracked tree and the history since the last `v*` tag.
+//! - `sbom`: CycloneDX SBOM of the `praxis` binary at `target/sbom/praxis.cdx.json`, checked.
+//! - `deploy-check`: linters and hardening rules for `deploy/`.
 
 // This is a command-line tool: printing is its interface.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cmd;
+mod deploy;
 mod moto;
+mod pyvenv;
+mod sbom;
+mod secrets;
 mod services;
 mod tidy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <dev | test [cargo test args...] | ci | tidy>";
+const USAGE: &str = "usage: cargo xtask <dev | test [cargo test args...] | ci | tidy | secrets | sbom | deploy-check>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +33,9 @@ fn main() -> ExitCode {
         Some("test") => cmd::test(&args[1..]),
         Some("ci") => cmd::ci(),
         Some("tidy") => tidy::run(&workspace_root()),
+        Some("secrets") => secrets::run(),
+        Some("sbom") => sbom::run(),
+        Some("deploy-check") => deploy::run(),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(())
