@@ -184,6 +184,24 @@ impl TestTotals {
     }
 }
 
+/// `cargo bench` with the same services as the tests (benchmarks that talk to Postgres and
+/// Redis read the same variables), e.g. `cargo xtask bench -p api --bench middleware`.
+pub fn bench(extra_args: &[String]) -> Result<(), String> {
+    let services = Services::start("bench")?;
+    let role_password = services::random_hex(16)?;
+    let result = run_step(
+        "cargo bench",
+        cargo()
+            .arg("bench")
+            .args(extra_args)
+            .env("PRAXIS_TEST_DATABASE_URL", &services.admin_url)
+            .env("PRAXIS_TEST_REDIS_URL", &services.redis_url)
+            .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password),
+    );
+    services.drop_test_databases();
+    result
+}
+
 pub fn ci() -> Result<(), String> {
     run_step("cargo fmt --check", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run_step(

@@ -24,13 +24,15 @@ mod tidy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <dev | test [cargo test args...] | ci | tidy | secrets | sbom | deploy-check>";
+const USAGE: &str =
+    "usage: cargo xtask <dev | test [cargo test args...] | bench [cargo bench args...] | ci | tidy | secrets | sbom | deploy-check>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("dev") => cmd::dev(),
         Some("test") => cmd::test(&args[1..]),
+        Some("bench") => cmd::bench(&args[1..]),
         Some("ci") => cmd::ci(),
         Some("tidy") => tidy::run(&workspace_root()),
         Some("secrets") => secrets::run(),
