@@ -1,0 +1,624 @@
+//! The Azure Key Vault adapter: `KeyManagement` on one RSA key of a Key Vault (or Managed HSM).
+//!
+//! - `wrap` = `POST {vault}/keys/{name}[/{version}]/wrapkey?api-version=7.4` with
+//!   `{"alg": "RSA-OAEP-256", "value": base64url(DEK)}`; the answer's `kid` names the key version
+//!   that wrapped it.
+//! - `unwrap` = `POST {vault}/keys/{name}/{version}/unwrapkey?api-version=7.4`, always with the
+//!   version recorded at wrap time, so keys wrapped before a rotation still unwrap.
+//! - `generate_data_key` is the port's default: a DEK from the local CSPRNG, then `wrap` (Key
+//!   Vault has no data-key generation for RSA keys). `rewrap` is the port's default too (unwrap,
+//!   then wrap under the current version): Key Vault has no re-encrypt, so during a rotation the
+//!   plaintext DEK passes through this process, as it does on every read anyway.
+//! - `health_check` = `GET {vault}/keys/{name}[/{version}]?api-version=7.4`: the key must be
+//!   enabled, RSA, and allow `wrapKey` and `unwrapKey`.
+//!
+//! # The key context is not bound by Azure
+//!
+//! Key Vault's wrapKey takes no context and does not expose RSA-OAEP's label, so the wrapped DEK
+//! is *not* bound to the `KeyContext`: a wrapped DEK copied to another patient's row would
+//! unwrap. That is a deliberate, documented difference from the AWS and Vault adapters (the
+//! port's contract asks for the binding; this adapter cannot give it without inventing a
+//! format of its own). What still ties data to its owner:
+//! - every field ciphertext's AAD binds it to tenant, table, column and row, so a field copied
+//!   elsewhere fails to decrypt whatever DEK is used;
+//! - the wrapped DEK lives in the row keyed by `(tenant_id, patient_id, generation)` under
+//!   row-level security, and the DEK cache is keyed the same way;
+//! - `unwrap` accepts only DEKs wrapped by the configured key.
+//!
+//! The `KeyContext` is therefore accepted and ignored. Deployments that need the KMS itself to
+//! enforce the binding should use AWS KMS or Vault.
+//!
+//! # Key ids and versions
+//!
+//! `WrappedDataKey::kek_id` and `key_info().key_id` are the key's id without version,
+//! `https://{vault}.vault.azure.net/keys/{name}`, built from the configured `vault_url`.
+//! `kek_version` is the version segment of the `kid` Key Vault returns; `ciphertext` is the raw
+//! RSA-OAEP-256 output (256 bytes for RSA-2048, 384 for RSA-3072). With `key_version` unset,
+//! wraps use the key's current version and a rotation in Azure takes effect at once;
+//! `key_info().version` is the version last seen (empty before the first call). Pin
+//! `key_version` to control when new DEKs move to a new version.
+//!
+//! # Credentials
+//!
+//! A bearer token for `https://vault.azure.net/.default` from Microsoft Entra ID, cached until
+//! five minutes before it expires and fetched again after a 401:
+//! - `AzureCredential::WorkloadIdentity`: AKS workload identity (a federated token file, the
+//!   recommended choice on Kubernetes: no secret in the configuration);
+//! - `AzureCredential::ManagedIdentity`: the instance metadata service (VMs, VM scale sets);
+//! - `AzureCredential::ClientSecret`: a service principal's client secret.
+//!
+//! # Least privilege
+//!
+//! Use the Azure RBAC permission model on the vault and assign the application's identity the
+//! built-in role **Key Vault Crypto Service Encryption User** scoped to the one key; its data
+//! actions are exactly `Microsoft.KeyVault/vaults/keys/read`, `.../keys/wrap/action` and
+//! `.../keys/unwrap/action`. ("Key Vault Crypto User" also works but adds encrypt, decrypt, sign,
+//! verify and more.)
+//!
+//! ```text
+//! az keyvault key create --vault-name praxis-kv --name praxis --kty RSA-HSM --size 3072 \
+//!     --ops wrapKey unwrapKey
+//! az role assignment create --assignee <app-object-id> \
+//!     --role "Key Vault Crypto Service Encryption User" \
+//!     --scope "$(az keyvault show -n praxis-kv --query id -o tsv)/keys/praxis"
+//! ```
+//!
+//! Key creation, rotation and deletion belong to an administrator ("Key Vault Crypto Officer").
+//! Enable soft delete and purge protection on the vault: a purged key shreds every DEK.
+//!
+//! # Retries and timeouts (bounded, never a panic)
+//!
+//! Network errors, timeouts, 408, 429 and 5xx are retried with exponential backoff and jitter,
+//! honouring `Retry-After` up to `RetryPolicy::max_retry_after` (a longer wait ends the
+//! operation at once); `RetryPolicy::default()`: 3 attempts, 100 ms then 200 ms (cap 400 ms), 5 s
+//! per attempt, 15 s in all. Then the error is `KmsError::Unavailable`. 401/403 →
+//! `AccessDenied` (a disabled or expired key → `KeyNotFound`), 404 → `KeyNotFound`, 400 on
+//! unwrap (`BadParameter`: decryption failed) → `InvalidCiphertext`.
+//!
+//! # Why not the Azure SDK
+//!
+//! `azure_security_keyvault_keys` 1.x with `azure_identity` builds without OpenSSL, but its TLS
+//! comes from reqwest's `rustls` feature, which brings aws-lc-rs, a second C crypto library next
+//! to ring (the same reason `kms-aws` configures its SDK for ring); avoiding it would mean a
+//! custom transport. The two crates add 353 lines of `cargo tree` for two REST calls and a
+//! token request. This adapter calls the REST API with reqwest (already in the workspace) on
+//! rustls with a ring provider configured for this client only.
+//!
+//! # Limits
+//!
+//! The plaintext DEK passes through buffers this crate does not own (reqwest's bodies,
+//! serde_json's parse) and which are not zeroized; the copies this crate owns are.
+
+mod error;
+mod http;
+mod retry;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use crypto::{DataKey, KekInfo, KeyContext, KeyManagement, KmsError, WrappedDataKey};
+use kernel::Secret;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use retry::Attempt;
+use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+pub use retry::RetryPolicy;
+
+/// `KekInfo::backend` of this adapter.
+pub const BACKEND: &str = "azure-key-vault";
+/// The Key Vault REST API version used.
+pub const API_VERSION: &str = "7.4";
+/// The wrapping algorithm.
+pub const ALGORITHM: &str = "RSA-OAEP-256";
+/// Entra ID's public-cloud authority.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// The OAuth scope of Key Vault's data plane.
+pub const KEY_VAULT_SCOPE: &str = "https://vault.azure.net/.default";
+/// The instance metadata service's token endpoint (managed identity).
+pub const IMDS_TOKEN_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+/// Tokens are fetched again this long before they expire.
+const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// How the adapter gets a token for Key Vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureCredential {
+    /// A service principal's client secret (client credentials grant).
+    ClientSecret { tenant_id: String, client_id: String, client_secret: Secret<String> },
+    /// Workload identity federation: the federated token in `token_file` (AKS mounts it and
+    /// sets `AZURE_FEDERATED_TOKEN_FILE`) is exchanged as a client assertion. Read at every
+    /// token fetch, since the platform rotates it.
+    WorkloadIdentity { tenant_id: String, client_id: String, token_file: PathBuf },
+    /// The instance metadata service; `client_id` picks a user-assigned identity.
+    ManagedIdentity { client_id: Option<String> },
+}
+
+/// Which key to use, where, and how to authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureKeyVaultConfig {
+    /// The vault's URL, e.g. `https://praxis-kv.vault.azure.net` (or a Managed HSM's). `http://`
+    /// is accepted for tests; the application's production config check should insist on
+    /// `https://`.
+    pub vault_url: String,
+    /// The key's name. An RSA key (2048 bits or more) with `wrapKey` and `unwrapKey` allowed.
+    pub key_name: String,
+    /// Wrap under this version rather than the key's current one.
+    pub key_version: Option<String>,
+    pub credential: AzureCredential,
+    /// The Entra ID authority (default `DEFAULT_AUTHORITY_HOST`; sovereign clouds differ).
+    pub authority_host: String,
+    pub retry: RetryPolicy,
+}
+
+impl AzureKeyVaultConfig {
+    /// A configuration with the public-cloud authority, the key's current version and the
+    /// default retry policy.
+    pub fn new(vault_url: impl Into<String>, key_name: impl Into<String>, credential: AzureCredential) -> Self {
+        Self {
+            vault_url: vault_url.into(),
+            key_name: key_name.into(),
+            key_version: None,
+            credential,
+            authority_host: DEFAULT_AUTHORITY_HOST.to_owned(),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Every problem with this configuration (empty when there is none), so the application's
+    /// config validation can list them all at once.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !is_http_url(&self.vault_url) {
+            problems.push(format!("kms.azure.vault_url {:?} is not an http(s) URL", self.vault_url));
+        }
+        if !is_name(&self.key_name, true) {
+            problems.push(format!("kms.azure.key_name {:?} must be letters, digits and '-'", self.key_name));
+        }
+        if let Some(version) = &self.key_version
+            && !is_name(version, false)
+        {
+            problems.push(format!("kms.azure.key_version {version:?} must be letters and digits"));
+        }
+        if self.key_id().len() > crypto::Kek::MAX_LABEL_LEN {
+            // The key id is copied into every field ciphertext header with a one-byte length.
+            problems.push(format!("kms.azure key id is longer than {} bytes", crypto::Kek::MAX_LABEL_LEN));
+        }
+        if !is_http_url(&self.authority_host) {
+            problems.push(format!("kms.azure.authority_host {:?} is not an http(s) URL", self.authority_host));
+        }
+        match &self.credential {
+            AzureCredential::ClientSecret { tenant_id, client_id, client_secret } => {
+                tenant_problems(tenant_id, client_id, &mut problems);
+                if client_secret.expose_secret().trim().is_empty() {
+                    problems.push("kms.azure.client_secret is empty".to_owned());
+                }
+            }
+            AzureCredential::WorkloadIdentity { tenant_id, client_id, token_file } => {
+                tenant_problems(tenant_id, client_id, &mut problems);
+                if token_file.as_os_str().is_empty() {
+                    problems.push("kms.azure.token_file is empty".to_owned());
+                }
+            }
+            AzureCredential::ManagedIdentity { client_id } => {
+                if let Some(id) = client_id
+                    && !is_name(id, true)
+                {
+                    problems.push(format!("kms.azure.client_id {id:?} is not a client id"));
+                }
+            }
+        }
+        problems.extend(self.retry.problems("kms.azure.retry"));
+        problems
+    }
+
+    fn vault_base(&self) -> String {
+        self.vault_url.trim().trim_end_matches('/').to_owned()
+    }
+
+    fn key_id(&self) -> String {
+        format!("{}/keys/{}", self.vault_base(), self.key_name)
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    let url = url.trim();
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or_default();
+    !rest.is_empty() && !rest.contains(['?', '#', ' '])
+}
+
+/// Key names: letters, digits, '-'; versions (and ids): letters and digits (and '-').
+fn is_name(s: &str, dashes: bool) -> bool {
+    !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || (dashes && b == b'-'))
+}
+
+fn tenant_problems(tenant_id: &str, client_id: &str, problems: &mut Vec<String>) {
+    let tenant_ok = !tenant_id.is_empty()
+        && tenant_id.len() <= 127
+        && tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+    if !tenant_ok {
+        problems.push(format!("kms.azure.tenant_id {tenant_id:?} is not a tenant id or domain"));
+    }
+    if !is_name(client_id, true) {
+        problems.push(format!("kms.azure.client_id {client_id:?} is not a client id"));
+    }
+}
+
+struct CachedToken {
+    token: Secret<String>,
+    refresh_at: Instant,
+}
+
+/// `KeyManagement` on one Azure Key Vault key.
+pub struct AzureKeyVault {
+    http: reqwest::Client,
+    config: AzureKeyVaultConfig,
+    base: String,
+    key_id: String,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+    latest_version: RwLock<String>,
+}
+
+impl fmt::Debug for AzureKeyVault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureKeyVault").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyOperationResult {
+    kid: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct KeyBundle {
+    key: JsonWebKey,
+    #[serde(default)]
+    attributes: Option<KeyAttributes>,
+}
+
+#[derive(Deserialize)]
+struct JsonWebKey {
+    kid: String,
+    kty: String,
+    #[serde(default)]
+    key_ops: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct KeyAttributes {
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    /// A number from Entra ID, a string from the metadata service.
+    expires_in: serde_json::Value,
+}
+
+#[derive(serde::Serialize)]
+struct KeyOperation<'a> {
+    alg: &'a str,
+    value: &'a str,
+}
+
+impl AzureKeyVault {
+    /// An adapter for `config`. Makes no network call; call `health_check` at start-up to fail
+    /// fast.
+    pub fn new(config: &AzureKeyVaultConfig) -> Result<Self, KmsError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(KmsError::Other(problems.join("; ")));
+        }
+        let latest = config.key_version.clone().unwrap_or_default();
+        Ok(Self {
+            http: http::client(&config.retry, None)?,
+            base: config.vault_base(),
+            key_id: config.key_id(),
+            config: config.clone(),
+            token: tokio::sync::Mutex::new(None),
+            latest_version: RwLock::new(latest),
+        })
+    }
+
+    /// A bearer token for Key Vault, from the cache or fetched now.
+    async fn bearer(&self) -> Result<Secret<String>, (KmsError, Option<Duration>)> {
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && Instant::now() < token.refresh_at
+        {
+            return Ok(token.token.clone());
+        }
+        let request = match &self.config.credential {
+            AzureCredential::ClientSecret { tenant_id, client_id, client_secret } => {
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", client_secret.expose_secret().as_str()),
+                    ("scope", KEY_VAULT_SCOPE),
+                ];
+                self.http.post(self.token_url(tenant_id)).form(&form)
+            }
+            AzureCredential::WorkloadIdentity { tenant_id, client_id, token_file } => {
+                let assertion = Zeroizing::new(std::fs::read_to_string(token_file).map_err(|e| {
+                    (KmsError::AccessDenied(format!("token: federated token file {}: {e}", token_file.display())), None)
+                })?);
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                    ("client_assertion", assertion.trim()),
+                    ("scope", KEY_VAULT_SCOPE),
+                ];
+                self.http.post(self.token_url(tenant_id)).form(&form)
+            }
+            AzureCredential::ManagedIdentity { client_id } => {
+                // client_id is validated as letters, digits and '-': nothing to escape.
+                let mut url =
+                    format!("{IMDS_TOKEN_ENDPOINT}?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net");
+                if let Some(id) = client_id {
+                    url.push_str("&client_id=");
+                    url.push_str(id);
+                }
+                self.http.get(url).header("Metadata", "true")
+            }
+        };
+        let response = request.send().await.map_err(|e| (http::transport_error("token", &e), None))?;
+        let status = response.status().as_u16();
+        let retry_after = http::retry_after(response.headers());
+        let bytes =
+            Zeroizing::new(response.bytes().await.map_err(|e| (http::transport_error("token", &e), None))?.to_vec());
+        if !(200..300).contains(&status) {
+            // invalid_client, unauthorized_client, a wrong tenant: our credentials are refused.
+            let error = match error::map_status("token", status, &bytes, false) {
+                KmsError::Unavailable(m) => KmsError::Unavailable(m),
+                KmsError::AccessDenied(m) | KmsError::KeyNotFound(m) | KmsError::Other(m) => KmsError::AccessDenied(m),
+                KmsError::InvalidCiphertext => KmsError::AccessDenied(format!("token: HTTP {status}")),
+            };
+            return Err((error, retry_after));
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&bytes)
+            .map_err(|e| (KmsError::Other(format!("token: unexpected answer: {e}")), None))?;
+        let token = Secret::new(answer.access_token);
+        let expires_in = match &answer.expires_in {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(0);
+        let refresh_at = Instant::now() + Duration::from_secs(expires_in).saturating_sub(TOKEN_REFRESH_MARGIN);
+        *cached = Some(CachedToken { token: token.clone(), refresh_at });
+        Ok(token)
+    }
+
+    fn token_url(&self, tenant_id: &str) -> String {
+        format!("{}/{tenant_id}/oauth2/v2.0/token", self.config.authority_host.trim().trim_end_matches('/'))
+    }
+
+    async fn forget_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    /// One Key Vault call with retries; the 2xx body, or the mapped error.
+    async fn call(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        unwrapping: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let url = format!("{}/{path}?api-version={API_VERSION}", self.base);
+        let (url, method) = (&url, &method);
+        retry::run(&self.config.retry, operation, move || async move {
+            let token = match self.bearer().await {
+                Ok(token) => token,
+                Err((error, retry_after)) => return Attempt::fail(error, retry_after),
+            };
+            let mut authorization = match HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())) {
+                Ok(value) => value,
+                Err(_) => return Attempt::Done(Err(KmsError::Other("access token is not a header value".to_owned()))),
+            };
+            authorization.set_sensitive(true);
+            let mut request = self.http.request(method.clone(), url).header(AUTHORIZATION, authorization);
+            if let Some(body) = body {
+                request = request.header(CONTENT_TYPE, "application/json").body(body.to_vec());
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) => return Attempt::fail(http::transport_error(operation, &e), None),
+            };
+            let status = response.status().as_u16();
+            let retry_after = http::retry_after(response.headers());
+            let bytes = match response.bytes().await {
+                Ok(bytes) => Zeroizing::new(bytes.to_vec()),
+                Err(e) => return Attempt::fail(http::transport_error(operation, &e), None),
+            };
+            if (200..300).contains(&status) {
+                return Attempt::Done(Ok(bytes));
+            }
+            let error = error::map_status(operation, status, &bytes, unwrapping);
+            if status == 401 {
+                // The token expired or was revoked early: fetch a new one and retry once.
+                self.forget_token().await;
+                return Attempt::RetryNow(error);
+            }
+            Attempt::fail(error, retry_after)
+        })
+        .await
+    }
+
+    /// The version segment of a `kid` of our key.
+    fn version_of(&self, kid: &str, operation: &str) -> Result<String, KmsError> {
+        let version = kid
+            .get(..self.key_id.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(&self.key_id))
+            .and_then(|_| kid[self.key_id.len()..].strip_prefix('/'))
+            .filter(|v| is_name(v, false))
+            .ok_or_else(|| {
+                KmsError::Other(format!("{operation}: answer names another key: {}", http::truncate(kid, 200)))
+            })?;
+        if let Ok(mut latest) = self.latest_version.write()
+            && self.config.key_version.is_none()
+        {
+            version.clone_into(&mut latest);
+        }
+        Ok(version.to_owned())
+    }
+
+    fn key_path(&self, version: Option<&str>) -> String {
+        match version {
+            Some(version) => format!("keys/{}/{version}", self.config.key_name),
+            None => format!("keys/{}", self.config.key_name),
+        }
+    }
+}
+
+#[async_trait]
+impl KeyManagement for AzureKeyVault {
+    async fn wrap(&self, key: &DataKey, _ctx: &KeyContext) -> Result<WrappedDataKey, KmsError> {
+        let value = Zeroizing::new(B64URL.encode(key.expose_secret()));
+        let body = Zeroizing::new(
+            serde_json::to_vec(&KeyOperation { alg: ALGORITHM, value: &value })
+                .map_err(|e| KmsError::Other(format!("wrapKey: request: {e}")))?,
+        );
+        let path = format!("{}/wrapkey", self.key_path(self.config.key_version.as_deref()));
+        let answer = self.call("wrapKey", Method::POST, &path, Some(&body), false).await?;
+        let result: KeyOperationResult = parse("wrapKey", &answer)?;
+        let kek_version = self.version_of(&result.kid, "wrapKey")?;
+        let ciphertext = B64URL
+            .decode(result.value.trim_end_matches('='))
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| KmsError::Other("wrapKey: answer value is not base64url".to_owned()))?;
+        Ok(WrappedDataKey { kek_id: self.key_id.clone(), kek_version, ciphertext })
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedDataKey, _ctx: &KeyContext) -> Result<DataKey, KmsError> {
+        if wrapped.kek_id != self.key_id {
+            return Err(KmsError::KeyNotFound(format!("{} is not the Azure key {}", wrapped.kek_id, self.key_id)));
+        }
+        if !is_name(&wrapped.kek_version, false) || wrapped.ciphertext.is_empty() {
+            return Err(KmsError::InvalidCiphertext);
+        }
+        let value = B64URL.encode(&wrapped.ciphertext);
+        let body = serde_json::to_vec(&KeyOperation { alg: ALGORITHM, value: &value })
+            .map_err(|e| KmsError::Other(format!("unwrapKey: request: {e}")))?;
+        let path = format!("{}/unwrapkey", self.key_path(Some(&wrapped.kek_version)));
+        let answer = self.call("unwrapKey", Method::POST, &path, Some(&body), true).await?;
+        let result: KeyOperationResult = parse("unwrapKey", &answer)?;
+        let value = Zeroizing::new(result.value);
+        let plaintext =
+            Zeroizing::new(B64URL.decode(value.trim_end_matches('=')).map_err(|_| KmsError::InvalidCiphertext)?);
+        // Not 32 bytes: something else was wrapped under our key.
+        DataKey::from_bytes(&plaintext).map_err(|_| KmsError::InvalidCiphertext)
+    }
+
+    fn key_info(&self) -> KekInfo {
+        let version = match self.latest_version.read() {
+            Ok(version) => version.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        KekInfo { backend: BACKEND, key_id: self.key_id.clone(), version }
+    }
+
+    async fn health_check(&self) -> Result<(), KmsError> {
+        let path = self.key_path(self.config.key_version.as_deref());
+        let answer = self.call("getKey", Method::GET, &path, None, false).await?;
+        let bundle: KeyBundle = parse("getKey", &answer)?;
+        self.version_of(&bundle.key.kid, "getKey")?;
+        if bundle.attributes.and_then(|a| a.enabled) == Some(false) {
+            return Err(KmsError::KeyNotFound(format!("{}: key is disabled", self.key_id)));
+        }
+        if !matches!(bundle.key.kty.as_str(), "RSA" | "RSA-HSM") {
+            return Err(KmsError::Other(format!(
+                "{}: key type is {}, not RSA",
+                self.key_id,
+                http::truncate(&bundle.key.kty, 20)
+            )));
+        }
+        for op in ["wrapKey", "unwrapKey"] {
+            if !bundle.key.key_ops.iter().any(|o| o == op) {
+                return Err(KmsError::Other(format!("{}: key does not allow {op}", self.key_id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, KmsError> {
+    serde_json::from_slice(body).map_err(|e| KmsError::Other(format!("{operation}: unexpected answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AzureKeyVaultConfig {
+        AzureKeyVaultConfig::new(
+            "https://praxis-kv.vault.azure.net/",
+            "praxis",
+            AzureCredential::ClientSecret {
+                tenant_id: "00000000-0000-0000-0000-000000000000".into(),
+                client_id: "11111111-1111-1111-1111-111111111111".into(),
+                client_secret: Secret::new("test-secret".into()),
+            },
+        )
+    }
+
+    #[test]
+    fn a_good_configuration_has_no_problems() {
+        assert!(config().problems().is_empty(), "{:?}", config().problems());
+        assert_eq!(config().key_id(), "https://praxis-kv.vault.azure.net/keys/praxis");
+        let mut mi = config();
+        mi.credential = AzureCredential::ManagedIdentity { client_id: None };
+        mi.key_version = Some("0123456789abcdef0123456789abcdef".into());
+        assert!(mi.problems().is_empty());
+        let printed = format!("{:?}", config());
+        assert!(!printed.contains("test-secret"), "{printed}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let config = AzureKeyVaultConfig {
+            vault_url: "praxis-kv".into(),
+            key_name: "a/b".into(),
+            key_version: Some("../x".into()),
+            credential: AzureCredential::ClientSecret {
+                tenant_id: "a/b".into(),
+                client_id: String::new(),
+                client_secret: Secret::new(String::new()),
+            },
+            authority_host: "login".into(),
+            retry: RetryPolicy { max_attempts: 0, ..Default::default() },
+        };
+        let problems = config.problems();
+        assert_eq!(problems.len(), 8, "{problems:#?}");
+        assert!(AzureKeyVault::new(&config).is_err());
+    }
+
+    #[test]
+    fn versions_come_from_our_kid_only() {
+        let kms = AzureKeyVault::new(&config()).unwrap();
+        assert_eq!(kms.version_of("https://praxis-kv.vault.azure.net/keys/praxis/abc123", "x").unwrap(), "abc123");
+        assert_eq!(kms.key_info().version, "abc123");
+        assert_eq!(kms.version_of("https://PRAXIS-KV.vault.azure.net/keys/praxis/Abc1", "x").unwrap(), "Abc1");
+        for bad in [
+            "https://praxis-kv.vault.azure.net/keys/praxis",
+            "https://praxis-kv.vault.azure.net/keys/praxis/",
+            "https://praxis-kv.vault.azure.net/keys/praxis2/abc",
+            "https://evil.vault.azure.net/keys/praxis/abc",
+            "https://praxis-kv.vault.azure.net/keys/praxis/a/b",
+            "",
+        ] {
+            assert!(kms.version_of(bad, "x").is_err(), "{bad}");
+        }
+    }
+}
