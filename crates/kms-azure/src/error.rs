@@ -5,8 +5,8 @@
 //! becomes 503 at the API (retry later), everything else 500, so only conditions that can clear
 //! by themselves are `Unavailable`.
 
-use crate::http::truncate;
 use crypto::KmsError;
+use kms_http::truncate;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -90,17 +90,15 @@
 //! serde_json's parse) and which are not zeroized; the copies this crate owns are.
 
 mod error;
-mod http;
-mod retry;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use crypto::{DataKey, KekInfo, KeyContext, KeyManagement, KmsError, WrappedDataKey};
 use kernel::Secret;
+use kms_http::Attempt;
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use retry::Attempt;
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -108,7 +106,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-pub use retry::RetryPolicy;
+pub use kms_http::RetryPolicy;
 
 /// `KekInfo::backend` of this adapter.
 pub const BACKEND: &str = "azure-key-vault";
@@ -319,7 +317,7 @@ impl AzureKeyVault {
         }
         let latest = config.key_version.clone().unwrap_or_default();
         Ok(Self {
-            http: http::client(&config.retry, None)?,
+            http: kms_http::client(&config.retry, None)?,
             base: config.vault_base(),
             key_id: config.key_id(),
             config: config.clone(),
@@ -370,11 +368,12 @@ impl AzureKeyVault {
                 self.http.get(url).header("Metadata", "true")
             }
         };
-        let response = request.send().await.map_err(|e| (http::transport_error("token", &e), None))?;
+        let response = request.send().await.map_err(|e| (kms_http::transport_error("token", &e), None))?;
         let status = response.status().as_u16();
-        let retry_after = http::retry_after(response.headers());
-        let bytes =
-            Zeroizing::new(response.bytes().await.map_err(|e| (http::transport_error("token", &e), None))?.to_vec());
+        let retry_after = kms_http::retry_after(response.headers());
+        let bytes = Zeroizing::new(
+            response.bytes().await.map_err(|e| (kms_http::transport_error("token", &e), None))?.to_vec(),
+        );
         if !(200..300).contains(&status) {
             // invalid_client, unauthorized_client, a wrong tenant: our credentials are refused.
             let error = match error::map_status("token", status, &bytes, false) {
@@ -417,7 +416,7 @@ impl AzureKeyVault {
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let url = format!("{}/{path}?api-version={API_VERSION}", self.base);
         let (url, method) = (&url, &method);
-        retry::run(&self.config.retry, operation, move || async move {
+        kms_http::run(&self.config.retry, operation, move || async move {
             let token = match self.bearer().await {
                 Ok(token) => token,
                 Err((error, retry_after)) => return Attempt::fail(error, retry_after),
@@ -433,13 +432,13 @@ impl AzureKeyVault {
             }
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(e) => return Attempt::fail(http::transport_error(operation, &e), None),
+                Err(e) => return Attempt::fail(kms_http::transport_error(operation, &e), None),
             };
             let status = response.status().as_u16();
-            let retry_after = http::retry_after(response.headers());
+            let retry_after = kms_http::retry_after(response.headers());
             let bytes = match response.bytes().await {
                 Ok(bytes) => Zeroizing::new(bytes.to_vec()),
-                Err(e) => return Attempt::fail(http::transport_error(operation, &e), None),
+                Err(e) => return Attempt::fail(kms_http::transport_error(operation, &e), None),
             };
             if (200..300).contains(&status) {
                 return Attempt::Done(Ok(bytes));
@@ -463,7 +462,7 @@ impl AzureKeyVault {
             .and_then(|_| kid[self.key_id.len()..].strip_prefix('/'))
             .filter(|v| is_name(v, false))
             .ok_or_else(|| {
-                KmsError::Other(format!("{operation}: answer names another key: {}", http::truncate(kid, 200)))
+                KmsError::Other(format!("{operation}: answer names another key: {}", kms_http::truncate(kid, 200)))
             })?;
         if let Ok(mut latest) = self.latest_version.write()
             && self.config.key_version.is_none()
@@ -541,7 +540,7 @@ impl KeyManagement for AzureKeyVault {
             return Err(KmsError::Other(format!(
                 "{}: key type is {}, not RSA",
                 self.key_id,
-                http::truncate(&bundle.key.kty, 20)
+                kms_http::truncate(&bundle.key.kty, 20)
             )));
         }
         for op in ["wrapKey", "unwrapKey"] {

@@ -4,8 +4,8 @@
 //! API tells the client: `Unavailable` becomes 503 (retry later), everything else 500, so only
 //! conditions that can clear by themselves are `Unavailable`.
 
-use crate::http::truncate;
 use crypto::KmsError;
+use kms_http::truncate;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -96,17 +96,15 @@
 //! are. `generate_data_key` and `rewrap` (the common paths) never send a plaintext DEK.
 
 mod error;
-mod http;
-mod retry;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto::{DataKey, KekInfo, KeyContext, KeyManagement, KmsError, WrappedDataKey};
 use kernel::Secret;
+use kms_http::Attempt;
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
-use retry::Attempt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -114,7 +112,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-pub use retry::RetryPolicy;
+pub use kms_http::RetryPolicy;
 
 /// `KekInfo::backend` of this adapter.
 pub const BACKEND: &str = "vault-transit";
@@ -320,7 +318,7 @@ impl VaultKms {
             return Err(KmsError::Other(problems.join("; ")));
         }
         Ok(Self {
-            http: http::client(&config.retry, config.ca_cert_pem.as_deref())?,
+            http: kms_http::client(&config.retry, config.ca_cert_pem.as_deref())?,
             base: config.address.trim().trim_end_matches('/').to_owned(),
             mount: config.mount.clone(),
             key_name: config.key_name.clone(),
@@ -373,11 +371,12 @@ impl VaultKms {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| (http::transport_error("login", &e), None))?;
+            .map_err(|e| (kms_http::transport_error("login", &e), None))?;
         let status = response.status().as_u16();
-        let retry_after = http::retry_after(response.headers());
-        let bytes =
-            Zeroizing::new(response.bytes().await.map_err(|e| (http::transport_error("login", &e), None))?.to_vec());
+        let retry_after = kms_http::retry_after(response.headers());
+        let bytes = Zeroizing::new(
+            response.bytes().await.map_err(|e| (kms_http::transport_error("login", &e), None))?.to_vec(),
+        );
         if !(200..300).contains(&status) {
             // 400 "invalid role or secret ID" and 403 alike: our credentials are refused.
             let error = match error::map_status("login", status, &bytes) {
@@ -414,7 +413,7 @@ impl VaultKms {
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let url = format!("{}/v1/{path}", self.base);
         let (url, method) = (&url, &method);
-        retry::run(&self.retry, operation, move || async move {
+        kms_http::run(&self.retry, operation, move || async move {
             let token = match self.token().await {
                 Ok(token) => token,
                 Err((error, retry_after)) => return Attempt::fail(error, retry_after),
@@ -437,13 +436,13 @@ impl VaultKms {
             }
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(e) => return Attempt::fail(http::transport_error(operation, &e), None),
+                Err(e) => return Attempt::fail(kms_http::transport_error(operation, &e), None),
             };
             let status = response.status().as_u16();
-            let retry_after = http::retry_after(response.headers());
+            let retry_after = kms_http::retry_after(response.headers());
             let bytes = match response.bytes().await {
                 Ok(bytes) => Zeroizing::new(bytes.to_vec()),
-                Err(e) => return Attempt::fail(http::transport_error(operation, &e), None),
+                Err(e) => return Attempt::fail(kms_http::transport_error(operation, &e), None),
             };
             if (200..300).contains(&status) {
                 return Attempt::Done(Ok(bytes));
@@ -488,7 +487,7 @@ impl VaultKms {
             return Err(KmsError::Other(format!(
                 "transit key {} has type {}, expected aes256-gcm96",
                 self.key_id,
-                http::truncate(&key.key_type, 40)
+                kms_http::truncate(&key.key_type, 40)
             )));
         }
         if key.supports_encryption == Some(false) || key.supports_decryption == Some(false) {

@@ -1,17 +1,17 @@
 //! The HTTPS client: reqwest on rustls with ring (the crypto library the workspace already
 //! carries), Mozilla's root store plus an optional private CA, no redirects.
 
-use crate::retry::RetryPolicy;
+use crate::RetryPolicy;
 use crypto::KmsError;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A client for one backend. Redirects are not followed: a redirect would carry the token
+/// A client for one KMS backend. Redirects are not followed: a redirect would carry the token
 /// header to wherever it points (reqwest strips `Authorization` on cross-host redirects, but not
 /// a custom header such as `X-Vault-Token`).
-pub(crate) fn client(policy: &RetryPolicy, extra_ca_pem: Option<&str>) -> Result<reqwest::Client, KmsError> {
+pub fn client(policy: &RetryPolicy, extra_ca_pem: Option<&str>) -> Result<reqwest::Client, KmsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = extra_ca_pem {
@@ -43,7 +43,7 @@ pub(crate) fn client(policy: &RetryPolicy, extra_ca_pem: Option<&str>) -> Result
 
 /// A request that got no HTTP answer: connection refused or reset, DNS, TLS, or the attempt
 /// timed out. Transient from here: the caller may retry.
-pub(crate) fn transport_error(operation: &str, err: &reqwest::Error) -> KmsError {
+pub fn transport_error(operation: &str, err: &reqwest::Error) -> KmsError {
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -56,13 +56,13 @@ pub(crate) fn transport_error(operation: &str, err: &reqwest::Error) -> KmsError
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is ignored; the backoff applies then).
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// At most `max` characters of a provider's error text, for log messages.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
+pub fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text.to_owned(),

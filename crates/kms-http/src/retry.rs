@@ -51,7 +51,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub(crate) fn problems(&self, prefix: &str) -> Vec<String> {
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
         if self.max_attempts == 0 {
             problems.push(format!("{prefix}.max_attempts must be at least 1"));
@@ -64,7 +64,8 @@ impl RetryPolicy {
 }
 
 /// What one attempt came to.
-pub(crate) enum Attempt<T> {
+#[derive(Debug)]
+pub enum Attempt<T> {
     /// Success, or a failure that another attempt would not change.
     Done(Result<T, KmsError>),
     /// A transient failure (`error` is `Unavailable`); the server may have said when to retry.
@@ -76,13 +77,13 @@ pub(crate) enum Attempt<T> {
 
 impl<T> Attempt<T> {
     /// A failed attempt: retried when the error is transient, final otherwise.
-    pub(crate) fn fail(error: KmsError, retry_after: Option<Duration>) -> Self {
+    pub fn fail(error: KmsError, retry_after: Option<Duration>) -> Self {
         if error.is_retryable() { Self::Retry { error, retry_after } } else { Self::Done(Err(error)) }
     }
 }
 
 /// Runs `attempt` until it is done, attempts run out, or the operation deadline passes.
-pub(crate) async fn run<T, F, Fut>(policy: &RetryPolicy, operation: &str, mut attempt: F) -> Result<T, KmsError>
+pub async fn run<T, F, Fut>(policy: &RetryPolicy, operation: &str, mut attempt: F) -> Result<T, KmsError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Attempt<T>>,
