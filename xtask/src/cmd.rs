@@ -112,7 +112,8 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
 
     let mut command = cargo();
     command
-        .args(["test", "--workspace"])
+        // Every test binary runs even when one fails, so one report shows every failure.
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra_args)
         .env("PRAXIS_TEST_DATABASE_URL", &services.admin_url)
         .env("PRAXIS_TEST_REDIS_URL", &services.redis_url)

@@ -24,8 +24,7 @@ mod tidy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: cargo xtask <dev | test [cargo test args...] | bench [cargo bench args...] | ci | tidy | secrets | sbom | deploy-check>";
+const USAGE: &str = "usage: cargo xtask <dev | test [cargo test args...] | bench [cargo bench args...] | ci | tidy | secrets | sbom | deploy-check>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

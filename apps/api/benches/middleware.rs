@@ -71,6 +71,7 @@ async fn load(url: String, authorization: Option<String>) -> Report {
 
 #[actix_web::main]
 async fn main() {
+    api::cli::install_tls_provider();
     // The full stack.
     let db = testkit::TestDb::new().await;
     let redis = testkit::TestRedis::new();
@@ -87,7 +88,11 @@ async fn main() {
     let tenant = TenantId::new();
     let admin = UserId::new();
     let mut tx = begin(&db.app_pool, &DbContext::user(tenant, admin, Role::Admin)).await.unwrap();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Bench')").bind(tenant.as_uuid()).execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Bench')")
+        .bind(tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     accounts::insert_user(
         &mut tx,
         &accounts::NewUser {
@@ -122,11 +127,13 @@ async fn main() {
     // The same handler with nothing in front of it (no auth: nothing to extract).
     let bare_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let bare_addr = bare_listener.local_addr().unwrap();
-    let bare = HttpServer::new(|| App::new().route("/bench/noop", web::get().to(|| async { HttpResponse::NoContent().finish() })))
-        .workers(1)
-        .listen(bare_listener)
-        .unwrap()
-        .run();
+    let bare = HttpServer::new(|| {
+        App::new().route("/bench/noop", web::get().to(|| async { HttpResponse::NoContent().finish() }))
+    })
+    .workers(1)
+    .listen(bare_listener)
+    .unwrap()
+    .run();
     let bare_handle = bare.handle();
     actix_web::rt::spawn(bare);
 
@@ -135,7 +142,9 @@ async fn main() {
     println!("middleware stack cost, {CONCURRENCY} concurrent clients, {MEASURE:?} each, one server worker each");
     println!("| stack | requests/s | p50 | p99 |");
     println!("| --- | --- | --- | --- |");
-    for (name, report) in [("bare actix-web, no middleware", &bare_report), ("Praxis, authenticated (full stack)", &full_report)] {
+    for (name, report) in
+        [("bare actix-web, no middleware", &bare_report), ("Praxis, authenticated (full stack)", &full_report)]
+    {
         println!("| {name} | {:.0} | {:.2?} | {:.2?} |", report.rps, report.p50, report.p99);
     }
     println!("ratio full/bare throughput: {:.2}", full_report.rps / bare_report.rps);

@@ -1,4 +1,5 @@
-//! The `praxis` command line: `serve`, `migrate`, `config check`, `tenants create`.
+//! The `praxis` command line: `serve`, `migrate`, `config check`, `tenants create`, operator
+//! commands (`users`, `sessions`, `ip`, `audit`) and `keys rotate|migrate`.
 //!
 //! Output on stdout/stderr is this module's user interface, hence the print allowances.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -63,6 +64,54 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Data keys: KEK rotation and migration between KMS backends (resumable, in batches).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// Options shared by the key operations.
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    /// One practice (runtime role, `database.url`); default: every practice (owner role,
+    /// `database.owner_url`, which alone may list practices).
+    #[arg(long)]
+    pub tenant: Option<TenantId>,
+    /// Data keys per batch: per transaction, per progress line and per audit entry.
+    #[arg(long, default_value_t = crate::keys::DEFAULT_BATCH_SIZE)]
+    pub batch_size: u32,
+    /// Stop after this many rewraps (run again to continue).
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// New KEK version (local KMS; AWS rotates by itself), then rewrap every data key under it.
+    Rotate {
+        /// Do not create a new version: only finish an interrupted rotation.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        args: KeysArgs,
+    },
+    /// Rewrap every data key from the backends in `kms.previous` to the primary `kms.backend`.
+    Migrate {
+        /// The new backend; must be the configured primary (`kms.backend`).
+        #[arg(long, value_parser = parse_backend)]
+        to: crate::config::KmsBackend,
+        #[command(flatten)]
+        args: KeysArgs,
+    },
+}
+
+fn parse_backend(name: &str) -> Result<crate::config::KmsBackend, String> {
+    use crate::config::KmsBackend;
+    [KmsBackend::Local, KmsBackend::Aws]
+        .into_iter()
+        .find(|b| b.as_str() == name)
+        .ok_or_else(|| format!("{name:?} is not a KMS backend (local, aws)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +190,7 @@ pub enum TenantsCommand {
 
 /// Exit codes: 0 success, 1 refused or failed, 2 the configuration cannot be read.
 pub fn run(cli: Cli) -> ExitCode {
+    install_tls_provider();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -166,7 +216,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit { command: AuditCommand::Checkpoint { tenant } } => {
             with_runtime(audit_checkpoint(config, tenant))
         }
+        Command::Keys { command } => with_runtime(keys_command(config, command)),
     }
+}
+
+/// One TLS crypto provider for the whole process: rustls on ring, the library the workspace's
+/// own crypto already uses. HTTP clients built without an explicit TLS configuration (the OTLP
+/// exporter, the KMS SDKs) then never fall back to, or panic for lack of, another provider.
+pub fn install_tls_provider() {
+    // Err only means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn with_runtime(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
@@ -233,7 +292,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let config = Arc::new(config);
-    let state = AppState::from_config(config.clone(), Arc::new(SystemClock))?;
+    let state = AppState::build(config.clone(), Arc::new(SystemClock)).await?;
+
+    // Fail secure: never accept traffic with a KMS that cannot wrap and unwrap.
+    let kek = crate::kms::self_test(&state.kms).await.context("refusing to start")?;
+    tracing::info!(backend = kek.backend, kek_id = %kek.key_id, kek_version = %kek.version, "KMS self-test passed");
 
     // Fail secure: never serve through a role that row-level security does not bind.
     let problems =
@@ -323,7 +386,10 @@ fn hash_password(password: &str) -> anyhow::Result<String> {
 
 /// The pool and the practices an operator command works on: one practice through the runtime
 /// role, or every practice through the owner role (the only role that may list practices).
-async fn operator_scope(config: &Config, tenant: Option<TenantId>) -> anyhow::Result<(sqlx::PgPool, Vec<TenantId>)> {
+pub(crate) async fn operator_scope(
+    config: &Config,
+    tenant: Option<TenantId>,
+) -> anyhow::Result<(sqlx::PgPool, Vec<TenantId>)> {
     let options = store_postgres::PoolOptions::default();
     match tenant {
         Some(tenant) => {
@@ -342,6 +408,16 @@ async fn operator_scope(config: &Config, tenant: Option<TenantId>) -> anyhow::Re
             Ok((pool, ids.into_iter().map(TenantId::from_uuid).collect()))
         }
     }
+}
+
+async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    use crate::keys::{Operation, Options};
+    let (operation, args) = match command {
+        KeysCommand::Rotate { resume, args } => (Operation::Rotate { resume }, args),
+        KeysCommand::Migrate { to, args } => (Operation::Migrate { to }, args),
+    };
+    let options = Options { tenant: args.tenant, batch_size: args.batch_size, limit: args.limit };
+    crate::keys::run(&config, operation, options).await.map(|_| ())
 }
 
 async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {

@@ -166,31 +166,201 @@ impl Default for RedisConfig {
     }
 }
 
-/// Which key management service holds the key-encryption keys.
+/// Which key management service holds the key-encryption keys. Each adapter is behind a cargo
+/// feature of the same name (`kms-local`, `kms-aws`), all in the default build.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KmsBackend {
     /// A key file on local disk: development only, refused in production.
     #[default]
     Local,
+    /// AWS KMS, one symmetric key (`kms.aws`).
+    Aws,
+}
+
+impl KmsBackend {
+    /// The name used in the configuration (`kms.backend`, `praxis keys migrate --to`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Aws => "aws",
+        }
+    }
+
+    /// The cargo feature that builds this adapter in.
+    pub const fn feature(self) -> &'static str {
+        match self {
+            Self::Local => "kms-local",
+            Self::Aws => "kms-aws",
+        }
+    }
+
+    /// Whether this binary was built with the adapter.
+    pub const fn is_built_in(self) -> bool {
+        match self {
+            Self::Local => cfg!(feature = "kms-local"),
+            Self::Aws => cfg!(feature = "kms-aws"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KmsConfig {
+    /// The primary backend: wraps every new data key, and `praxis keys rotate|migrate` moves
+    /// every stored data key under it.
     pub backend: KmsBackend,
     pub local: LocalKmsConfig,
+    pub aws: AwsKmsConfig,
+    /// Older backends kept for unwrapping only, while `praxis keys migrate` moves their data
+    /// keys to the primary. Each entry is tagged like the primary, e.g. in TOML
+    /// `[[kms.previous]]` with `backend = "local"` and `key_file = "..."`.
+    pub previous: Vec<PreviousKms>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One backend in `kms.previous`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum PreviousKms {
+    Local(LocalKmsConfig),
+    Aws(AwsKmsConfig),
+}
+
+impl PreviousKms {
+    pub const fn backend(&self) -> KmsBackend {
+        match self {
+            Self::Local(_) => KmsBackend::Local,
+            Self::Aws(_) => KmsBackend::Aws,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalKmsConfig {
     pub key_file: PathBuf,
+    /// The KEK id recorded in the key file; two local backends in one keyring (a migration
+    /// from one key file to another) need different ids.
+    pub key_id: String,
 }
 
 impl Default for LocalKmsConfig {
     fn default() -> Self {
-        Self { key_file: PathBuf::from("target/praxis-dev-kms.key") }
+        Self { key_file: PathBuf::from("target/praxis-dev-kms.key"), key_id: "local".into() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsKmsConfig {
+    /// The KMS key's full ARN (an alias breaks old data keys when it is re-pointed).
+    pub key_id: String,
+    /// e.g. `eu-central-1`.
+    pub region: String,
+    /// A VPC endpoint, or a mock in tests; unset = the region's public endpoint. Credentials
+    /// come from the standard AWS chain, never from this file.
+    pub endpoint: Option<String>,
+}
+
+impl KmsConfig {
+    /// Every problem of the KMS section (the primary and each previous backend).
+    fn problems(&self, environment: Environment) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        check_backend(&mut problems, None, self.backend, &self.local, &self.aws, environment);
+        for (index, previous) in self.previous.iter().enumerate() {
+            let (local, aws) = match previous {
+                PreviousKms::Local(local) => (local.clone(), AwsKmsConfig::default()),
+                PreviousKms::Aws(aws) => (LocalKmsConfig::default(), aws.clone()),
+            };
+            check_backend(&mut problems, Some(index), previous.backend(), &local, &aws, environment);
+            if previous.backend() == self.backend && self.same_key(previous) {
+                problems.push(Problem {
+                    field: "kms.previous",
+                    message: format!("entry {index}: has the primary's key id; list only older backends"),
+                });
+            }
+        }
+        problems
+    }
+
+    fn same_key(&self, previous: &PreviousKms) -> bool {
+        match previous {
+            PreviousKms::Local(local) => local.key_id == self.local.key_id,
+            PreviousKms::Aws(aws) => aws.key_id == self.aws.key_id,
+        }
+    }
+}
+
+/// Checks one backend's settings. For the primary (`entry` = None) each problem names its exact
+/// setting (`kms.aws.key_id: required when kms.backend = "aws"`); for `kms.previous` entries the
+/// field is `kms.previous` and the message names the entry and its setting.
+fn check_backend(
+    problems: &mut Vec<Problem>,
+    entry: Option<usize>,
+    backend: KmsBackend,
+    local: &LocalKmsConfig,
+    aws: &AwsKmsConfig,
+    environment: Environment,
+) {
+    let name = backend.as_str();
+    let mut problem = |primary_field: &'static str, setting: &str, message: String| {
+        problems.push(match entry {
+            None => Problem { field: primary_field, message },
+            Some(index) => Problem {
+                field: "kms.previous",
+                message: format!("entry {index} (backend = {name:?}): {setting}{message}"),
+            },
+        });
+    };
+    let when = match entry {
+        None => format!("required when kms.backend = {name:?}"),
+        Some(_) => "required".to_owned(),
+    };
+    if !backend.is_built_in() {
+        problem(
+            "kms.backend",
+            "",
+            format!(
+                "{name:?}: this binary was built without the {name} KMS adapter (cargo feature {})",
+                backend.feature()
+            ),
+        );
+    }
+    match backend {
+        KmsBackend::Local => {
+            if local.key_file.as_os_str().is_empty() {
+                problem("kms.local.key_file", "key_file: ", when.clone());
+            }
+            if local.key_id.trim().is_empty() || local.key_id.len() > 255 {
+                problem("kms.local.key_id", "key_id: ", "must be 1 to 255 bytes".into());
+            }
+            if environment == Environment::Production {
+                problem(
+                    "kms.backend",
+                    "",
+                    "the local development KMS is not allowed in production; configure a real key management service"
+                        .into(),
+                );
+            }
+        }
+        KmsBackend::Aws => {
+            if aws.key_id.trim().is_empty() {
+                problem("kms.aws.key_id", "key_id: ", when.clone());
+            } else if aws.key_id.len() > 255 {
+                problem("kms.aws.key_id", "key_id: ", "longer than 255 bytes".into());
+            }
+            if aws.region.trim().is_empty() {
+                problem("kms.aws.region", "region: ", when.clone());
+            }
+            if let Some(endpoint) = &aws.endpoint {
+                let https = endpoint.starts_with("https://");
+                if !https && !endpoint.starts_with("http://") {
+                    problem("kms.aws.endpoint", "endpoint: ", format!("{endpoint:?} is not an http(s) URL"));
+                } else if !https && environment == Environment::Production {
+                    problem("kms.aws.endpoint", "endpoint: ", "must be https:// in production".into());
+                }
+            }
+        }
     }
 }
 
@@ -319,18 +489,16 @@ impl Config {
         if self.rate_limits.login_failures == 0 || self.rate_limits.login_window_secs == 0 {
             problem("rate_limits.login_failures", "login limits must be greater than 0".into());
         }
+        // Production refusals of the KMS section (the local KMS anywhere, plain-http endpoints)
+        // are in `KmsConfig::problems` too.
+        for kms_problem in self.kms.problems(self.environment) {
+            problem(kms_problem.field, kms_problem.message);
+        }
         if tracing_filter_is_invalid(&self.telemetry.log_level) {
             problem("telemetry.log_level", format!("{:?} is not a valid filter directive", self.telemetry.log_level));
         }
 
         if self.environment == Environment::Production {
-            if self.kms.backend == KmsBackend::Local {
-                problem(
-                    "kms.backend",
-                    "the local development KMS is not allowed in production; configure a real key management service"
-                        .into(),
-                );
-            }
             if !self.auth.argon2().meets_owasp_minimum() {
                 problem(
                     "auth.argon2_memory_kib",
@@ -424,6 +592,49 @@ mod tests {
         assert!(fields.contains(&"cors.allowed_origins"));
         assert!(fields.contains(&"database.url"));
         assert!(fields.contains(&"redis.url"));
+    }
+
+    #[test]
+    fn aws_backend_names_each_missing_field() {
+        let mut config = Config::default();
+        config.database.url = Some(Secret::new("postgres://app@localhost/praxis".into()));
+        config.redis.url = Some(Secret::new("redis://127.0.0.1".into()));
+        config.kms.backend = KmsBackend::Aws;
+        let messages: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+        assert!(messages.contains(&"kms.aws.key_id: required when kms.backend = \"aws\"".to_owned()), "{messages:?}");
+        assert!(messages.contains(&"kms.aws.region: required when kms.backend = \"aws\"".to_owned()), "{messages:?}");
+        config.kms.aws = AwsKmsConfig {
+            key_id: "arn:aws:kms:eu-central-1:1:key/k".into(),
+            region: "eu-central-1".into(),
+            endpoint: Some("http://kms.internal".into()),
+        };
+        assert_eq!(config.validate(), vec![]);
+        config.environment = Environment::Production;
+        config.database.url = Some(Secret::new("postgres://app@db/praxis?sslmode=verify-full".into()));
+        let messages: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(messages, vec!["kms.aws.endpoint: must be https:// in production".to_owned()]);
+    }
+
+    #[test]
+    fn previous_backends_are_tagged_and_checked() {
+        let toml = "[kms]\nbackend = \"aws\"\n[kms.aws]\nkey_id = \"k\"\nregion = \"r\"\n\
+                    [[kms.previous]]\nbackend = \"local\"\nkey_file = \"old.key\"\n\
+                    [[kms.previous]]\nbackend = \"aws\"\nregion = \"r\"\n";
+        let config: Config = Figment::new().merge(Toml::string(toml)).extract().unwrap();
+        assert_eq!(config.kms.previous.len(), 2);
+        assert!(matches!(&config.kms.previous[0], PreviousKms::Local(l) if l.key_file == Path::new("old.key")));
+        let messages: Vec<String> =
+            config.kms.problems(Environment::Production).iter().map(ToString::to_string).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with("kms.previous: entry 0 (backend = \"local\"): the local development KMS")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m == "kms.previous: entry 1 (backend = \"aws\"): key_id: required"),
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -15,19 +15,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The process is up and serving HTTP. Checks nothing else, so an outage of Postgres does not
 /// make an orchestrator restart every instance.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses(
+        (status = 200, description = "The process serves HTTP", body = crate::openapi::Liveness),
+        (status = "4XX", description = "A malformed request (e.g. a body over the limit)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))
 }
 
-/// 200 only when every dependency answers; 503 naming each one that does not.
+/// 200 only when every dependency answers; 503 naming each one that does not. `kms` is the
+/// keyring: the primary and every `kms.previous` backend must answer (an older backend that
+/// cannot unwrap makes the rows it wrapped unreadable).
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Every dependency answers", body = crate::openapi::Readiness),
+        (status = "4XX", description = "A malformed request (e.g. a body over the limit)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`urn:praxis:problem:not-ready`; the extra members `checks` (as in the 200 answer) and `failing` (names) say which dependencies are down", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let (postgres, redis) = tokio::join!(
+    use crypto::KeyManagement;
+    let (postgres, redis, kms) = tokio::join!(
         check(async { store_postgres::ping(&state.db).await.map_err(|e| e.to_string()) }),
         check(async { state.redis.ping().await.map_err(|e| e.to_string()) }),
+        check(async { state.kms.health_check().await.map_err(|e| e.to_string()) }),
     );
     let mut checks = Map::new();
     let mut failing = Vec::new();
-    for (name, outcome) in [("postgres", postgres), ("redis", redis)] {
+    for (name, outcome) in [("postgres", postgres), ("redis", redis), ("kms", kms)] {
         match outcome {
             Ok(()) => {
                 checks.insert(name.into(), json!({ "status": "up" }));

@@ -20,6 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::routes::auth::configure(cfg);
     crate::routes::users::configure(cfg);
     crate::routes::audit::configure(cfg);
+    crate::openapi::configure(cfg);
 }
 
 /// CORS: only listed origins get CORS headers, credentials only for them; methods and headers

@@ -1,5 +1,6 @@
 use crate::config::Config;
 use cache_redis::{FailureCounter, FallbackLimiter, IpBlockList, RateLimiter, RedisStore, ResilientLimiter};
+use crypto::{DekCache, DekCacheConfig, Keyring};
 use identity::{Cidr, PasswordHasher, SessionPolicy};
 use kernel::Clock;
 use sqlx::PgPool;
@@ -25,6 +26,21 @@ pub struct AppState {
     /// Failed-login counters (Redis only: login fails closed without them).
     pub login_failures: FailureCounter,
     pub blocklist: IpBlockList,
+    /// Wraps new data keys with the primary KEK, unwraps with any configured one
+    /// (`kms.backend` + `kms.previous`); every call is traced (`crate::kms::AuditedKms`).
+    pub kms: Arc<Keyring>,
+    /// Unwrapped DEKs, bounded in count, age and uses (crypto's defaults).
+    pub dek_cache: Arc<DekCache<SharedClock>>,
+}
+
+/// The state's clock as a `kernel::Clock` value, for components generic over the clock.
+#[derive(Debug, Clone)]
+pub struct SharedClock(pub Arc<dyn Clock>);
+
+impl Clock for SharedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0.now()
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -34,8 +50,22 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Builds pools without connecting: readiness tells whether the dependencies answer.
+    /// Builds pools without connecting, and the keyring (`praxis serve` and the tests). The AWS
+    /// KMS client can only be built asynchronously, hence this async builder.
+    pub async fn build(config: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let kms = crate::kms::build(&config.kms).await?;
+        Self::with_keyring(config, clock, kms.keyring)
+    }
+
+    /// Like [`AppState::build`], without an async runtime: only a local `kms.backend` (and
+    /// local `kms.previous` entries) can be built this way.
     pub fn from_config(config: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let kms = crate::kms::build_sync(&config.kms)?;
+        Self::with_keyring(config, clock, kms.keyring)
+    }
+
+    /// Builds pools without connecting: readiness tells whether the dependencies answer.
+    pub fn with_keyring(config: Arc<Config>, clock: Arc<dyn Clock>, kms: Arc<Keyring>) -> anyhow::Result<Self> {
         let database_url =
             config.database.url.as_ref().ok_or_else(|| anyhow::anyhow!("database.url: required secret is missing"))?;
         let redis_url =
@@ -65,6 +95,8 @@ impl AppState {
             limiter: Arc::new(limiter),
             login_failures: FailureCounter::new(redis.clone()),
             blocklist: IpBlockList::new(redis.clone()),
+            dek_cache: Arc::new(DekCache::new(SharedClock(clock.clone()), DekCacheConfig::default())),
+            kms,
             config,
             db,
             redis,

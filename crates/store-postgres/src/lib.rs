@@ -8,6 +8,7 @@
 pub mod audit;
 mod context;
 pub mod identity;
+pub mod keys;
 mod pool;
 mod role_check;
 

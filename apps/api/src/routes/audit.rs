@@ -7,45 +7,89 @@ use actix_web::{HttpResponse, web};
 use audit::{Action, AuditFilter, ChainedEntry, Outcome, Page};
 use identity::Permission;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/audit", web::get().to(query)).route("/api/v1/audit/verify", web::get().to(verify));
 }
 
 /// Query parameters; unknown ones are rejected so a typo is not silently ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// An action name, e.g. `auth.login`.
     action: Option<String>,
+    /// `success`, `failure` or `denied`.
     outcome: Option<String>,
     resource_type: Option<String>,
     resource_id: Option<String>,
     /// A user id: entries whose actor is that user.
     actor_user: Option<uuid::Uuid>,
+    /// RFC 3339; entries at or after.
     #[serde(default, with = "time::serde::rfc3339::option")]
     from: Option<OffsetDateTime>,
+    /// RFC 3339; entries before.
     #[serde(default, with = "time::serde::rfc3339::option")]
     to: Option<OffsetDateTime>,
+    /// `next_cursor` of the previous page.
     cursor: Option<u64>,
+    /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
-struct EntryView {
+/// One audit entry with its place in the hash chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryView {
     seq: u64,
+    /// SHA-256 of this entry, hex.
     hash: String,
+    /// SHA-256 of the previous entry, hex.
     prev_hash: String,
     #[serde(with = "time::serde::rfc3339")]
     occurred_at: OffsetDateTime,
+    #[schema(value_type = crate::openapi::Actor)]
     actor: kernel::Actor,
+    #[schema(example = "auth.login")]
     action: &'static str,
     resource_type: String,
     resource_id: Option<String>,
+    /// `success`, `failure` or `denied`.
     outcome: &'static str,
     request_id: Option<String>,
+    /// Action-specific details (never personal data).
+    #[schema(value_type = Object)]
     detail: serde_json::Value,
+}
+
+/// A page of entries, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntries {
+    entries: Vec<EntryView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<u64>,
+}
+
+/// The result of verifying the practice's chain. (Fields in key order: the body is byte-for-byte
+/// what it was as a `json!` object.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyReport {
+    entries_checked: u64,
+    /// Where the chain is first broken; null when intact.
+    #[schema(value_type = Option<crate::openapi::ChainBreak>)]
+    first_break: Option<audit::Break>,
+    /// The last entry that verified; null when none did.
+    head: Option<ChainHeadView>,
+    intact: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainHeadView {
+    /// SHA-256, hex.
+    hash: String,
+    seq: u64,
 }
 
 impl From<ChainedEntry> for EntryView {
@@ -71,6 +115,17 @@ fn invalid(field: &str, message: &str) -> ApiError {
     ApiError::Validation { errors: vec![FieldError { field: field.into(), message: message.into() }] }
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Entries matching the filter, newest first", body = AuditEntries),
+        (status = 400, description = "An unknown or invalid query parameter (`bad-request`, `validation-failed` with `errors[]`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Neither an admin nor an `audit:read` key", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn query(
     state: web::Data<AppState>,
     principal: Principal,
@@ -126,16 +181,28 @@ async fn query(
         _ => state.audit.query_entries(principal.tenant, &filter, page).await.map_err(ApiError::from)?,
     };
     let entries: Vec<EntryView> = result.entries.into_iter().map(EntryView::from).collect();
-    Ok(HttpResponse::Ok().json(json!({ "entries": entries, "next_cursor": result.next_cursor })))
+    // Through `Value` (keys in order), so the body stays byte-for-byte what it was.
+    let body =
+        serde_json::to_value(AuditEntries { entries, next_cursor: result.next_cursor }).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The verification report (also when the chain is broken: see `intact`)", body = VerifyReport),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Neither an admin nor an `audit:read` key", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn verify(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::AuditVerify)?;
     let report = state.audit.verify_chain(principal.tenant).await.map_err(ApiError::from)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "intact": report.first_break.is_none(),
-        "entries_checked": report.entries_checked,
-        "head": report.head.map(|h| json!({ "seq": h.seq, "hash": hex::encode(h.hash) })),
-        "first_break": report.first_break,
-    })))
+    Ok(HttpResponse::Ok().json(VerifyReport {
+        entries_checked: report.entries_checked,
+        first_break: report.first_break,
+        head: report.head.map(|h| ChainHeadView { hash: hex::encode(h.hash), seq: h.seq }),
+        intact: report.first_break.is_none(),
+    }))
 }

@@ -8,10 +8,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use audit::{Action, AuditEvent, Outcome};
 use identity::{CsrfToken, SessionToken};
 use kernel::{Actor, TenantId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Duration;
 use store_postgres::{DbContext, identity as accounts};
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/auth/login", web::post().to(login))
@@ -24,12 +25,86 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 const MAX_EMAIL: usize = 254;
 const MAX_PASSWORD_BYTES: usize = 1024;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
+pub struct LoginRequest {
     practice_id: uuid::Uuid,
+    #[schema(example = "admin@example.org", max_length = 254)]
     email: String,
+    #[schema(value_type = String, format = Password, min_length = 1, max_length = 1024)]
     password: kernel::Secret<String>,
+}
+
+/// A new session. The token is also set as the `__Host-praxis_session` cookie and the CSRF token
+/// as the `__Host-praxis_csrf` cookie. (Fields in key order: the body is byte-for-byte what it was
+/// as a `json!` object.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Echo it in `X-CSRF-Token` on cookie-authenticated writes.
+    csrf_token: String,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    expires_at: String,
+    /// Send as `Authorization: Bearer <token>` (or rely on the cookie).
+    token: String,
+    #[schema(example = "Bearer")]
+    token_type: String,
+    user: LoginUser,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginUser {
+    #[schema(value_type = uuid::Uuid)]
+    id: kernel::UserId,
+    #[schema(value_type = uuid::Uuid)]
+    practice_id: TenantId,
+    #[schema(value_type = crate::openapi::Role)]
+    role: kernel::Role,
+}
+
+/// The caller: a signed-in user or an API key, told apart by `kind`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Me {
+    User(MeUser),
+    ApiKey(MeApiKey),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeUser {
+    email: String,
+    #[schema(value_type = uuid::Uuid)]
+    id: kernel::UserId,
+    kind: UserKind,
+    #[schema(value_type = Option<uuid::Uuid>)]
+    patient_id: Option<kernel::PatientId>,
+    #[schema(value_type = uuid::Uuid)]
+    practice_id: TenantId,
+    #[schema(value_type = crate::openapi::Role)]
+    role: kernel::Role,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeApiKey {
+    #[schema(value_type = crate::openapi::Actor)]
+    actor: Actor,
+    kind: ApiKeyKind,
+    #[schema(value_type = uuid::Uuid)]
+    practice_id: TenantId,
+    #[schema(value_type = Vec<crate::openapi::ApiScope>)]
+    scopes: Vec<identity::ApiScope>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    User,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyKind {
+    ApiKey,
 }
 
 fn field(field: &str, message: &str) -> ApiError {
@@ -47,6 +122,17 @@ fn redis_down(error: impl std::fmt::Display) -> ApiError {
     ApiError::ServiceUnavailable { detail: "Login is temporarily unavailable; try again shortly.".into() }
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; sets the session and CSRF cookies", body = LoginResponse),
+        (status = 400, description = "Malformed body or invalid field (`bad-request`, `validation-failed`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong practice, email or password, or a disabled account (one answer for all)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over `server.body_limit_bytes`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins for this account and IP, or the IP's global limit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database or failure counters unavailable (login fails closed)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -139,13 +225,13 @@ async fn login(
         .same_site(SameSite::Strict)
         .max_age(max_age)
         .finish();
-    Ok(HttpResponse::Ok().cookie(session_cookie).cookie(csrf_cookie).json(json!({
-        "token": token.expose(),
-        "token_type": "Bearer",
-        "csrf_token": csrf.expose(),
-        "expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        "user": { "id": user.user, "role": user.role, "practice_id": tenant },
-    })))
+    Ok(HttpResponse::Ok().cookie(session_cookie).cookie(csrf_cookie).json(LoginResponse {
+        csrf_token: csrf.expose().to_owned(),
+        expires_at: expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        token: token.expose().to_owned(),
+        token_type: "Bearer".to_owned(),
+        user: LoginUser { id: user.user, practice_id: tenant, role: user.role },
+    }))
 }
 
 /// Records a failed attempt, whether the password was wrong or the attempt was refused by the
@@ -201,6 +287,15 @@ async fn note_failed_attempt(
     Ok(())
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
+    responses(
+        (status = 204, description = "Session ended; the cookies are removed"),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed (cookie-authenticated write) or not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn logout(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     if let Some(session_id) = principal.session_id {
         let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
@@ -218,36 +313,64 @@ async fn logout(state: web::Data<AppState>, principal: Principal) -> Result<Http
     Ok(HttpResponse::NoContent().cookie(expired_session).cookie(expired_csrf).finish())
 }
 
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+    security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed (cookie-authenticated write) or not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn me(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     let Some(user_id) = principal.user else {
-        return Ok(HttpResponse::Ok().json(json!({
-            "kind": "api_key",
-            "practice_id": principal.tenant,
-            "actor": principal.actor,
-            "scopes": principal.scopes,
-        })));
+        // Through `Value` (keys in order, also the actor's), so the body stays byte-for-byte what it was.
+        let body = serde_json::to_value(Me::ApiKey(MeApiKey {
+            actor: principal.actor,
+            kind: ApiKeyKind::ApiKey,
+            practice_id: principal.tenant,
+            scopes: principal.scopes,
+        }))
+        .map_err(ApiError::internal)?;
+        return Ok(HttpResponse::Ok().json(body));
     };
     let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
     let user = accounts::get_user(&mut tx, user_id).await?.ok_or(ApiError::Unauthorized)?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "kind": "user",
-        "id": user.id,
-        "practice_id": user.tenant,
-        "email": user.email,
-        "role": user.role,
-        "patient_id": user.patient,
+    Ok(HttpResponse::Ok().json(Me::User(MeUser {
+        email: user.email,
+        id: user.id,
+        kind: UserKind::User,
+        patient_id: user.patient,
+        practice_id: user.tenant,
+        role: user.role,
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordChange {
+pub struct PasswordChange {
+    #[schema(value_type = String, format = Password, max_length = 1024)]
     current_password: kernel::Secret<String>,
+    /// Checked against the password policy (length, common passwords, the account's email).
+    #[schema(value_type = String, format = Password)]
     new_password: kernel::Secret<String>,
 }
 
 /// Changes the caller's password and ends every session of theirs (including this one).
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "auth",
+    security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Password changed; every session of the account (this one too) ended"),
+        (status = 400, description = "Malformed body, wrong current password or a new password the policy refuses (`validation-failed`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed (cookie-authenticated write) or not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over `server.body_limit_bytes`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn change_password(
     state: web::Data<AppState>,
     principal: Principal,

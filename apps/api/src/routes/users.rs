@@ -7,9 +7,10 @@ use actix_web::{HttpResponse, web};
 use audit::{Action, AuditEvent};
 use identity::{ApiKeyToken, ApiScope, Permission};
 use kernel::{Role, UserId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store_postgres::identity as accounts;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/users", web::get().to(list_users))
@@ -24,31 +25,90 @@ fn field(field: &str, message: &str) -> ApiError {
     ApiError::Validation { errors: vec![FieldError { field: field.into(), message: message.into() }] }
 }
 
-fn user_view(user: &accounts::UserRecord) -> serde_json::Value {
-    json!({
-        "id": user.id,
-        "email": user.email,
-        "role": user.role,
-        "patient_id": user.patient,
-        "disabled": user.disabled_at.is_some(),
-    })
+/// An account of the practice. (Fields in key order: bodies are byte-for-byte what they were as
+/// `json!` objects.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    disabled: bool,
+    email: String,
+    #[schema(value_type = uuid::Uuid)]
+    id: UserId,
+    /// The linked patient record, for patient accounts.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    patient_id: Option<kernel::PatientId>,
+    #[schema(value_type = crate::openapi::Role)]
+    role: Role,
 }
+
+fn user_view(user: &accounts::UserRecord) -> UserView {
+    UserView {
+        disabled: user.disabled_at.is_some(),
+        email: user.email.clone(),
+        id: user.id,
+        patient_id: user.patient,
+        role: user.role,
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    users: Vec<UserView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedUser {
+    email: String,
+    #[schema(value_type = uuid::Uuid)]
+    id: UserId,
+    #[schema(value_type = crate::openapi::Role)]
+    role: Role,
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every account of the practice (staff may list)", body = UserList),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not list accounts (audited as `access.denied`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 
 async fn list_users(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require_audited(&state, Permission::UserRead, "user").await?;
     let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
     let users = accounts::list_users(&mut tx).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(json!({ "users": users.iter().map(user_view).collect::<Vec<_>>() })))
+    Ok(HttpResponse::Ok().json(UserList { users: users.iter().map(user_view).collect() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUserRequest {
+pub struct NewUserRequest {
+    #[schema(example = "therapist@example.org", max_length = 254)]
     email: String,
+    /// Not `patient`: patient accounts are created from the patient record.
+    #[schema(value_type = crate::openapi::Role)]
     role: Role,
+    /// Checked against the password policy.
+    #[schema(value_type = String, format = Password)]
     password: kernel::Secret<String>,
 }
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "users",
+    security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
+    request_body = NewUserRequest,
+    responses(
+        (status = 201, description = "Account created", body = CreatedUser),
+        (status = 400, description = "Malformed body or invalid field (`bad-request`, `validation-failed` with `errors[]`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over `server.body_limit_bytes`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin (audited as `access.denied`), or a failed CSRF check", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An account with this email exists in this practice", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 
 async fn create_user(
     state: web::Data<AppState>,
@@ -92,10 +152,22 @@ async fn create_user(
         .with_detail(json!({ "role": user.role.as_str() }));
     store_postgres::audit::append(&mut tx, with_request(event)).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created().json(json!({ "id": user.id, "email": user.email, "role": user.role })))
+    Ok(HttpResponse::Created().json(CreatedUser { email: user.email, id: user.id, role: user.role }))
 }
 
 /// Disables an account and ends all of its sessions in the same transaction.
+#[utoipa::path(post, path = "/api/v1/users/{id}/disable", tag = "users",
+    security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The account's id")),
+    responses(
+        (status = 204, description = "Disabled; its sessions ended"),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin (audited as `access.denied`), or a failed CSRF check", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account in this practice (or `id` is not a UUID)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "You cannot disable your own account", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn disable_user(
     state: web::Data<AppState>,
     principal: Principal,
@@ -121,37 +193,98 @@ async fn disable_user(
     Ok(HttpResponse::NoContent().finish())
 }
 
-fn api_key_view(key: &accounts::ApiKeyRecord) -> serde_json::Value {
-    json!({
-        "id": key.id,
-        "key_id": key.key_id,
-        "name": key.name,
-        "scopes": key.scopes,
-        "created_at": key.created_at.unix_timestamp(),
-        "expires_at": key.expires_at.map(|t| t.unix_timestamp()),
-        "revoked": key.revoked_at.is_some(),
-        "last_used_at": key.last_used_at.map(|t| t.unix_timestamp()),
-    })
+/// An API key, without the key. Times are Unix epoch seconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    created_at: i64,
+    expires_at: Option<i64>,
+    id: uuid::Uuid,
+    /// The key's public id (the prefix of the key, safe to log).
+    key_id: String,
+    last_used_at: Option<i64>,
+    name: String,
+    revoked: bool,
+    #[schema(value_type = Vec<crate::openapi::ApiScope>)]
+    scopes: Vec<String>,
 }
+
+fn api_key_view(key: &accounts::ApiKeyRecord) -> ApiKeyView {
+    ApiKeyView {
+        created_at: key.created_at.unix_timestamp(),
+        expires_at: key.expires_at.map(|t| t.unix_timestamp()),
+        id: key.id,
+        key_id: key.key_id.clone(),
+        last_used_at: key.last_used_at.map(|t| t.unix_timestamp()),
+        name: key.name.clone(),
+        revoked: key.revoked_at.is_some(),
+        scopes: key.scopes.clone(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    api_keys: Vec<ApiKeyView>,
+}
+
+/// A new API key: `api_key` is in this response only, never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The key itself: send it as `X-Api-Key`.
+    api_key: String,
+    id: uuid::Uuid,
+    key_id: String,
+    #[schema(example = "store this key now: it is not shown again")]
+    note: String,
+    #[schema(value_type = Vec<crate::openapi::ApiScope>)]
+    scopes: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
+    security(("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every API key of the practice, revoked ones included", body = ApiKeyList),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin (audited as `access.denied`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 
 async fn list_api_keys(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require_audited(&state, Permission::ApiKeyManage, "api_key").await?;
     let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
     let keys = accounts::list_api_keys(&mut tx).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(json!({ "api_keys": keys.iter().map(api_key_view).collect::<Vec<_>>() })))
+    Ok(HttpResponse::Ok().json(ApiKeyList { api_keys: keys.iter().map(api_key_view).collect() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewApiKeyRequest {
+pub struct NewApiKeyRequest {
+    /// 1 to 100 characters.
+    #[schema(example = "booking widget")]
     name: String,
+    /// 1 to 16 scopes.
+    #[schema(value_type = Vec<crate::openapi::ApiScope>)]
     scopes: Vec<String>,
     /// Lifetime in days; none means no expiry.
+    #[schema(minimum = 1, maximum = 3650)]
     expires_in_days: Option<u32>,
 }
 
 /// Creates an API key; the key itself is in this response only, never again.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys",
+    security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
+    request_body = NewApiKeyRequest,
+    responses(
+        (status = 201, description = "Created; the key is shown once", body = CreatedApiKey),
+        (status = 400, description = "Malformed body or invalid field (`bad-request`, `validation-failed` with `errors[]`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over `server.body_limit_bytes`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin (audited as `access.denied`), or a failed CSRF check", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn create_api_key(
     state: web::Data<AppState>,
     principal: Principal,
@@ -194,15 +327,26 @@ async fn create_api_key(
     store_postgres::audit::append(&mut tx, with_request(event)).await?;
     tx.commit().await?;
     let secret = token.display_once();
-    Ok(HttpResponse::Created().json(json!({
-        "id": key.id,
-        "key_id": key.key_id,
-        "api_key": secret.as_str(),
-        "scopes": key.scopes,
-        "note": "store this key now: it is not shown again",
-    })))
+    Ok(HttpResponse::Created().json(CreatedApiKey {
+        api_key: secret.as_str().to_owned(),
+        id: key.id,
+        key_id: key.key_id,
+        note: "store this key now: it is not shown again".to_owned(),
+        scopes: key.scopes,
+    }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+    security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The API key's id (`id`, not `key_id`)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin (audited as `access.denied`), or a failed CSRF check", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such API key in this practice (or `id` is not a UUID)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn revoke_api_key(
     state: web::Data<AppState>,
     principal: Principal,

@@ -2,11 +2,13 @@
 //! Redis (provided by `cargo xtask test`), real HTTP.
 
 // A failed unwrap in a test is a failed test with its message: exactly what a test should do.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 mod config_refusals;
 mod edge;
 mod identity;
+mod keys;
+mod openapi;
 mod operator_cli;
 mod readiness;
 mod rls;

@@ -89,6 +89,20 @@ async fn seed_tenant(db: &TestDb, name: &str) -> DbContext {
     )
     .await
     .unwrap();
+    store_postgres::keys::insert(
+        &mut tx,
+        &store_postgres::keys::NewPatientKey {
+            tenant,
+            patient: kernel::PatientId::new(),
+            generation: 1,
+            kek_id: "seed".into(),
+            kek_version: "1".into(),
+            wrapped_dek: vec![7; 61],
+            created_at: now,
+        },
+    )
+    .await
+    .unwrap();
     let actor = kernel::Actor::User { tenant, user: admin, role: Role::Admin };
     let event = audit::AuditEvent::new(tenant, actor, audit::Action::UserCreate, "user", &kernel::SystemClock)
         .with_resource_id(admin.to_string());

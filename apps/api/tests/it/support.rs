@@ -31,11 +31,15 @@ impl TestApp {
     }
 
     async fn start_on(db: TestDb, redis: TestRedis, adjust: impl FnOnce(&mut Config), extra: ExtraRoutes) -> Self {
+        api::cli::install_tls_provider();
         let mut config = Config::default();
         config.database.url = Some(Secret::new(db.app_url.clone()));
         config.redis.url = Some(Secret::new(redis.url.clone()));
         config.redis.key_prefix = redis.prefix.clone();
         config.server.workers = 1;
+        // The local development KMS key of this test server, outside the source tree.
+        config.kms.local.key_file =
+            std::env::temp_dir().join(format!("praxis-test-{}.key", uuid::Uuid::new_v4().simple()));
         adjust(&mut config);
         let state = AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

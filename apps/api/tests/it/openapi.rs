@@ -1,0 +1,132 @@
+//! The OpenAPI document: the committed `docs/openapi.json` is what the handlers' annotations
+//! generate, the server serves exactly that at `GET /openapi.json`, and it describes every route.
+//!
+//! When the handlers change, regenerate the committed copy with
+//! `UPDATE_OPENAPI=1 cargo xtask test -p api -- openapi`.
+
+use crate::support::TestApp;
+use serde_json::Value;
+use std::path::PathBuf;
+
+const UPDATE_HINT: &str = "run `UPDATE_OPENAPI=1 cargo xtask test -p api -- openapi` to rewrite docs/openapi.json, \
+     then review and commit the diff";
+
+/// Every route of the API (README's HTTP API table), as (method, path template).
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/logout"),
+    ("get", "/api/v1/me"),
+    ("post", "/api/v1/me/password"),
+    ("get", "/api/v1/users"),
+    ("post", "/api/v1/users"),
+    ("post", "/api/v1/users/{id}/disable"),
+    ("get", "/api/v1/api-keys"),
+    ("post", "/api/v1/api-keys"),
+    ("delete", "/api/v1/api-keys/{id}"),
+    ("get", "/api/v1/audit"),
+    ("get", "/api/v1/audit/verify"),
+];
+
+/// Routes anyone may call: no security requirement.
+const PUBLIC: &[&str] = &["/health/live", "/health/ready", "/api/v1/auth/login"];
+
+const PROBLEM_REF: &str = "#/components/schemas/Problem";
+
+fn committed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json")
+}
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_OPENAPI").is_some_and(|value| value == "1")
+}
+
+#[test]
+fn committed_openapi_document_is_current() {
+    let generated = api::openapi::document().unwrap();
+    let path = committed_path();
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if generated == committed {
+        return;
+    }
+    if updating() {
+        std::fs::write(&path, &generated).unwrap();
+        return;
+    }
+    panic!("docs/openapi.json differs from the document the handlers generate: {UPDATE_HINT}");
+}
+
+#[actix_web::test]
+async fn served_openapi_document_describes_every_route() {
+    let app = TestApp::start().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff", "edge headers on /openapi.json");
+    assert!(response.headers().get("x-request-id").is_some());
+    let served = response.text().await.unwrap();
+    assert_eq!(served, api::openapi::document().unwrap(), "served document is not the generated one");
+    let doc: Value = serde_json::from_str(&served).unwrap();
+    if !updating() {
+        let committed: Value =
+            serde_json::from_str(&std::fs::read_to_string(committed_path()).unwrap_or_default()).unwrap_or_default();
+        assert!(doc == committed, "served /openapi.json differs from docs/openapi.json: {UPDATE_HINT}");
+    }
+
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["session_cookie"]["type"], "apiKey");
+    assert_eq!(schemes["session_cookie"]["in"], "cookie");
+    assert_eq!(schemes["session_cookie"]["name"], "__Host-praxis_session");
+    assert_eq!(schemes["csrf_token"]["in"], "header");
+    assert_eq!(schemes["csrf_token"]["name"], "X-CSRF-Token");
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["api_key"]["type"], "apiKey");
+    assert_eq!(schemes["api_key"]["in"], "header");
+    assert_eq!(schemes["api_key"]["name"], "X-Api-Key");
+
+    // The Problem schema has error.rs's members.
+    let problem = &doc["components"]["schemas"]["Problem"]["properties"];
+    for member in ["type", "title", "status", "detail", "request_id", "errors"] {
+        assert!(problem.get(member).is_some(), "Problem schema lacks `{member}`");
+    }
+
+    // Every route is documented, with its security and a problem+json client error.
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in ROUTES {
+        let operation = &paths.get(*path).unwrap_or_else(|| panic!("{path} missing from paths"))[*method];
+        assert!(operation.is_object(), "{method} {path} missing from the document");
+        let security = operation["security"].as_array().map(Vec::len).unwrap_or(0);
+        if PUBLIC.contains(path) {
+            assert_eq!(security, 0, "{method} {path} is public");
+        } else {
+            assert!(security > 0, "{method} {path} has no security requirement");
+        }
+        let problem_4xx = operation["responses"].as_object().unwrap().iter().any(|(status, response)| {
+            status.starts_with('4') && response["content"]["application/problem+json"]["schema"]["$ref"] == PROBLEM_REF
+        });
+        assert!(problem_4xx, "{method} {path} documents no 4xx problem+json response");
+    }
+    // ... and nothing else is.
+    let documented = paths.values().flat_map(|item| item.as_object().unwrap().keys()).count();
+    assert_eq!(documented, ROUTES.len(), "the document has operations that are not in ROUTES");
+
+    // Every documented route is really registered: without credentials it answers anything but
+    // "no such route" (401, 400, 415, 200, 503 …).
+    let id = uuid::Uuid::new_v4().to_string();
+    for (method, path) in ROUTES {
+        let url = app.url(&path.replace("{id}", &id));
+        let request = match *method {
+            "get" => app.client.get(url),
+            "post" => app.client.post(url),
+            "delete" => app.client.delete(url),
+            other => panic!("no client for {other}"),
+        };
+        let status = request.send().await.unwrap().status().as_u16();
+        assert!(status != 404 && status != 405, "{method} {path} answered {status}: not registered?");
+    }
+    app.stop().await;
+}
