@@ -53,8 +53,14 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root (xtask lives one level below it).
+///
+/// Read from `CARGO_MANIFEST_DIR` at run time (`cargo run` and `cargo test` set it), not baked
+/// in at compile time: with a shared `CARGO_TARGET_DIR`, a binary built from another checkout
+/// would otherwise work on that checkout.
 pub fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
 }
 
