@@ -61,10 +61,10 @@ pub fn dev() -> Result<(), String> {
 
     println!(
         "\nPraxis is starting on http://127.0.0.1:8080\n\
-         \x20 liveness:   curl -i http://127.0.0.1:8080/health/live\n\
          \x20 readiness:  curl -i http://127.0.0.1:8080/health/ready\n\
-         \x20 log in as the admin above (email and one-time password) once the auth endpoints are enabled;\n\
-         \x20 see README.md for the API.\n\
+         \x20 log in:     curl -s -X POST http://127.0.0.1:8080/api/v1/auth/login -H 'content-type: application/json' \\\n\
+         \x20               -d '{{\"practice_id\": \"<tenant id above>\", \"email\": \"admin@demo.praxis.test\", \"password\": \"<password above>\"}}'\n\
+         \x20             then send the returned token as `Authorization: Bearer <token>` (see README.md for the API)\n\
          \x20 Postgres (owner): {}\n\
          \x20 Redis:            {}\n\
          Ctrl-C stops Praxis, Postgres and Redis.\n",
