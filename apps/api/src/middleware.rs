@@ -148,12 +148,15 @@ pub async fn guard(
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     let ip = crate::auth::client_ip(req.request(), &state);
-    match state.blocklist.is_blocked(ip).await {
-        Ok(true) => return Ok(req.into_response(ApiError::Forbidden.error_response())),
-        Ok(false) => {}
-        // The block list lives in Redis; without Redis it cannot be read. Serving is kept up
-        // (the rate limiter falls back in-process) and the outage shows in readiness.
-        Err(error) => tracing::warn!(error = %error, "ip block list unavailable"),
+    // The block list lives in Redis. While the limiter knows Redis is down it is not asked
+    // (each request would otherwise wait out the Redis timeout); serving stays up on the
+    // in-process limiter and readiness reports the outage.
+    if state.limiter.redis_healthy() {
+        match state.blocklist.is_blocked(ip).await {
+            Ok(true) => return Ok(req.into_response(ApiError::Forbidden.error_response())),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(error = %error, "ip block list unavailable"),
+        }
     }
     let limit = cache_redis::Limit::new(state.config.rate_limits.global_per_minute, std::time::Duration::from_secs(60));
     let (decision, _) = state.limiter.check("global", &ip.to_string(), limit).await;
