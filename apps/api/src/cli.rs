@@ -169,6 +169,15 @@ pub enum AuditCommand {
         #[arg(long)]
         tenant: Option<TenantId>,
     },
+    /// Retention: delete one practice's entries before `--before-seq`, as the owner role
+    /// (`database.owner_url`). Checkpoints of the cut and of the head are written first and the
+    /// purge is itself recorded in the chain, so `audit verify` still proves the rest.
+    Purge {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        before_seq: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +222,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Ip { command } => with_runtime(ip_command(config, command)),
         Command::Audit { command: AuditCommand::Verify { tenant } } => with_runtime(audit_verify(config, tenant)),
+        Command::Audit { command: AuditCommand::Purge { tenant, before_seq } } => {
+            with_runtime(audit_purge(config, tenant, before_seq))
+        }
         Command::Audit { command: AuditCommand::Checkpoint { tenant } } => {
             with_runtime(audit_checkpoint(config, tenant))
         }
@@ -512,5 +524,20 @@ async fn ip_command(config: Config, command: IpCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn audit_purge(config: Config, tenant: TenantId, before_seq: u64) -> anyhow::Result<()> {
+    let url = config
+        .database
+        .owner_url
+        .as_ref()
+        .context("database.owner_url: required (only the owner role may purge audit entries)")?;
+    let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
+    let report = store_postgres::audit::purge_before(&pool, tenant, before_seq, None, &SystemClock).await?;
+    println!(
+        "practice {tenant}: {} entries before seq {before_seq} purged; checkpoints at seq {} and {}; recorded as seq {}",
+        report.purged, report.anchor.seq, report.head.seq, report.entry.seq
+    );
     Ok(())
 }

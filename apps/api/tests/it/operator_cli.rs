@@ -58,3 +58,42 @@ async fn blocked_ips_get_403_until_unblocked() {
     assert_eq!(app.get("/api/v1/me").await.status(), 401);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn audit_verify_purge_and_verify_again_through_the_binary() {
+    let app = TestApp::start_with(fast_hashing, api::server::no_extra_routes).await;
+    let practice = create_practice(&app, "Alpha").await;
+    for _ in 0..3 {
+        login(&app, practice.tenant, &practice.admin_email).await;
+    }
+    let tenant = practice.tenant.to_string();
+    let with_owner = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
+            .args(args)
+            .env_clear()
+            .env("PRAXIS__DATABASE__URL", &app.db.app_url)
+            .env("PRAXIS__DATABASE__OWNER_URL", &app.db.owner_url)
+            .output()
+            .unwrap()
+    };
+    let verify = with_owner(&["audit", "verify", "--tenant", &tenant]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("intact (3 entries"));
+
+    // The runtime role may not purge; the owner may, behind checkpoints.
+    let refused = praxis(&app, &["audit", "purge", "--tenant", &tenant, "--before-seq", "3"]);
+    assert!(!refused.status.success());
+    let purge = with_owner(&["audit", "purge", "--tenant", &tenant, "--before-seq", "3"]);
+    assert!(purge.status.success(), "{}", String::from_utf8_lossy(&purge.stderr));
+    assert!(String::from_utf8_lossy(&purge.stdout).contains("2 entries before seq 3 purged"));
+
+    let verify = with_owner(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("intact"));
+    app.stop().await;
+}
