@@ -1,6 +1,6 @@
 //! Login, logout, the caller's own account, password change.
 
-use crate::auth::{Principal, SESSION_COOKIE, append_audit, client_ip, with_request};
+use crate::auth::{Principal, SESSION_COOKIE, client_ip, with_request};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use actix_web::cookie::{Cookie, SameSite};
@@ -276,14 +276,17 @@ async fn note_failed_attempt(
     if let Some((subject, count)) = subject {
         events.push(AuditEvent::suspicious_activity(tenant, subject, &policy, count, &*state.clock));
     }
+    let mut tx = store_postgres::begin(&state.db, &DbContext::tenant(tenant)).await?;
     for event in events {
-        match append_audit(state, &DbContext::tenant(tenant), with_request(event)).await {
-            Ok(()) => {}
-            // A practice that does not exist has no chain: there is nowhere to record it.
-            Err(ApiError::Internal(error)) => tracing::debug!(error = %error, "failed login not audited"),
-            Err(other) => return Err(other),
+        match store_postgres::audit::append(&mut tx, with_request(event)).await {
+            Ok(_) => {}
+            // A practice that does not exist has no chain: there is nowhere to record it. Any
+            // other audit failure fails the request, as every audit failure does.
+            Err(store_postgres::AuditStoreError::UnknownTenant(_)) => return Ok(()),
+            Err(other) => return Err(other.into()),
         }
     }
+    tx.commit().await?;
     Ok(())
 }
 
