@@ -11,7 +11,7 @@ use std::process::Command;
 
 /// Crates that hold rules and ports only.
 pub const DOMAIN_CRATES: &[&str] =
-    &["kernel", "audit", "crypto", "consent", "patients", "appointments", "identity", "webhooks"];
+    &["kernel", "audit", "crypto", "consent", "patients", "appointments", "scheduling", "identity", "webhooks"];
 
 /// Crate name prefixes a domain crate must never reach.
 const FORBIDDEN_PREFIXES: &[&str] = &[

@@ -44,7 +44,13 @@ pub struct Principal {
 impl Principal {
     /// The RLS context for this caller's database work.
     pub fn db_context(&self) -> DbContext {
-        DbContext { tenant: Some(self.tenant), user: self.user, role: self.role, ..DbContext::default() }
+        DbContext {
+            tenant: Some(self.tenant),
+            user: self.user,
+            role: self.role,
+            service: self.role.is_none(),
+            ..DbContext::default()
+        }
     }
 
     /// How far `permission` reaches for this caller.

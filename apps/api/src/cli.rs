@@ -96,6 +96,15 @@ pub enum KeysCommand {
         #[command(flatten)]
         args: KeysArgs,
     },
+    /// New data keys and re-encrypted fields for every patient whose data key was created before
+    /// `--before` (default: now), destroying the old keys: for a suspected data-key compromise.
+    Reencrypt {
+        /// RFC 3339 cutoff; pass the one a previous run printed to resume it.
+        #[arg(long, value_parser = parse_rfc3339)]
+        before: Option<time::OffsetDateTime>,
+        #[command(flatten)]
+        args: KeysArgs,
+    },
     /// Rewrap every data key from the backends in `kms.previous` to the primary `kms.backend`.
     Migrate {
         /// The new backend; must be the configured primary (`kms.backend`).
@@ -106,12 +115,17 @@ pub enum KeysCommand {
     },
 }
 
+fn parse_rfc3339(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| "expected an RFC 3339 time such as 2026-11-22T10:00:00Z".to_owned())
+}
+
 fn parse_backend(name: &str) -> Result<crate::config::KmsBackend, String> {
     use crate::config::KmsBackend;
-    [KmsBackend::Local, KmsBackend::Aws]
-        .into_iter()
-        .find(|b| b.as_str() == name)
-        .ok_or_else(|| format!("{name:?} is not a KMS backend (local, aws)"))
+    KmsBackend::ALL.into_iter().find(|b| b.as_str() == name).ok_or_else(|| {
+        let names: Vec<&str> = KmsBackend::ALL.iter().map(|b| b.as_str()).collect();
+        format!("{name:?} is not a KMS backend ({})", names.join(", "))
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,8 +177,9 @@ pub enum AuditCommand {
         #[arg(long)]
         tenant: Option<TenantId>,
     },
-    /// Record each practice's current head hash in the checkpoint table (run it periodically,
-    /// e.g. from a cron job): deleting the newest entries is then detected as a truncated tail.
+    /// Record each practice's current head hash in the checkpoint table, signed with the
+    /// practice's KMS-wrapped checkpoint key (run it periodically, e.g. from a cron job):
+    /// deleting the newest entries is then detected as a truncated tail.
     Checkpoint {
         #[arg(long)]
         tenant: Option<TenantId>,
@@ -318,6 +333,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         bail!("refusing to start, the database role is unsafe:\n{}", list.join("\n"));
     }
 
+    if config.reminders.enabled {
+        let worker = crate::reminders::ReminderWorker::new(
+            state.clone(),
+            state.clock.clone(),
+            crate::reminders::notifier_from_config(config.reminders.notifier),
+            crate::reminders::WorkerSettings::from_config(&config.reminders),
+        );
+        actix_web::rt::spawn(worker.run());
+    } else {
+        tracing::info!("reminder worker disabled (reminders.enabled = false)");
+    }
+
     let listener = TcpListener::bind(&config.server.bind)
         .with_context(|| format!("server.bind: cannot listen on {}", config.server.bind))?;
     tracing::info!(listen = %listener.local_addr()?, environment = ?config.environment, "praxis listening");
@@ -425,6 +452,15 @@ pub(crate) async fn operator_scope(
 async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     use crate::keys::{Operation, Options};
     let (operation, args) = match command {
+        KeysCommand::Reencrypt { before, args } => {
+            let options = crate::reencrypt::Options {
+                tenant: args.tenant,
+                batch_size: args.batch_size,
+                before,
+                limit: args.limit,
+            };
+            return crate::reencrypt::run(&config, options).await.map(|_| ());
+        }
         KeysCommand::Rotate { resume, args } => (Operation::Rotate { resume }, args),
         KeysCommand::Migrate { to, args } => (Operation::Migrate { to }, args),
     };
@@ -432,9 +468,20 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
     crate::keys::run(&config, operation, options).await.map(|_| ())
 }
 
+/// The signer of every audit command: each practice's checkpoint key, wrapped by the configured
+/// KMS (`crate::checkpoint_signer`), read and created through `pool`.
+async fn checkpoint_signer(
+    config: &Config,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<Arc<crate::checkpoint_signer::KmsCheckpointSigner>> {
+    let kms = crate::kms::build(&config.kms).await?;
+    Ok(Arc::new(crate::checkpoint_signer::KmsCheckpointSigner::new(pool.clone(), kms.keyring, Arc::new(SystemClock))))
+}
+
 async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
     let (pool, tenants) = operator_scope(&config, tenant).await?;
-    let log = store_postgres::PgAuditLog::new(pool);
+    let signer = checkpoint_signer(&config, &pool).await?;
+    let log = store_postgres::PgAuditLog::new(pool).with_signer(signer);
     let mut broken = 0usize;
     for tenant in &tenants {
         let report = log.verify_chain(*tenant).await?;
@@ -458,9 +505,10 @@ async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Resul
 
 async fn audit_checkpoint(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
     let (pool, tenants) = operator_scope(&config, tenant).await?;
+    let signer = checkpoint_signer(&config, &pool).await?;
     for tenant in tenants {
-        match store_postgres::audit::write_checkpoint(&pool, tenant, None, &SystemClock).await? {
-            Some(checkpoint) => println!("practice {tenant}: checkpoint at seq {}", checkpoint.seq),
+        match store_postgres::audit::write_checkpoint(&pool, tenant, Some(signer.as_ref()), &SystemClock).await? {
+            Some(checkpoint) => println!("practice {tenant}: signed checkpoint at seq {}", checkpoint.seq),
             None => println!("practice {tenant}: empty chain, nothing to pin"),
         }
     }
@@ -534,7 +582,9 @@ async fn audit_purge(config: Config, tenant: TenantId, before_seq: u64) -> anyho
         .as_ref()
         .context("database.owner_url: required (only the owner role may purge audit entries)")?;
     let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
-    let report = store_postgres::audit::purge_before(&pool, tenant, before_seq, None, &SystemClock).await?;
+    let signer = checkpoint_signer(&config, &pool).await?;
+    let report =
+        store_postgres::audit::purge_before(&pool, tenant, before_seq, Some(signer.as_ref()), &SystemClock).await?;
     println!(
         "practice {tenant}: {} entries before seq {before_seq} purged; checkpoints at seq {} and {}; recorded as seq {}",
         report.purged, report.anchor.seq, report.head.seq, report.entry.seq

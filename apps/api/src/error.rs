@@ -45,6 +45,20 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("conflict: {detail}")]
     Conflict { detail: String },
+    /// A state machine refused the change (consent, appointment): 409 with the allowed ones.
+    #[error("illegal transition: {detail}")]
+    IllegalTransition { detail: String, allowed: Vec<String> },
+    /// Erasure refused while a legal hold is set on the record.
+    #[error("legal hold")]
+    LegalHold,
+    /// A booking does not fit the therapist's calendar (working hours, absence, another booking):
+    /// 409 with a machine-readable `reason` and, when the caller may know it, the conflicting slot.
+    #[error("slot unavailable: {reason}")]
+    SlotUnavailable {
+        reason: &'static str,
+        detail: String,
+        conflicting_slot: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+    },
     #[error("gone")]
     Gone,
     #[error("payload too large")]
@@ -78,6 +92,9 @@ impl ApiError {
             ApiError::NotFound => "not-found",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::IllegalTransition { .. } => "illegal-transition",
+            ApiError::LegalHold => "legal-hold",
+            ApiError::SlotUnavailable { .. } => "slot-unavailable",
             ApiError::Gone => "gone",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
@@ -97,6 +114,9 @@ impl ApiError {
             ApiError::NotFound => "No such resource",
             ApiError::MethodNotAllowed => "Method not allowed on this resource",
             ApiError::Conflict { .. } => "The request conflicts with the current state",
+            ApiError::IllegalTransition { .. } => "This change is not allowed in the current state",
+            ApiError::LegalHold => "The record is under a legal hold",
+            ApiError::SlotUnavailable { .. } => "The slot cannot be booked",
             ApiError::Gone => "The resource is gone",
             ApiError::PayloadTooLarge { .. } => "The request body is too large",
             ApiError::UnsupportedMediaType => "Unsupported content type",
@@ -111,7 +131,13 @@ impl ApiError {
         match self {
             ApiError::BadRequest { detail }
             | ApiError::Conflict { detail }
-            | ApiError::ServiceUnavailable { detail } => Some(detail.clone()),
+            | ApiError::ServiceUnavailable { detail }
+            | ApiError::IllegalTransition { detail, .. }
+            | ApiError::SlotUnavailable { detail, .. } => Some(detail.clone()),
+            ApiError::LegalHold => {
+                Some("Erasure is refused while a legal hold is set; an admin must lift it first.".into())
+            }
+            ApiError::Gone => Some("This record was erased.".into()),
             ApiError::PayloadTooLarge { limit_bytes } => Some(format!("The body must not exceed {limit_bytes} bytes.")),
             ApiError::TooManyRequests { retry_after_secs } => Some(format!("Retry after {retry_after_secs} seconds.")),
             _ => None,
@@ -133,7 +159,28 @@ impl ApiError {
                 ApiError::Validation { errors } => Some(errors.clone()),
                 _ => None,
             },
-            extensions: None,
+            extensions: match self {
+                ApiError::IllegalTransition { allowed, .. } => {
+                    let mut members = serde_json::Map::new();
+                    members.insert("allowed".into(), serde_json::json!(allowed));
+                    Some(members)
+                }
+                ApiError::SlotUnavailable { reason, conflicting_slot, .. } => {
+                    let mut members = serde_json::Map::new();
+                    members.insert("reason".into(), serde_json::json!(reason));
+                    if let Some((start, end)) = conflicting_slot {
+                        let format = |t: &time::OffsetDateTime| {
+                            t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+                        };
+                        members.insert(
+                            "conflicting_slot".into(),
+                            serde_json::json!({ "start": format(start), "end": format(end) }),
+                        );
+                    }
+                    Some(members)
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -183,7 +230,10 @@ impl ResponseError for ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. }
+            | ApiError::IllegalTransition { .. }
+            | ApiError::LegalHold
+            | ApiError::SlotUnavailable { .. } => StatusCode::CONFLICT,
             ApiError::Gone => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -225,6 +275,16 @@ impl From<store_postgres::AuditStoreError> for ApiError {
     fn from(error: store_postgres::AuditStoreError) -> Self {
         match error {
             store_postgres::AuditStoreError::Store(store) => store.into(),
+            // The checkpoint signer's KMS (or its key store) is down: verification cannot answer
+            // now, and must not guess.
+            store_postgres::AuditStoreError::Audit(audit::AuditError::Signer(cause))
+                if cause
+                    .downcast_ref::<crate::checkpoint_signer::SignerError>()
+                    .is_some_and(crate::checkpoint_signer::SignerError::is_retryable) =>
+            {
+                tracing::warn!(error = %cause, "checkpoint signer unavailable");
+                ApiError::ServiceUnavailable { detail: "A backing service is unavailable; try again shortly.".into() }
+            }
             other => ApiError::internal(other),
         }
     }

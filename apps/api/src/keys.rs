@@ -1,8 +1,10 @@
-//! `praxis keys rotate | migrate`: move every stored data key (DEK) under the primary KEK.
+//! `praxis keys rotate | migrate`: move every stored data key under the primary KEK: the
+//! practice keys (`tenant_keys`: blind index, audit-checkpoint signing) and the patients' DEKs.
 //!
-//! Both walk every practice (or the one given with `--tenant`) and every row of `patient_keys`
-//! in (patient, generation) order, `--batch-size` rows at a time, and rewrap each DEK that
-//! `Keyring::needs_rewrap` says is not under the primary's current KEK version:
+//! Both walk every practice (or the one given with `--tenant`). For each, first its practice
+//! keys (a handful of rows, one pass), then every row of `patient_keys` in (patient, generation)
+//! order, `--batch-size` rows at a time; each key that `Keyring::needs_rewrap` says is not under
+//! the primary's current KEK version is rewrapped:
 //!
 //! - `rotate`: with the local KMS, first adds a new KEK version to the key file (its
 //!   `LocalKms::rotate`), then rewraps. AWS KMS rotates key material inside the same KMS key
@@ -22,7 +24,13 @@
 //!
 //! Audit: one `key.rotate` (rotate) or `key.wrap` (migrate) entry per practice and batch that
 //! rewrapped or failed anything, actor `System { component: "keys" }`, with counts and the
-//! target KEK; never one entry per DEK.
+//! target KEK; never one entry per DEK. The practice keys get their own entry (resource type
+//! `tenant_keys`, the purposes in the detail), in the transaction that rewrites them.
+//!
+//! Practice keys are rewrapped like DEKs (same compare-and-set, outside any transaction) but do
+//! not count towards `--limit`: there are at most a few per practice, and a practice's key
+//! rotated late would keep the old KEK needed. The unwrapped key material never changes, so
+//! servers holding a practice key in memory (the checkpoint signer) stay correct.
 //!
 //! Not here yet: `reencrypt` (a new DEK generation per patient with its field data re-encrypted
 //! under it) needs the patient data, which arrives with the patients issue.
@@ -30,7 +38,7 @@
 
 use crate::config::{Config, KmsBackend};
 use anyhow::{Context, bail};
-use crypto::{KeyContext, KeyManagement, Keyring, WrappedDataKey};
+use crypto::{KeyContext, KeyManagement, KeyPurpose, Keyring, WrappedDataKey};
 use kernel::{Actor, Clock, PatientId, SystemClock, TenantId};
 use std::sync::Arc;
 use store_postgres::keys::{self as store, KeyCursor, PatientKeyRecord};
@@ -71,7 +79,7 @@ pub struct Options {
     pub limit: Option<u64>,
 }
 
-/// What a run did, for the closing line.
+/// What a run did, for the closing line. `checked` .. `failed` count patient DEKs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
     pub practices: u64,
@@ -79,7 +87,19 @@ pub struct Summary {
     pub rewrapped: u64,
     pub skipped: u64,
     pub failed: u64,
+    /// The practice keys (`tenant_keys`).
+    pub practice_keys: Counts,
     pub limit_reached: bool,
+}
+
+/// Keys checked, rewrapped, skipped (already under the primary, or changed by someone else
+/// since they were read) and failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub checked: u64,
+    pub rewrapped: u64,
+    pub skipped: u64,
+    pub failed: u64,
 }
 
 /// Runs a key operation; prints a progress line per batch (stderr) and the summary (stdout).
@@ -122,30 +142,129 @@ pub async fn run(config: &Config, operation: Operation, options: Options) -> any
     let mut summary = Summary::default();
     for tenant in tenants {
         summary.practices += 1;
+        let practice_keys = rewrap_practice_keys(&pool, &keyring, clock.as_ref(), tenant, operation).await?;
+        summary.practice_keys.checked += practice_keys.checked;
+        summary.practice_keys.rewrapped += practice_keys.rewrapped;
+        summary.practice_keys.skipped += practice_keys.skipped;
+        summary.practice_keys.failed += practice_keys.failed;
         if rewrap_practice(&pool, &keyring, clock.as_ref(), tenant, operation, options, &mut summary).await? {
             summary.limit_reached = true;
             break;
         }
     }
+    let practice_keys = summary.practice_keys;
     println!(
-        "keys {}: {} practice(s), {} DEK(s) checked, {} rewrapped, {} skipped, {} failed{}",
+        "keys {}: {} practice(s), {} DEK(s) checked, {} rewrapped, {} skipped, {} failed; \
+         {} practice key(s) checked, {} rewrapped, {} skipped, {} failed{}",
         operation.name(),
         summary.practices,
         summary.checked,
         summary.rewrapped,
         summary.skipped,
         summary.failed,
+        practice_keys.checked,
+        practice_keys.rewrapped,
+        practice_keys.skipped,
+        practice_keys.failed,
         if summary.limit_reached { " (stopped at --limit; run again to continue)" } else { "" }
     );
-    if summary.failed > 0 {
+    let failed = summary.failed + practice_keys.failed;
+    if failed > 0 {
         bail!(
-            "{} DEK(s) could not be rewrapped (see the lines above); fix the cause and run `praxis keys {}` again{}",
-            summary.failed,
+            "{failed} key(s) could not be rewrapped (see the lines above); fix the cause and run `praxis keys {}` again{}",
             operation.name(),
             if matches!(operation, Operation::Rotate { .. }) { " with --resume" } else { "" }
         );
     }
     Ok(summary)
+}
+
+/// The `KeyPurpose` a `tenant_keys.purpose` names (the table's CHECK admits only these).
+fn practice_key_purpose(purpose: &str) -> Option<KeyPurpose> {
+    [KeyPurpose::BlindIndex, KeyPurpose::AuditCheckpoint].into_iter().find(|p| p.as_str() == purpose)
+}
+
+/// One practice's keys in `tenant_keys`: read in one transaction, rewrapped outside any, written
+/// (compare-and-set on the KEK they were read with) with one audit entry in a second.
+async fn rewrap_practice_keys(
+    pool: &sqlx::PgPool,
+    keyring: &Keyring,
+    clock: &dyn Clock,
+    tenant: TenantId,
+    operation: Operation,
+) -> anyhow::Result<Counts> {
+    let context = DbContext::operator(tenant);
+    let mut tx = begin(pool, &context).await?;
+    let rows = store_postgres::tenant_keys::list(&mut tx, tenant).await?;
+    tx.commit().await?;
+    let mut counts = Counts::default();
+    let mut done = Vec::new();
+    for row in &rows {
+        counts.checked += 1;
+        let wrapped = WrappedDataKey {
+            kek_id: row.kek_id.clone(),
+            kek_version: row.kek_version.clone(),
+            ciphertext: row.wrapped_key.clone(),
+        };
+        if !keyring.needs_rewrap(&wrapped) {
+            counts.skipped += 1;
+            continue;
+        }
+        let Some(purpose) = practice_key_purpose(&row.purpose) else {
+            counts.failed += 1;
+            eprintln!("practice {tenant}: practice key {:?} has an unknown purpose; not rewrapped", row.purpose);
+            continue;
+        };
+        match keyring.rewrap(&wrapped, &KeyContext::tenant_key(tenant, purpose)).await {
+            Ok(new) => done.push((row, wrapped, new)),
+            Err(error) => {
+                counts.failed += 1;
+                eprintln!(
+                    "practice {tenant}: practice key {} (generation {}) under {}:{} not rewrapped: {error}",
+                    row.purpose, row.generation, row.kek_id, row.kek_version
+                );
+            }
+        }
+    }
+    if done.is_empty() && counts.failed == 0 {
+        return Ok(counts);
+    }
+    let mut tx = begin(pool, &context).await?;
+    let now = clock.now();
+    let mut purposes = Vec::new();
+    for (row, old, new) in &done {
+        let updated = store_postgres::tenant_keys::update_wrapped(
+            &mut tx,
+            tenant,
+            &row.purpose,
+            row.generation,
+            (old.kek_id.as_str(), old.kek_version.as_str()),
+            (new.kek_id.as_str(), new.kek_version.as_str(), new.ciphertext.as_slice()),
+            now,
+        )
+        .await?;
+        if updated {
+            counts.rewrapped += 1;
+            purposes.push(row.purpose.clone());
+        } else {
+            counts.skipped += 1;
+        }
+    }
+    if counts.rewrapped > 0 || counts.failed > 0 {
+        let batch = Summary {
+            checked: counts.checked,
+            rewrapped: counts.rewrapped,
+            failed: counts.failed,
+            ..Summary::default()
+        };
+        append_audit(&mut tx, keyring, clock, tenant, operation, AuditScope::PracticeKeys(purposes), &batch).await?;
+    }
+    tx.commit().await?;
+    eprintln!(
+        "practice {tenant}: practice keys: {} checked, {} rewrapped, {} skipped, {} failed",
+        counts.checked, counts.rewrapped, counts.skipped, counts.failed
+    );
+    Ok(counts)
 }
 
 /// `rotate` without `--resume`: a new KEK version where the backend has versions Praxis manages.
@@ -161,7 +280,7 @@ fn new_kek_version(handles: &crate::kms::KmsHandles) -> anyhow::Result<()> {
     }
     let info = handles.keyring.key_info();
     eprintln!(
-        "keys rotate: the {} backend rotates its key material itself (for AWS KMS: automatic or on-demand rotation of the KMS key); rewrapping only what is not under {}",
+        "keys rotate: the {} backend rotates its key material itself (AWS KMS: automatic or on-demand rotation; Vault: transit/keys/<key>/rotate; Azure: az keyvault key rotate); rewrapping what is not under the current version of {}",
         info.backend, info.key_id
     );
     Ok(())
@@ -240,7 +359,7 @@ async fn rewrap_practice(
             if updated { batch.rewrapped += 1 } else { batch.skipped += 1 }
         }
         if batch.rewrapped > 0 || batch.failed > 0 {
-            append_audit(&mut tx, keyring, clock, tenant, operation, batch_no, &batch).await?;
+            append_audit(&mut tx, keyring, clock, tenant, operation, AuditScope::DekBatch(batch_no), &batch).await?;
         }
         tx.commit().await?;
 
@@ -269,35 +388,53 @@ fn wrapped_of(row: &PatientKeyRecord) -> Option<WrappedDataKey> {
     })
 }
 
+/// What an audit entry of a key operation covers.
+enum AuditScope {
+    /// A batch of patient DEKs (`patient_keys`), numbered from 1 per practice.
+    DekBatch(u64),
+    /// The practice's keys (`tenant_keys`), with the purposes rewrapped.
+    PracticeKeys(Vec<String>),
+}
+
 async fn append_audit(
     conn: &mut sqlx::PgConnection,
     keyring: &Keyring,
     clock: &dyn Clock,
     tenant: TenantId,
     operation: Operation,
-    batch_no: u64,
+    scope: AuditScope,
     batch: &Summary,
 ) -> anyhow::Result<()> {
     let target = keyring.key_info();
     let outcome = if batch.failed > 0 { audit::Outcome::Failure } else { audit::Outcome::Success };
-    let event = audit::AuditEvent::new(
-        tenant,
-        Actor::System { component: "keys".into() },
-        operation.audit_action(),
-        "patient_keys",
-        clock,
-    )
-    .with_outcome(outcome)
-    .with_detail(serde_json::json!({
+    let mut detail = serde_json::json!({
         "operation": operation.name(),
-        "batch": batch_no,
         "checked": batch.checked,
         "rewrapped": batch.rewrapped,
         "failed": batch.failed,
         "kek_backend": target.backend,
         "kek_id": target.key_id,
         "kek_version": target.version,
-    }));
+    });
+    let resource_type = match scope {
+        AuditScope::DekBatch(batch_no) => {
+            detail["batch"] = batch_no.into();
+            "patient_keys"
+        }
+        AuditScope::PracticeKeys(purposes) => {
+            detail["purposes"] = purposes.into();
+            "tenant_keys"
+        }
+    };
+    let event = audit::AuditEvent::new(
+        tenant,
+        Actor::System { component: "keys".into() },
+        operation.audit_action(),
+        resource_type,
+        clock,
+    )
+    .with_outcome(outcome)
+    .with_detail(detail);
     store_postgres::audit::append(conn, event).await.map_err(|e| anyhow::anyhow!("audit: {e}"))?;
     Ok(())
 }

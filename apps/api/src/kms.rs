@@ -13,7 +13,7 @@
 //!   Per-request unwraps by the API will be audited with the patients issue, per request that
 //!   reads patient data; the DEK cache (`AppState::dek_cache`) bounds how often they happen.
 
-use crate::config::{AwsKmsConfig, KmsBackend, KmsConfig, LocalKmsConfig, PreviousKms};
+use crate::config::{AwsKmsConfig, AzureKmsConfig, BackendSettings, KmsConfig, LocalKmsConfig, VaultKmsConfig};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use crypto::{DataKey, KekInfo, KeyContext, KeyManagement, Keyring, KmsError, WrappedDataKey};
@@ -46,34 +46,16 @@ impl std::fmt::Debug for KmsHandles {
     }
 }
 
-/// One backend of the configuration: the primary or a `kms.previous` entry.
-enum BackendSpec<'a> {
-    Local(&'a LocalKmsConfig),
-    Aws(&'a AwsKmsConfig),
-}
-
-fn specs(config: &KmsConfig) -> Vec<BackendSpec<'_>> {
-    let primary = match config.backend {
-        KmsBackend::Local => BackendSpec::Local(&config.local),
-        KmsBackend::Aws => BackendSpec::Aws(&config.aws),
-    };
-    std::iter::once(primary)
-        .chain(config.previous.iter().map(|previous| match previous {
-            PreviousKms::Local(local) => BackendSpec::Local(local),
-            PreviousKms::Aws(aws) => BackendSpec::Aws(aws),
-        }))
-        .collect()
-}
-
 /// Builds the keyring from `[kms]`: the AWS client needs an async runtime (its credential chain
 /// is loaded asynchronously; no network call is made here, credentials resolve at first use).
+/// No adapter calls its service here: the self-test does.
 pub async fn build(config: &KmsConfig) -> anyhow::Result<KmsHandles> {
     let mut backends: Vec<Arc<dyn KeyManagement>> = Vec::new();
     #[cfg_attr(not(feature = "kms-local"), allow(unused_mut))]
     let mut primary_local: Option<LocalHandle> = None;
-    for (index, spec) in specs(config).into_iter().enumerate() {
-        let backend = match spec {
-            BackendSpec::Local(local) => {
+    for (index, settings) in config.all().into_iter().enumerate() {
+        let backend = match settings {
+            BackendSettings::Local(local) => {
                 let kms = open_local(local, index)?;
                 #[cfg(feature = "kms-local")]
                 if index == 0 {
@@ -81,23 +63,25 @@ pub async fn build(config: &KmsConfig) -> anyhow::Result<KmsHandles> {
                 }
                 kms as Arc<dyn KeyManagement>
             }
-            BackendSpec::Aws(aws) => connect_aws(aws, index).await?,
+            BackendSettings::Aws(aws) => connect_aws(aws, index).await?,
+            BackendSettings::Vault(vault) => connect_vault(vault, index)?,
+            BackendSettings::Azure(azure) => connect_azure(azure, index, &|name| std::env::var(name).ok())?,
         };
         backends.push(Arc::new(AuditedKms::new(backend)));
     }
     finish(backends, primary_local)
 }
 
-/// Like [`build`], for callers without an async runtime; only the local backend can be built
+/// Like [`build`], for callers without an async runtime; every backend but AWS can be built
 /// this way. `AppState::from_config` (benchmarks, simple tests) uses it; `praxis serve` and
 /// the key commands use [`build`].
 pub fn build_sync(config: &KmsConfig) -> anyhow::Result<KmsHandles> {
     let mut backends: Vec<Arc<dyn KeyManagement>> = Vec::new();
     #[cfg_attr(not(feature = "kms-local"), allow(unused_mut))]
     let mut primary_local: Option<LocalHandle> = None;
-    for (index, spec) in specs(config).into_iter().enumerate() {
-        let backend = match spec {
-            BackendSpec::Local(local) => {
+    for (index, settings) in config.all().into_iter().enumerate() {
+        let backend = match settings {
+            BackendSettings::Local(local) => {
                 let kms = open_local(local, index)?;
                 #[cfg(feature = "kms-local")]
                 if index == 0 {
@@ -105,9 +89,11 @@ pub fn build_sync(config: &KmsConfig) -> anyhow::Result<KmsHandles> {
                 }
                 kms as Arc<dyn KeyManagement>
             }
-            BackendSpec::Aws(_) => {
+            BackendSettings::Aws(_) => {
                 bail!("{}: the AWS KMS client is built asynchronously; use AppState::build", field(index, "aws"))
             }
+            BackendSettings::Vault(vault) => connect_vault(vault, index)?,
+            BackendSettings::Azure(azure) => connect_azure(azure, index, &|name| std::env::var(name).ok())?,
         };
         backends.push(Arc::new(AuditedKms::new(backend)));
     }
@@ -172,6 +158,116 @@ async fn connect_aws(config: &AwsKmsConfig, index: usize) -> anyhow::Result<Arc<
 #[cfg(not(feature = "kms-aws"))]
 async fn connect_aws(_: &AwsKmsConfig, index: usize) -> anyhow::Result<Arc<dyn KeyManagement>> {
     bail!("{}: this binary was built without the AWS KMS adapter (cargo feature kms-aws)", field(index, "aws"))
+}
+
+#[cfg(feature = "kms-vault")]
+fn connect_vault(config: &VaultKmsConfig, index: usize) -> anyhow::Result<Arc<dyn KeyManagement>> {
+    let auth = match (&config.token, &config.approle) {
+        (Some(token), None) => kms_vault::VaultAuth::Token(token.clone()),
+        (None, Some(approle)) => kms_vault::VaultAuth::AppRole {
+            mount: approle.mount.clone(),
+            role_id: approle.role_id.clone(),
+            secret_id: approle.secret_id.clone().unwrap_or_default(),
+        },
+        _ => bail!("{}: set exactly one of token and approle", field(index, "vault")),
+    };
+    let mut vault = kms_vault::VaultKmsConfig::new(config.address.clone(), config.key_name.clone(), auth);
+    vault.mount.clone_from(&config.mount);
+    vault.namespace.clone_from(&config.namespace);
+    if let Some(file) = &config.ca_cert_file {
+        let pem = std::fs::read_to_string(file)
+            .with_context(|| format!("{}: cannot read ca_cert_file {}", field(index, "vault"), file.display()))?;
+        vault.ca_cert_pem = Some(pem);
+    }
+    // The adapter's message names the problem, never the token.
+    let kms = kms_vault::VaultKms::new(&vault).map_err(|e| anyhow::anyhow!("{}: {e}", field(index, "vault")))?;
+    Ok(Arc::new(kms))
+}
+
+#[cfg(not(feature = "kms-vault"))]
+fn connect_vault(_: &VaultKmsConfig, index: usize) -> anyhow::Result<Arc<dyn KeyManagement>> {
+    bail!("{}: this binary was built without the Vault adapter (cargo feature kms-vault)", field(index, "vault"))
+}
+
+/// Entra ID settings the AKS workload identity webhook (and the Azure SDKs' environment
+/// credential) put in the environment; used where `kms.azure` leaves them unset.
+pub const AZURE_ENV: [&str; 4] =
+    ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"];
+
+#[cfg(feature = "kms-azure")]
+fn connect_azure(
+    config: &AzureKmsConfig,
+    index: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Arc<dyn KeyManagement>> {
+    let (credential, authority_host) =
+        azure_credential(config, env).map_err(|e| anyhow::anyhow!("{}: {e}", field(index, "azure")))?;
+    let mut azure = kms_azure::AzureKeyVaultConfig::new(config.vault_url.clone(), config.key_name.clone(), credential);
+    azure.key_version.clone_from(&config.key_version);
+    if let Some(host) = authority_host {
+        azure.authority_host = host;
+    }
+    let kms = kms_azure::AzureKeyVault::new(&azure).map_err(|e| anyhow::anyhow!("{}: {e}", field(index, "azure")))?;
+    Ok(Arc::new(kms))
+}
+
+#[cfg(not(feature = "kms-azure"))]
+fn connect_azure(
+    _: &AzureKmsConfig,
+    index: usize,
+    _: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Arc<dyn KeyManagement>> {
+    bail!(
+        "{}: this binary was built without the Azure Key Vault adapter (cargo feature kms-azure)",
+        field(index, "azure")
+    )
+}
+
+/// The credential `kms.azure` selects, with the `AZURE_*` environment filling unset ids, and the
+/// authority host when one is configured or in the environment. `env` reads the environment
+/// (a parameter, so the chain is testable).
+#[cfg(feature = "kms-azure")]
+pub fn azure_credential(
+    config: &AzureKmsConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(kms_azure::AzureCredential, Option<String>), String> {
+    use crate::config::AzureCredentialKind;
+    use kms_azure::AzureCredential;
+    let from_env = |value: &Option<String>, name: &str| value.clone().or_else(|| env(name).filter(|v| !v.is_empty()));
+    let tenant_id = from_env(&config.tenant_id, "AZURE_TENANT_ID");
+    let client_id = from_env(&config.client_id, "AZURE_CLIENT_ID");
+    let token_file = config
+        .token_file
+        .clone()
+        .or_else(|| env("AZURE_FEDERATED_TOKEN_FILE").filter(|v| !v.is_empty()).map(std::path::PathBuf::from));
+    let authority_host = from_env(&config.authority_host, "AZURE_AUTHORITY_HOST");
+    let kind = match config.credential {
+        AzureCredentialKind::Auto if config.client_secret.is_some() => AzureCredentialKind::ClientSecret,
+        AzureCredentialKind::Auto if token_file.is_some() => AzureCredentialKind::WorkloadIdentity,
+        AzureCredentialKind::Auto => AzureCredentialKind::ManagedIdentity,
+        explicit => explicit,
+    };
+    let required = |value: Option<String>, what: &str, env_name: &str| {
+        value.ok_or_else(|| format!("{what} is required for this credential (kms.azure.{what} or {env_name})"))
+    };
+    let credential = match kind {
+        AzureCredentialKind::ClientSecret => AzureCredential::ClientSecret {
+            tenant_id: required(tenant_id, "tenant_id", "AZURE_TENANT_ID")?,
+            client_id: required(client_id, "client_id", "AZURE_CLIENT_ID")?,
+            client_secret: config.client_secret.clone().ok_or("client_secret is required for this credential")?,
+        },
+        AzureCredentialKind::WorkloadIdentity => AzureCredential::WorkloadIdentity {
+            tenant_id: required(tenant_id, "tenant_id", "AZURE_TENANT_ID")?,
+            client_id: required(client_id, "client_id", "AZURE_CLIENT_ID")?,
+            token_file: token_file.ok_or(
+                "token_file is required for workload identity (kms.azure.token_file or AZURE_FEDERATED_TOKEN_FILE)",
+            )?,
+        },
+        AzureCredentialKind::ManagedIdentity | AzureCredentialKind::Auto => {
+            AzureCredential::ManagedIdentity { client_id }
+        }
+    };
+    Ok((credential, authority_host))
 }
 
 /// Start-up self-test: wraps a fresh random probe key with the primary, unwraps it through the
@@ -273,5 +369,66 @@ impl KeyManagement for AuditedKms {
     async fn health_check(&self) -> Result<(), KmsError> {
         let info = self.inner.key_info();
         self.traced("health_check", &info.key_id, &info.version, self.inner.health_check()).await
+    }
+}
+
+#[cfg(all(test, feature = "kms-azure"))]
+mod tests {
+    use super::*;
+    use crate::config::AzureCredentialKind;
+    use kms_azure::AzureCredential;
+    use std::collections::HashMap;
+
+    fn resolve(config: &AzureKmsConfig, env: &[(&str, &str)]) -> Result<(AzureCredential, Option<String>), String> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        azure_credential(config, &|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn the_azure_credential_chain_picks_the_first_that_applies() {
+        let ids = [("AZURE_TENANT_ID", "tenant-a"), ("AZURE_CLIENT_ID", "client-a")];
+        // Nothing configured, no AKS environment: the managed identity.
+        let (credential, authority) = resolve(&AzureKmsConfig::default(), &[]).unwrap();
+        assert_eq!(credential, AzureCredential::ManagedIdentity { client_id: None });
+        assert_eq!(authority, None);
+        // AKS workload identity: everything from the environment the webhook sets.
+        let aks = [
+            ids[0],
+            ids[1],
+            ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+            ("AZURE_AUTHORITY_HOST", "https://login.example"),
+        ];
+        let (credential, authority) = resolve(&AzureKmsConfig::default(), &aks).unwrap();
+        assert_eq!(
+            credential,
+            AzureCredential::WorkloadIdentity {
+                tenant_id: "tenant-a".into(),
+                client_id: "client-a".into(),
+                token_file: "/var/run/token".into()
+            }
+        );
+        assert_eq!(authority.as_deref(), Some("https://login.example"));
+        // A configured client secret wins; configured ids win over the environment.
+        let secret = kernel::Secret::new(format!("dummy-{}", uuid::Uuid::new_v4().simple()));
+        let config = AzureKmsConfig {
+            client_secret: Some(secret.clone()),
+            client_id: Some("client-b".into()),
+            ..AzureKmsConfig::default()
+        };
+        let (credential, _) = resolve(&config, &aks).unwrap();
+        assert_eq!(
+            credential,
+            AzureCredential::ClientSecret {
+                tenant_id: "tenant-a".into(),
+                client_id: "client-b".into(),
+                client_secret: secret
+            }
+        );
+        // Named explicitly but incomplete: the error names the setting and its variable.
+        let config = AzureKmsConfig { credential: AzureCredentialKind::WorkloadIdentity, ..AzureKmsConfig::default() };
+        let error = resolve(&config, &[ids[1]]).unwrap_err();
+        assert!(error.contains("tenant_id") && error.contains("AZURE_TENANT_ID"), "{error}");
+        let error = resolve(&config, &ids).unwrap_err();
+        assert!(error.contains("AZURE_FEDERATED_TOKEN_FILE"), "{error}");
     }
 }

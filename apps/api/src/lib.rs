@@ -3,7 +3,9 @@
 //! This crate is the only place that wires adapters to ports: it reads the configuration, builds
 //! the pools and adapters, and hands them to the handlers.
 
+pub mod appointments;
 pub mod auth;
+pub mod checkpoint_signer;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -12,9 +14,13 @@ pub mod keys;
 pub mod kms;
 pub mod middleware;
 pub mod openapi;
+pub mod patients;
+pub mod reencrypt;
+pub mod reminders;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod webhooks;
 
 pub use config::Config;
 pub use error::ApiError;

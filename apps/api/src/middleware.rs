@@ -168,11 +168,15 @@ pub async fn guard(
         req.into_response(ApiError::TooManyRequests { retry_after_secs }.error_response())
     };
     let headers = response.headers_mut();
-    for (name, value) in [
+    // A route with a budget of its own (the webhook providers') has set these already: its
+    // limit is the one that applies to the route, so it is the one reported.
+    let route_limited = headers.contains_key("x-ratelimit-limit");
+    let global = [
         ("x-ratelimit-limit", decision.limit.to_string()),
         ("x-ratelimit-remaining", decision.remaining.to_string()),
         ("x-ratelimit-reset", reset_at.to_string()),
-    ] {
+    ];
+    for (name, value) in global.into_iter().filter(|_| !route_limited) {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), value);
         }

@@ -41,6 +41,32 @@ pub const API_KEY_SCHEME: &str = "api_key";
         crate::routes::users::revoke_api_key,
         crate::routes::audit::query,
         crate::routes::audit::verify,
+        crate::routes::patients::create_patient,
+        crate::routes::patients::list_patients,
+        crate::routes::patients::get_patient,
+        crate::routes::patients::update_patient,
+        crate::routes::patients::erase_patient,
+        crate::routes::patients::set_legal_hold,
+        crate::routes::patients::export_patient,
+        crate::routes::patients::create_account,
+        crate::routes::consents::list_consents,
+        crate::routes::consents::record_consent,
+        crate::routes::consents::consent_history,
+        crate::routes::webhooks::receive,
+        crate::routes::webhooks::receive_sole,
+        crate::routes::webhooks::subscribe,
+        crate::routes::appointments::create_appointment,
+        crate::routes::appointments::list_appointments,
+        crate::routes::appointments::get_appointment,
+        crate::routes::appointments::update_appointment,
+        crate::routes::appointments::cancel_appointment,
+        crate::routes::appointments::change_status,
+        crate::routes::calendar::put_working_hours,
+        crate::routes::calendar::get_working_hours,
+        crate::routes::calendar::create_absence,
+        crate::routes::calendar::list_absences,
+        crate::routes::calendar::delete_absence,
+        crate::routes::calendar::availability,
     ),
     components(schemas(Problem, FieldError, Role, Actor, ApiScope, ChainBreak, Liveness, Readiness, DependencyCheck)),
     modifiers(&SecuritySchemes),
@@ -50,9 +76,31 @@ pub const API_KEY_SCHEME: &str = "api_key";
         (name = "users", description = "Accounts of the practice"),
         (name = "api-keys", description = "API keys of the practice"),
         (name = "audit", description = "The tamper-evident audit trail"),
+        (name = "patients", description = "Patient records (encrypted per patient), GDPR export and erasure"),
+        (name = "consents", description = "Consent per purpose, with evidence and history"),
+        (name = "webhooks", description = "Inbound webhooks from Stripe, WhatsApp, Twilio, Vapi and Standard Webhooks senders, verified by signature (no other authentication)"),
+        (name = "appointments", description = "Bookings (no double booking, enforced by the database), status, reminders, payment state"),
+        (name = "calendar", description = "Therapists' working hours, absences and free slots"),
     )
 )]
 pub struct ApiDoc;
+
+/// The problem responses every authenticated operation can give, listed once.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum CommonProblems {
+    /// No or invalid credentials.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The caller's role or key scope does not allow this (audited as `access.denied`), or a failed CSRF check.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// Rate limit hit; see `Retry-After`.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+    /// A backing service (database, Redis, KMS) is unavailable.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
 
 /// Adds the security schemes the handlers refer to.
 #[derive(Debug)]
@@ -215,7 +263,8 @@ pub struct ChainBreakKind {
     /// `sequence_gap`, `out_of_order`: the seq found instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub found: Option<u64>,
-    /// `checkpoint_mismatch`, `truncated_tail`: the checkpoint's seq.
+    /// `checkpoint_mismatch`, `truncated_tail`, `checkpoint_signature_invalid`,
+    /// `checkpoint_unsigned`: the checkpoint's seq.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_seq: Option<u64>,
     /// `truncated_tail`: the last seq of the chain (0 when empty).
@@ -234,6 +283,10 @@ pub enum ChainBreakName {
     ForeignTenant,
     CheckpointMismatch,
     TruncatedTail,
+    /// A stored checkpoint's signature does not verify with the practice's KMS-held key.
+    CheckpointSignatureInvalid,
+    /// A checkpoint taken after the practice's checkpoints began to be signed has no signature.
+    CheckpointUnsigned,
 }
 
 /// `GET /health/live`.
@@ -326,6 +379,18 @@ mod tests {
                 expected: Some(7),
                 found: Some(9),
                 checkpoint_seq: None,
+                last_seq: None,
+            },
+        };
+        assert_eq!(serde_json::to_value(real).unwrap(), serde_json::to_value(mirror).unwrap());
+        let real = audit::Break { seq: 4, kind: audit::BreakKind::CheckpointSignatureInvalid { checkpoint_seq: 4 } };
+        let mirror = ChainBreak {
+            seq: 4,
+            kind: ChainBreakKind {
+                kind: ChainBreakName::CheckpointSignatureInvalid,
+                expected: None,
+                found: None,
+                checkpoint_seq: Some(4),
                 last_seq: None,
             },
         };

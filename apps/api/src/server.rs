@@ -20,6 +20,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::routes::auth::configure(cfg);
     crate::routes::users::configure(cfg);
     crate::routes::audit::configure(cfg);
+    crate::routes::patients::configure(cfg);
+    crate::routes::consents::configure(cfg);
+    crate::routes::webhooks::configure(cfg);
+    crate::routes::appointments::configure(cfg);
+    crate::routes::calendar::configure(cfg);
     crate::openapi::configure(cfg);
 }
 

@@ -1,3 +1,4 @@
+use crate::checkpoint_signer::KmsCheckpointSigner;
 use crate::config::Config;
 use cache_redis::{FailureCounter, FallbackLimiter, IpBlockList, RateLimiter, RedisStore, ResilientLimiter};
 use crypto::{DekCache, DekCacheConfig, Keyring};
@@ -31,6 +32,12 @@ pub struct AppState {
     pub kms: Arc<Keyring>,
     /// Unwrapped DEKs, bounded in count, age and uses (crypto's defaults).
     pub dek_cache: Arc<DekCache<SharedClock>>,
+    /// Unwrapped practice-wide keys (blind index), see `crate::patients`.
+    pub practice_keys: Arc<crate::patients::PracticeKeys>,
+    /// Inbound webhook endpoints by practice and provider (`[webhooks]`).
+    pub webhooks: Arc<crate::webhooks::Endpoints>,
+    /// Redis claims that keep concurrent copies of a webhook apart.
+    pub idempotency: cache_redis::IdempotencyClaims,
 }
 
 /// The state's clock as a `kernel::Clock` value, for components generic over the clock.
@@ -88,7 +95,12 @@ impl AppState {
             FallbackLimiter::new(clock.clone(), FallbackLimiter::DEFAULT_MAX_SUBJECTS),
         );
         Ok(Self {
-            audit: PgAuditLog::new(db.clone()),
+            // Checkpoints are signed, and verified, with each practice's KMS-wrapped key.
+            audit: PgAuditLog::new(db.clone()).with_signer(Arc::new(KmsCheckpointSigner::new(
+                db.clone(),
+                kms.clone(),
+                clock.clone(),
+            ))),
             hasher: Arc::new(hasher),
             session_policy: config.auth.session_policy(),
             trusted_proxies: Arc::new(config.auth.trusted_proxy_cidrs()),
@@ -96,6 +108,9 @@ impl AppState {
             login_failures: FailureCounter::new(redis.clone()),
             blocklist: IpBlockList::new(redis.clone()),
             dek_cache: Arc::new(DekCache::new(SharedClock(clock.clone()), DekCacheConfig::default())),
+            practice_keys: Arc::new(crate::patients::PracticeKeys::default()),
+            webhooks: Arc::new(crate::webhooks::Endpoints::from_config(&config.webhooks)),
+            idempotency: cache_redis::IdempotencyClaims::new(redis.clone()),
             kms,
             config,
             db,

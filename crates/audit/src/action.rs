@@ -79,12 +79,18 @@ closed_set! {
         PatientExport => "patient.export",
         /// A GDPR Art. 17 erasure (crypto-shredding) was carried out.
         PatientErase => "patient.erase",
+        /// A legal hold was set on or lifted from a patient record (erasure is refused while set).
+        PatientLegalHold => "patient.legal_hold",
+        ConsentRequested => "consent.requested",
         ConsentGranted => "consent.granted",
         ConsentWithdrawn => "consent.withdrawn",
         ConsentExpired => "consent.expired",
+        ConsentArchived => "consent.archived",
         AppointmentCreate => "appointment.create",
         AppointmentUpdate => "appointment.update",
         AppointmentCancel => "appointment.cancel",
+        /// Working hours or absences of a therapist were set or removed.
+        CalendarUpdate => "calendar.update",
         AuthLogin => "auth.login",
         AuthLoginFailed => "auth.login_failed",
         AuthLogout => "auth.logout",
@@ -139,7 +145,7 @@ mod tests {
         }
         let spellings: HashSet<_> = Action::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(spellings.len(), Action::ALL.len(), "two actions share a spelling");
-        assert_eq!(Action::ALL.len(), 30);
+        assert_eq!(Action::ALL.len(), 34);
     }
 
     #[test]

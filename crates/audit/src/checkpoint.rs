@@ -13,6 +13,7 @@
 use crate::chain::{ChainHead, Digest, Encoder, canonical_timestamp};
 use crate::error::AuditError;
 use crate::event::truncate_to_micros;
+use crate::verify::{Break, BreakKind};
 use async_trait::async_trait;
 use kernel::{Clock, TenantId};
 use time::OffsetDateTime;
@@ -64,9 +65,9 @@ impl Checkpoint {
         enc.0
     }
 
-    /// This checkpoint with a signature from `signer`.
+    /// This checkpoint with a signature from `signer` (with the key of the checkpoint's tenant).
     pub async fn sign(mut self, signer: &dyn CheckpointSigner) -> Result<Self, AuditError> {
-        self.signature = Some(signer.sign(&self.signing_bytes()).await?);
+        self.signature = Some(signer.sign(self.tenant, &self.signing_bytes()).await?);
         Ok(self)
     }
 
@@ -75,21 +76,115 @@ impl Checkpoint {
     pub async fn has_valid_signature(&self, signer: &dyn CheckpointSigner) -> Result<bool, AuditError> {
         match &self.signature {
             None => Ok(false),
-            Some(signature) => signer.verify(&self.signing_bytes(), signature).await,
+            Some(signature) => signer.verify(self.tenant, &self.signing_bytes(), signature).await,
         }
     }
 }
 
-/// Port: signs and verifies checkpoint bytes with a key the database cannot reach (KMS
-/// asymmetric key or HMAC key). Adapters live outside this crate.
+/// Port: signs and verifies checkpoint bytes with a key the database cannot reach (a KMS-held
+/// asymmetric key, or an HMAC key kept wrapped by the KMS). Adapters live outside this crate.
+///
+/// Every call names the practice, so an adapter can keep one key per practice: then a
+/// practice's checkpoints cannot be signed with another's key even by a bug, and a key can be
+/// shredded with its practice. (The signed bytes name the tenant too, see
+/// [`Checkpoint::signing_bytes`].)
 #[async_trait]
 pub trait CheckpointSigner: Send + Sync + std::fmt::Debug {
-    /// A signature over `message`.
-    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, AuditError>;
+    /// Makes sure `tenant`'s checkpoints can be signed without further set-up, e.g. by creating
+    /// and storing the practice's signing key now. Setting up may itself write (a key row, an
+    /// audit entry), so a caller that signs while it holds the practice's chain lock (the
+    /// retention purge) calls this first, outside the lock. Default: nothing to set up.
+    async fn prepare(&self, tenant: TenantId) -> Result<(), AuditError> {
+        let _ = tenant;
+        Ok(())
+    }
 
-    /// Whether `signature` is a valid signature over `message`. A wrong signature is `Ok(false)`;
-    /// `Err` is kept for the signer being unavailable. Implementations compare in constant time.
-    async fn verify(&self, message: &[u8], signature: &[u8]) -> Result<bool, AuditError>;
+    /// When `tenant`'s checkpoints began to be signed (e.g. when its signing key was created),
+    /// if they have: every checkpoint taken after it must carry a valid signature. `None` when
+    /// the practice has no signing key yet, or when the adapter cannot tell (the default), in
+    /// which case [`vet_checkpoints`] goes by the oldest validly signed checkpoint alone.
+    async fn signing_since(&self, tenant: TenantId) -> Result<Option<OffsetDateTime>, AuditError> {
+        let _ = tenant;
+        Ok(None)
+    }
+
+    /// A signature over `message` with `tenant`'s key.
+    async fn sign(&self, tenant: TenantId, message: &[u8]) -> Result<Vec<u8>, AuditError>;
+
+    /// Whether `signature` is a valid signature of `tenant`'s over `message`. A wrong signature,
+    /// or one for which the practice has no key, is `Ok(false)`; `Err` is kept for the signer
+    /// being unavailable. Implementations compare in constant time.
+    async fn verify(&self, tenant: TenantId, message: &[u8], signature: &[u8]) -> Result<bool, AuditError>;
+}
+
+/// What [`vet_checkpoints`] made of a practice's stored checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VettedCheckpoints {
+    /// The checkpoints verification may rely on: every one without a signer; with a signer,
+    /// those whose signature it accepts.
+    pub trusted: Vec<Checkpoint>,
+    /// Checkpoints that betray tampering, each as the break to report at the seq it pins
+    /// (sorted by seq): a signature the signer rejects
+    /// ([`BreakKind::CheckpointSignatureInvalid`]), or no signature on a checkpoint taken after
+    /// the practice's checkpoints began to be signed ([`BreakKind::CheckpointUnsigned`]). Hand
+    /// them to [`crate::ChainVerifier::with_rejected_checkpoints`].
+    pub rejected: Vec<Break>,
+    /// Unsigned checkpoints from before signing began (an older release wrote them): neither
+    /// relied on, since anyone who can write the table could have written them, nor reported.
+    pub ignored: Vec<Checkpoint>,
+}
+
+/// Sorts a practice's stored checkpoints into trusted, rejected and ignored (see
+/// [`VettedCheckpoints`]).
+///
+/// Without a signer every checkpoint is trusted: the deployment has no key to check with.
+///
+/// With one, signing began at the earlier of [`CheckpointSigner::signing_since`] and the
+/// `created_at` of the oldest checkpoint whose signature verifies; an unsigned checkpoint created
+/// after that is rejected, an older one ignored. An attacker who writes an unsigned checkpoint
+/// and back-dates it only gets it ignored, which is harmless: it is never relied on. A signed
+/// checkpoint the practice has no key for (the key row deleted, or a signature made up) is
+/// rejected too.
+///
+/// `Err` only when the signer itself fails (the KMS is unreachable): verification must then
+/// fail rather than report a chain as intact or broken on a guess.
+pub async fn vet_checkpoints(
+    tenant: TenantId,
+    checkpoints: Vec<Checkpoint>,
+    signer: Option<&dyn CheckpointSigner>,
+) -> Result<VettedCheckpoints, AuditError> {
+    let Some(signer) = signer else {
+        return Ok(VettedCheckpoints { trusted: checkpoints, ..VettedCheckpoints::default() });
+    };
+    let mut vetted = VettedCheckpoints::default();
+    let mut unsigned = Vec::new();
+    for checkpoint in checkpoints {
+        if checkpoint.signature.is_none() {
+            unsigned.push(checkpoint);
+        } else if checkpoint.has_valid_signature(signer).await? {
+            vetted.trusted.push(checkpoint);
+        } else {
+            let checkpoint_seq = checkpoint.seq;
+            vetted
+                .rejected
+                .push(Break { seq: checkpoint_seq, kind: BreakKind::CheckpointSignatureInvalid { checkpoint_seq } });
+        }
+    }
+    let first_signed = vetted.trusted.iter().map(|c| c.created_at).min();
+    let signing_began = match (signer.signing_since(tenant).await?, first_signed) {
+        (Some(since), Some(first)) => Some(since.min(first)),
+        (since, first) => since.or(first),
+    };
+    for checkpoint in unsigned {
+        if signing_began.is_some_and(|began| checkpoint.created_at > began) {
+            let checkpoint_seq = checkpoint.seq;
+            vetted.rejected.push(Break { seq: checkpoint_seq, kind: BreakKind::CheckpointUnsigned { checkpoint_seq } });
+        } else {
+            vetted.ignored.push(checkpoint);
+        }
+    }
+    vetted.rejected.sort_by_key(|rejected| rejected.seq);
+    Ok(vetted)
 }
 
 #[cfg(test)]
@@ -100,17 +195,36 @@ mod tests {
     use sha2::{Digest as _, Sha256};
     use time::macros::datetime;
 
-    /// Not a MAC (no key): enough to test the plumbing of the port.
+    /// Not a MAC (a hash of the tenant and the message, no key): enough to test the plumbing of
+    /// the port.
     #[derive(Debug)]
     struct FakeSigner;
 
+    fn fake_signature(tenant: TenantId, message: &[u8]) -> Vec<u8> {
+        Sha256::new().chain_update(tenant.as_uuid().as_bytes()).chain_update(message).finalize().to_vec()
+    }
+
     #[async_trait]
     impl CheckpointSigner for FakeSigner {
-        async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, AuditError> {
-            Ok(Sha256::digest(message).to_vec())
+        async fn sign(&self, tenant: TenantId, message: &[u8]) -> Result<Vec<u8>, AuditError> {
+            Ok(fake_signature(tenant, message))
         }
-        async fn verify(&self, message: &[u8], signature: &[u8]) -> Result<bool, AuditError> {
-            Ok(Sha256::digest(message)[..] == *signature)
+        async fn verify(&self, tenant: TenantId, message: &[u8], signature: &[u8]) -> Result<bool, AuditError> {
+            Ok(fake_signature(tenant, message) == signature)
+        }
+    }
+
+    /// A signer whose KMS is down.
+    #[derive(Debug)]
+    struct Unavailable;
+
+    #[async_trait]
+    impl CheckpointSigner for Unavailable {
+        async fn sign(&self, _: TenantId, _: &[u8]) -> Result<Vec<u8>, AuditError> {
+            Err(AuditError::Signer("kms down".into()))
+        }
+        async fn verify(&self, _: TenantId, _: &[u8], _: &[u8]) -> Result<bool, AuditError> {
+            Err(AuditError::Signer("kms down".into()))
         }
     }
 
@@ -159,5 +273,84 @@ mod tests {
         forged.seq -= 1;
         assert!(!block_on(forged.has_valid_signature(&FakeSigner)).unwrap());
         assert!(!block_on(checkpoint().has_valid_signature(&FakeSigner)).unwrap());
+        // The signer is asked with the checkpoint's own tenant.
+        let mut moved = signed;
+        moved.tenant = TenantId::new();
+        assert!(!block_on(moved.has_valid_signature(&FakeSigner)).unwrap());
+    }
+
+    fn at(tenant: TenantId, seq: u64, minute: u8) -> Checkpoint {
+        let clock = FixedClock::at(datetime!(2026-03-01 12:00 UTC) + time::Duration::minutes(minute.into()));
+        Checkpoint::new(tenant, ChainHead { seq, hash: [seq as u8; 32] }, &clock).unwrap()
+    }
+
+    #[test]
+    fn vetting_trusts_valid_signatures_and_rejects_forgeries() {
+        let tenant = TenantId::new();
+        let legacy = at(tenant, 3, 0);
+        let genuine = block_on(at(tenant, 5, 10).sign(&FakeSigner)).unwrap();
+        let mut forged = block_on(at(tenant, 9, 20).sign(&FakeSigner)).unwrap();
+        forged.head_hash[0] ^= 1;
+        let late_unsigned = at(tenant, 7, 30);
+        let vetted = block_on(vet_checkpoints(
+            tenant,
+            vec![forged, late_unsigned, genuine.clone(), legacy.clone()],
+            Some(&FakeSigner),
+        ))
+        .unwrap();
+        assert_eq!(vetted.trusted, vec![genuine]);
+        assert_eq!(vetted.ignored, vec![legacy]);
+        // Sorted by seq, whatever order they were stored in.
+        assert_eq!(
+            vetted.rejected,
+            vec![
+                Break { seq: 7, kind: BreakKind::CheckpointUnsigned { checkpoint_seq: 7 } },
+                Break { seq: 9, kind: BreakKind::CheckpointSignatureInvalid { checkpoint_seq: 9 } },
+            ]
+        );
+    }
+
+    #[test]
+    fn before_any_valid_signature_unsigned_checkpoints_are_only_ignored() {
+        let tenant = TenantId::new();
+        let unsigned = vec![at(tenant, 2, 0), at(tenant, 4, 5)];
+        let vetted = block_on(vet_checkpoints(tenant, unsigned.clone(), Some(&FakeSigner))).unwrap();
+        assert_eq!((vetted.trusted.len(), vetted.rejected.len(), vetted.ignored.len()), (0, 0, 2));
+        // Without a signer there is nothing to check with: everything is trusted.
+        let vetted = block_on(vet_checkpoints(tenant, unsigned.clone(), None)).unwrap();
+        assert_eq!(vetted.trusted, unsigned);
+        // A signer that cannot answer fails the vetting instead of guessing.
+        let signed = block_on(at(tenant, 6, 10).sign(&FakeSigner)).unwrap();
+        assert!(matches!(
+            block_on(vet_checkpoints(tenant, vec![signed], Some(&Unavailable))),
+            Err(AuditError::Signer(_))
+        ));
+    }
+
+    /// Signing began at minute 3 by the signer's own record (its key's creation), although no
+    /// signed checkpoint is left: the genuine ones may have been deleted.
+    #[derive(Debug)]
+    struct KeyedSince;
+
+    #[async_trait]
+    impl CheckpointSigner for KeyedSince {
+        async fn signing_since(&self, _: TenantId) -> Result<Option<OffsetDateTime>, AuditError> {
+            Ok(Some(datetime!(2026-03-01 12:03 UTC)))
+        }
+        async fn sign(&self, tenant: TenantId, message: &[u8]) -> Result<Vec<u8>, AuditError> {
+            FakeSigner.sign(tenant, message).await
+        }
+        async fn verify(&self, tenant: TenantId, message: &[u8], signature: &[u8]) -> Result<bool, AuditError> {
+            FakeSigner.verify(tenant, message, signature).await
+        }
+    }
+
+    #[test]
+    fn the_signers_own_start_makes_later_unsigned_checkpoints_breaks() {
+        let tenant = TenantId::new();
+        let vetted =
+            block_on(vet_checkpoints(tenant, vec![at(tenant, 2, 0), at(tenant, 4, 5)], Some(&KeyedSince))).unwrap();
+        assert_eq!(vetted.ignored, vec![at(tenant, 2, 0)]);
+        assert_eq!(vetted.rejected, vec![Break { seq: 4, kind: BreakKind::CheckpointUnsigned { checkpoint_seq: 4 } }]);
     }
 }

@@ -89,7 +89,7 @@ pub use chain::{
     ChainHead, ChainedEntry, Digest, ENTRY_ENCODING_TAG, GENESIS_HASH, MAX_SEQ, canonical_encoding,
     canonical_timestamp, entry_hash, next_entry,
 };
-pub use checkpoint::{CHECKPOINT_ENCODING_TAG, Checkpoint, CheckpointSigner};
+pub use checkpoint::{CHECKPOINT_ENCODING_TAG, Checkpoint, CheckpointSigner, VettedCheckpoints, vet_checkpoints};
 pub use detail::{canonical_json, is_pii_key, validate_detail};
 pub use error::{AuditError, BoxError};
 pub use event::{AuditEvent, SignatureFailure};

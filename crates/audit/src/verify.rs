@@ -13,8 +13,16 @@
 //! | an entry of another tenant slipped in              | `ForeignTenant` at its position               |
 //! | newest entries deleted                             | `TruncatedTail` (needs a checkpoint past them)|
 //! | suffix from k rewritten with recomputed hashes     | `CheckpointMismatch` at the first checkpoint ≥ k |
+//! | a checkpoint at k forged without the signing key   | `CheckpointSignatureInvalid` / `CheckpointUnsigned` at k (with a signer) |
 //!
-//! The last two are invisible to the chain alone (see [`crate::checkpoint`]).
+//! The last three are invisible to the chain alone (see [`crate::checkpoint`]). Rejected
+//! checkpoints are found before the entries are read ([`crate::vet_checkpoints`]) and reported
+//! in seq order with the entries' own breaks
+//! ([`ChainVerifier::with_rejected_checkpoints`]).
+//!
+//! A chain whose oldest entries were removed by a retention purge is verified from the trusted
+//! checkpoint of the last removed entry with [`ChainVerifier::resume`]: the same checks, in the
+//! same order, starting mid-chain.
 
 use crate::chain::{ChainHead, ChainedEntry, Digest, GENESIS_HASH};
 use crate::checkpoint::Checkpoint;
@@ -44,13 +52,20 @@ pub enum BreakKind {
     /// The chain ends (at `last_seq`, 0 when empty) before a checkpoint's seq: the newest entries
     /// were deleted.
     TruncatedTail { checkpoint_seq: u64, last_seq: u64 },
+    /// A stored checkpoint of this seq carries a signature the signer rejects: forged by someone
+    /// who could write the checkpoint table but not use the practice's signing key (or damaged).
+    CheckpointSignatureInvalid { checkpoint_seq: u64 },
+    /// A stored checkpoint of this seq carries no signature although it was taken after the
+    /// practice's checkpoints began to be signed: written by someone without the signing key.
+    CheckpointUnsigned { checkpoint_seq: u64 },
 }
 
 /// The first place a chain is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Break {
     /// The first affected sequence number. For a gap, the first missing one; for a truncated
-    /// tail, the first one after the end of the chain.
+    /// tail, the first one after the end of the chain; for a rejected checkpoint, the seq it
+    /// pins.
     pub seq: u64,
     pub kind: BreakKind,
 }
@@ -91,32 +106,79 @@ pub struct ChainVerifier {
     head: Option<ChainHead>,
     entries_checked: u64,
     first_break: Option<Break>,
+    /// The lowest-seq break found outside the entries (a rejected checkpoint), reported when the
+    /// stream reaches its seq. Only the first break is ever reported, so one is enough.
+    rejected: Option<Break>,
 }
 
 impl ChainVerifier {
-    /// A verifier for `tenant`'s chain, checking it against `checkpoints` (any order).
+    /// A verifier for `tenant`'s whole chain, from seq 1, checking it against `checkpoints`
+    /// (any order).
     pub fn new(tenant: TenantId, checkpoints: &[Checkpoint]) -> Result<Self, AuditError> {
-        let mut pins = Vec::with_capacity(checkpoints.len());
-        for checkpoint in checkpoints {
-            if checkpoint.tenant != tenant {
-                return Err(AuditError::CheckpointTenantMismatch);
-            }
-            if checkpoint.seq == 0 {
-                return Err(AuditError::InvalidCheckpoint);
-            }
-            pins.push((checkpoint.seq, checkpoint.head_hash));
-        }
-        pins.sort_unstable();
         Ok(Self {
             tenant,
-            checkpoints: pins,
+            checkpoints: pins(tenant, checkpoints)?,
             next_checkpoint: 0,
             expected_seq: 1,
             prev_hash: GENESIS_HASH,
             head: None,
             entries_checked: 0,
             first_break: None,
+            rejected: None,
         })
+    }
+
+    /// A verifier for a chain whose entries up to and including `anchor.seq` were removed (a
+    /// retention purge): the first entry fed must be `anchor.seq + 1` and link to
+    /// `anchor.head_hash`, and every later entry is checked exactly as [`ChainVerifier::new`]
+    /// checks it. `checkpoints` pinning purged entries are skipped (there is nothing left to
+    /// compare them with); one pinning the anchor's own seq must agree with it, or the report
+    /// is a [`BreakKind::CheckpointMismatch`] there.
+    ///
+    /// The anchor is taken on trust, like every checkpoint handed to a verifier: pass one whose
+    /// signature was verified. Whether a missing prefix really was a purge (and not a deletion
+    /// that merely happens to end at a checkpoint) is for the caller to corroborate, e.g. by the
+    /// chain's own record of the purge.
+    ///
+    /// A report of a resumed chain counts only the entries fed; an empty suffix ends at the
+    /// anchor (a [`BreakKind::TruncatedTail`] then reports `last_seq = anchor.seq`).
+    pub fn resume(tenant: TenantId, anchor: &Checkpoint, checkpoints: &[Checkpoint]) -> Result<Self, AuditError> {
+        if anchor.tenant != tenant {
+            return Err(AuditError::CheckpointTenantMismatch);
+        }
+        if anchor.seq == 0 {
+            return Err(AuditError::InvalidCheckpoint);
+        }
+        let all = pins(tenant, checkpoints)?;
+        let conflicting = all.iter().any(|&(seq, hash)| seq == anchor.seq && hash != anchor.head_hash);
+        let first_break = conflicting
+            .then_some(Break { seq: anchor.seq, kind: BreakKind::CheckpointMismatch { checkpoint_seq: anchor.seq } });
+        Ok(Self {
+            tenant,
+            checkpoints: all.into_iter().filter(|&(seq, _)| seq > anchor.seq).collect(),
+            next_checkpoint: 0,
+            expected_seq: anchor.seq.saturating_add(1),
+            prev_hash: anchor.head_hash,
+            head: None,
+            entries_checked: 0,
+            first_break,
+            rejected: None,
+        })
+    }
+
+    /// Also reports `rejected` checkpoints ([`crate::VettedCheckpoints::rejected`]) as breaks, in
+    /// seq order with the chain's own: the report's `first_break` is whichever comes first (a
+    /// rejected checkpoint first when both are at the same seq), and `head` is the last entry
+    /// before it. So a forged checkpoint at seq 40 of an otherwise intact chain of 100 entries
+    /// reports a break at 40 with head 39: nothing from the forgery on is vouched for.
+    pub fn with_rejected_checkpoints(mut self, rejected: impl IntoIterator<Item = Break>) -> Self {
+        self.rejected = self.rejected.into_iter().chain(rejected).min_by_key(|rejected| rejected.seq);
+        self
+    }
+
+    /// The rejected checkpoint to report once the stream has reached `seq`, if any.
+    fn rejected_up_to(&self, seq: u64) -> Option<Break> {
+        self.rejected.filter(|rejected| rejected.seq <= seq)
     }
 
     /// Checks the next entry. Returns `true` while the chain is intact; after the first break it
@@ -126,19 +188,29 @@ impl ChainVerifier {
             return false;
         }
         self.entries_checked += 1;
-        match self.check(entry) {
-            Ok(()) => {
+        let own_break = self.check(entry).err().map(|kind| {
+            let seq = match kind {
+                BreakKind::SequenceGap { expected, .. } | BreakKind::OutOfOrder { expected, .. } => expected,
+                _ => entry.seq,
+            };
+            Break { seq, kind }
+        });
+        // The stream has now reached this entry's seq (or the seq its break names, which may be
+        // earlier): a rejected checkpoint up to there comes first.
+        let reached = own_break.map_or(entry.seq, |own| own.seq);
+        if let Some(rejected) = self.rejected_up_to(reached) {
+            self.first_break = Some(rejected);
+            return false;
+        }
+        match own_break {
+            None => {
                 self.expected_seq = entry.seq.saturating_add(1);
                 self.prev_hash = entry.hash;
                 self.head = Some(entry.head());
                 true
             }
-            Err(kind) => {
-                let seq = match kind {
-                    BreakKind::SequenceGap { expected, .. } | BreakKind::OutOfOrder { expected, .. } => expected,
-                    _ => entry.seq,
-                };
-                self.first_break = Some(Break { seq, kind });
+            Some(own) => {
+                self.first_break = Some(own);
                 false
             }
         }
@@ -180,20 +252,45 @@ impl ChainVerifier {
         self.first_break.is_none()
     }
 
-    /// The report. Also catches a truncated tail: a checkpoint beyond the last entry.
+    /// The report. Also catches a truncated tail (a checkpoint beyond the last entry) and
+    /// rejected checkpoints beyond the last entry.
     pub fn finish(self) -> VerificationReport {
         let mut first_break = self.first_break;
         if first_break.is_none()
             && let Some(&(checkpoint_seq, _)) = self.checkpoints.get(self.next_checkpoint)
         {
-            let last_seq = self.head.map_or(0, |head| head.seq);
+            // Only a verified entry moves `expected_seq`: one past the end of what verified, which
+            // is the anchor of a resumed chain that got no entries (0 for a whole empty chain).
+            let last_seq = self.expected_seq.saturating_sub(1);
             first_break = Some(Break {
                 seq: last_seq.saturating_add(1),
                 kind: BreakKind::TruncatedTail { checkpoint_seq, last_seq },
             });
         }
+        if self.first_break.is_none()
+            && let Some(rejected) = self.rejected_up_to(u64::MAX)
+            && first_break.is_none_or(|truncated| rejected.seq <= truncated.seq)
+        {
+            first_break = Some(rejected);
+        }
         VerificationReport { tenant: self.tenant, entries_checked: self.entries_checked, head: self.head, first_break }
     }
+}
+
+/// The checkpoints' (seq, hash) pins, sorted by seq; refuses another tenant's and seq 0.
+fn pins(tenant: TenantId, checkpoints: &[Checkpoint]) -> Result<Vec<(u64, Digest)>, AuditError> {
+    let mut pins = Vec::with_capacity(checkpoints.len());
+    for checkpoint in checkpoints {
+        if checkpoint.tenant != tenant {
+            return Err(AuditError::CheckpointTenantMismatch);
+        }
+        if checkpoint.seq == 0 {
+            return Err(AuditError::InvalidCheckpoint);
+        }
+        pins.push((checkpoint.seq, checkpoint.head_hash));
+    }
+    pins.sort_unstable();
+    Ok(pins)
 }
 
 /// Verifies a whole chain held in memory (a convenience over [`ChainVerifier`]).

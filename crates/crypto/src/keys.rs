@@ -247,12 +247,18 @@ impl fmt::Debug for WrappedDataKey {
 pub enum KeyPurpose {
     /// Field encryption of one patient's data.
     PatientData,
+    /// A practice's blind-index (HMAC) key, for equality lookups on encrypted fields.
+    BlindIndex,
+    /// A practice's audit-checkpoint signing (HMAC) key.
+    AuditCheckpoint,
 }
 
 impl KeyPurpose {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::PatientData => "patient-data",
+            Self::BlindIndex => "blind-index",
+            Self::AuditCheckpoint => "audit-checkpoint",
         }
     }
 }
@@ -278,6 +284,13 @@ impl KeyContext {
     /// The context of a patient's data key.
     pub const fn patient_data(tenant: TenantId, patient: PatientId) -> Self {
         Self { tenant, patient, purpose: KeyPurpose::PatientData }
+    }
+
+    /// The context of a practice-wide key (blind index, checkpoint signing). Such keys belong
+    /// to no patient, so the patient slot holds the nil UUID, which no patient id ever is
+    /// (patient ids are random v4/v7 UUIDs); the purpose keeps them apart from each other.
+    pub fn tenant_key(tenant: TenantId, purpose: KeyPurpose) -> Self {
+        Self { tenant, patient: PatientId::from_uuid(uuid::Uuid::nil()), purpose }
     }
 
     /// The context as string pairs, for KMS APIs that take a map (AWS `EncryptionContext`).

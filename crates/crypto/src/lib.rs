@@ -27,6 +27,7 @@ mod error;
 mod keyring;
 mod keys;
 mod kms;
+mod mac;
 #[cfg(any(test, feature = "test-kms"))]
 mod test_kms;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use keys::{
     WrappedDataKey,
 };
 pub use kms::{KeyManagement, WRAPPED_KEY_LEN, unwrap_with_kek, wrap_with_kek};
+pub use mac::{MAC_LEN, MacKey};
 #[cfg(any(test, feature = "test-kms"))]
 pub use test_kms::InMemoryKms;
 

@@ -88,7 +88,8 @@
 //! The `ForAllValues` condition allows no other context keys; the `Null` conditions require all
 //! three (a `ForAllValues` condition alone would also match a request without any context).
 //! `DescribeKey` takes no encryption context, so it gets its own statement. A tighter policy
-//! may pin `kms:EncryptionContext:praxis:purpose` to `patient-data`.
+//! may pin `kms:EncryptionContext:praxis:purpose` to the purposes Praxis uses: `patient-data`,
+//! and for the practice keys `blind-index` and `audit-checkpoint`.
 //!
 //! # Limits
 //!

@@ -4,6 +4,8 @@
 
 mod http;
 mod retry;
+#[cfg(feature = "test-server")]
+pub mod test_server;
 
 pub use http::{client, retry_after, transport_error, truncate};
 pub use retry::{Attempt, RetryPolicy, run};

@@ -22,8 +22,8 @@
 //!
 //! # Verifying
 //!
-//! [`PgAuditLog::verify`] loads the tenant's checkpoints (checking signatures when the log has a
-//! [`CheckpointSigner`]), then streams `audit_entries` in seq order, [`VERIFY_BATCH`] rows at a
+//! [`PgAuditLog::verify`] loads the tenant's checkpoints (vetting their signatures when the log
+//! has a [`CheckpointSigner`]), then streams `audit_entries` in seq order, [`VERIFY_BATCH`] rows at a
 //! time, through the pure [`ChainVerifier`]. It never reads `audit_heads`, which the runtime role
 //! may write. See [`retention`] for chains whose oldest entries were purged.
 
@@ -224,8 +224,10 @@ impl PgAuditLog {
         Self { pool, signer: None }
     }
 
-    /// Verification accepts only checkpoints that carry a signature `signer` accepts; the others
-    /// are ignored (and logged), because anyone who can write the table could have forged them.
+    /// Verification relies only on checkpoints that carry a signature `signer` accepts, because
+    /// anyone who can write the table could have forged the others; a checkpoint with a rejected
+    /// signature, or unsigned although signing had begun, is reported as a break
+    /// ([`::audit::vet_checkpoints`]); older unsigned ones are ignored (and logged).
     pub fn with_signer(mut self, signer: Arc<dyn CheckpointSigner>) -> Self {
         self.signer = Some(signer);
         self

@@ -14,6 +14,10 @@ pub struct DbContext {
     pub token_hash: Option<[u8; 32]>,
     /// Lower-cased email of an account being logged in.
     pub login_email: Option<String>,
+    /// A service acting for the practice (an API key, a verified webhook): `app.role` becomes
+    /// `service`, which the patient-data policies admit practice-wide (the API checks the key's
+    /// scopes first). Ignored when `role` is set.
+    pub service: bool,
 }
 
 impl DbContext {
@@ -26,6 +30,11 @@ impl DbContext {
     /// rows whose policies admit a tenant-only context.
     pub fn tenant(tenant: TenantId) -> Self {
         Self { tenant: Some(tenant), ..Self::default() }
+    }
+
+    /// An API key or verified webhook working for a practice (see [`DbContext::service`]).
+    pub fn service(tenant: TenantId) -> Self {
+        Self { tenant: Some(tenant), service: true, ..Self::default() }
     }
 
     /// An operator command acting with admin rights inside one practice (`praxis users ...`).
@@ -65,7 +74,11 @@ pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'st
     )
     .bind(context.tenant.map(|t| t.to_string()).unwrap_or_default())
     .bind(context.user.map(|u| u.to_string()).unwrap_or_default())
-    .bind(context.role.map(|r| r.as_str()).unwrap_or_default())
+    .bind(match (context.role, context.service) {
+        (Some(role), _) => role.as_str(),
+        (None, true) => "service",
+        (None, false) => "",
+    })
     .bind(context.token_hash.map(hex_lower).unwrap_or_default())
     .bind(context.login_email.clone().unwrap_or_default())
     .execute(&mut *tx)

@@ -201,3 +201,26 @@ pub async fn update_wrapped(
     .map_err(StoreError::classify)?;
     Ok(result.rows_affected() == 1)
 }
+
+/// Crypto-shredding: empties every DEK generation of a patient and marks it destroyed. Returns
+/// how many live keys were destroyed. After this commits, no ciphertext sealed under these DEKs
+/// can be decrypted again, wherever it was copied (the DEK existed nowhere else in clear except
+/// in server memory caches, which the caller clears).
+pub async fn destroy_all(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    patient: PatientId,
+    now: OffsetDateTime,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query(
+        "UPDATE patient_keys SET wrapped_dek = NULL, destroyed_at = $3 \
+         WHERE tenant_id = $1 AND patient_id = $2 AND destroyed_at IS NULL",
+    )
+    .bind(tenant.as_uuid())
+    .bind(patient.as_uuid())
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::classify)?;
+    Ok(result.rows_affected())
+}

@@ -5,12 +5,16 @@
 //! `app.user_id` and `app.role` with `set_config(..., true)`: transaction-local, so a pooled
 //! connection can never carry one request's identity into the next.
 
+pub mod appointments;
 pub mod audit;
 mod context;
 pub mod identity;
 pub mod keys;
+pub mod patients;
 mod pool;
 mod role_check;
+pub mod tenant_keys;
+pub mod webhooks;
 
 pub use crate::audit::{AuditStoreError, PgAuditLog};
 pub use context::{DbContext, begin};

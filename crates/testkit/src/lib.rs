@@ -76,6 +76,19 @@ impl TestDb {
             .expect("runtime role cannot connect to test database");
         Self { name, owner_url, app_url, owner_pool, app_pool }
     }
+
+    /// A connection of the test server's superuser to this database: it bypasses row-level
+    /// security, so it sees every row, as a DBA, a stolen disk or a leaked backup would.
+    /// For tests that check what is stored, never for what the application may see.
+    pub async fn superuser_pool(&self) -> PgPool {
+        let admin =
+            PgConnectOptions::from_str(&admin_url()).expect("PRAXIS_TEST_DATABASE_URL is not a valid Postgres URL");
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(admin.database(&self.name))
+            .await
+            .expect("superuser cannot connect to the test database")
+    }
 }
 
 async fn ensure_roles(conn: &mut PgConnection) {

@@ -106,3 +106,46 @@ fn config_check_masks_secrets_and_lists_problems() {
     assert!(stdout.contains("# secret redis.url: missing"), "{stdout}");
     assert!(stderr.contains("kms.backend") && stderr.contains("database.url"), "{stderr}");
 }
+
+#[test]
+fn refuses_vault_over_plain_http_and_never_prints_its_token() {
+    let token = format!("dummy-{}", uuid::Uuid::new_v4().simple());
+    let (ok, stderr) = production(&[
+        ("PRAXIS__KMS__BACKEND", "vault"),
+        ("PRAXIS__KMS__VAULT__ADDRESS", "http://vault.internal:8200"),
+        ("PRAXIS__KMS__VAULT__KEY_NAME", "praxis"),
+        ("PRAXIS__KMS__VAULT__TOKEN", &token),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("kms.vault.address: must be https:// in production"), "{stderr}");
+    assert!(!stderr.contains(&token), "{stderr}");
+    // Over https the same configuration passes validation (and fails only at the self-test,
+    // since nothing listens there). A plain Redis URL: this build's Redis client has no TLS.
+    let (ok, stderr) = production(&[
+        ("PRAXIS__REDIS__URL", "redis://127.0.0.1:1"),
+        ("PRAXIS__KMS__BACKEND", "vault"),
+        ("PRAXIS__KMS__VAULT__ADDRESS", "https://127.0.0.1:1"),
+        ("PRAXIS__KMS__VAULT__KEY_NAME", "praxis"),
+        ("PRAXIS__KMS__VAULT__TOKEN", &token),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("KMS self-test failed") && !stderr.contains("kms.vault.address"), "{stderr}");
+    assert!(!stderr.contains(&token), "{stderr}");
+}
+
+#[test]
+fn refuses_azure_without_the_settings_its_credential_needs() {
+    let (ok, stderr) = production(&[
+        ("PRAXIS__KMS__BACKEND", "azure"),
+        ("PRAXIS__KMS__AZURE__VAULT_URL", "https://praxis-kv.vault.azure.net"),
+        ("PRAXIS__KMS__AZURE__CREDENTIAL", "client_secret"),
+    ]);
+    assert!(!ok);
+    for expected in [
+        "kms.azure.key_name: required when kms.backend = \"azure\"",
+        "kms.azure.client_secret: required when kms.azure.credential = \"client_secret\"",
+        "kms.azure.tenant_id: tenant_id and client_id are required with a client secret",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in {stderr}");
+    }
+}

@@ -3,7 +3,7 @@
 
 use crate::support::{TestApp, assert_problem};
 use api::config::{KmsConfig, LocalKmsConfig};
-use crypto::{KeyContext, KeyManagement, Keyring};
+use crypto::{KeyContext, KeyManagement, KeyPurpose, Keyring};
 use kernel::{PatientId, SystemClock, TenantId};
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -15,25 +15,26 @@ use store_postgres::{DbContext, begin};
 use testkit::TestDb;
 
 /// (tenant, patient, generation) -> the plaintext DEK bytes.
-type Deks = HashMap<(TenantId, PatientId, u32), [u8; 32]>;
+pub(crate) type Deks = HashMap<(TenantId, PatientId, u32), [u8; 32]>;
 
 const AWS_ENV: [(&str, &str); 3] =
     [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_EC2_METADATA_DISABLED", "true")];
 
-fn local_kms(key_file: &Path) -> KmsConfig {
+pub(crate) fn local_kms(key_file: &Path) -> KmsConfig {
     KmsConfig {
         local: LocalKmsConfig { key_file: key_file.to_owned(), key_id: "local".into() },
         ..KmsConfig::default()
     }
 }
 
-async fn keyring(config: &KmsConfig) -> Arc<Keyring> {
+pub(crate) async fn keyring(config: &KmsConfig) -> Arc<Keyring> {
     api::kms::build(config).await.unwrap().keyring
 }
 
 /// Two practices; `patients` patients each with DEK generation 1, and the first patient of
-/// each practice also with generation 2. All wrapped by the local KMS in `key_file`.
-async fn populate(db: &TestDb, key_file: &Path, patients: usize) -> Deks {
+/// each practice also with generation 2; each practice with its two practice keys (blind index,
+/// audit checkpoint). All wrapped by the local KMS in `key_file`.
+pub(crate) async fn populate(db: &TestDb, key_file: &Path, patients: usize) -> Deks {
     let ring = keyring(&local_kms(key_file)).await;
     let mut deks = Deks::new();
     for name in ["Alpha", "Beta"] {
@@ -55,12 +56,26 @@ async fn populate(db: &TestDb, key_file: &Path, patients: usize) -> Deks {
                 deks.insert((tenant, patient, generation), *key.expose_secret());
             }
         }
+        for purpose in PRACTICE_KEYS {
+            let (_, wrapped) = ring.generate_data_key(&KeyContext::tenant_key(tenant, purpose)).await.unwrap();
+            store_postgres::tenant_keys::insert_first(
+                &mut tx,
+                tenant,
+                purpose.as_str(),
+                &wrapped.kek_id,
+                &wrapped.kek_version,
+                &wrapped.ciphertext,
+                time::OffsetDateTime::UNIX_EPOCH,
+            )
+            .await
+            .unwrap();
+        }
         tx.commit().await.unwrap();
     }
     deks
 }
 
-async fn stored_keys(db: &TestDb, tenant: TenantId) -> Vec<PatientKeyRecord> {
+pub(crate) async fn stored_keys(db: &TestDb, tenant: TenantId) -> Vec<PatientKeyRecord> {
     let mut tx = begin(&db.owner_pool, &DbContext::operator(tenant)).await.unwrap();
     let rows = store_postgres::keys::list_batch(&mut tx, tenant, None, 10_000).await.unwrap();
     tx.commit().await.unwrap();
@@ -69,7 +84,7 @@ async fn stored_keys(db: &TestDb, tenant: TenantId) -> Vec<PatientKeyRecord> {
 
 /// Every stored DEK is under `kek_id`/`kek_version` and unwraps (through `ring`) to the key it
 /// was created with.
-async fn assert_all_under(db: &TestDb, deks: &Deks, ring: &Keyring, kek_id: &str, kek_version: &str) {
+pub(crate) async fn assert_all_under(db: &TestDb, deks: &Deks, ring: &Keyring, kek_id: &str, kek_version: &str) {
     let tenants: std::collections::HashSet<TenantId> = deks.keys().map(|(t, _, _)| *t).collect();
     let mut seen = 0;
     for tenant in tenants {
@@ -89,17 +104,94 @@ async fn assert_all_under(db: &TestDb, deks: &Deks, ring: &Keyring, kek_id: &str
     assert_eq!(seen, deks.len());
 }
 
-/// Sum of the `rewrapped` counts of the audit entries `action`, over every practice.
-async fn audited_rewraps(db: &TestDb, deks: &Deks, action: &str) -> (u64, u64) {
-    let tenants: std::collections::HashSet<TenantId> = deks.keys().map(|(t, _, _)| *t).collect();
-    let (mut entries, mut rewrapped) = (0u64, 0u64);
+const PRACTICE_KEYS: [KeyPurpose; 2] = [KeyPurpose::BlindIndex, KeyPurpose::AuditCheckpoint];
+
+/// (tenant, purpose) -> the plaintext practice key.
+pub(crate) type PracticeKeys = HashMap<(TenantId, String), [u8; 32]>;
+
+pub(crate) fn tenants_of(deks: &Deks) -> std::collections::HashSet<TenantId> {
+    deks.keys().map(|(t, _, _)| *t).collect()
+}
+
+/// Every practice key of the practices in `deks`, unwrapped through `ring` (taken before a
+/// rotation or migration, to compare with after).
+pub(crate) async fn practice_keys(db: &TestDb, deks: &Deks, ring: &Keyring) -> PracticeKeys {
+    let mut keys = PracticeKeys::new();
+    for tenant in tenants_of(deks) {
+        for row in stored_practice_keys(db, tenant).await {
+            let key = ring.unwrap(&wrapped_practice_key(&row), &practice_key_context(&row)).await.unwrap();
+            keys.insert((tenant, row.purpose.clone()), *key.expose_secret());
+        }
+    }
+    assert_eq!(keys.len(), 2 * PRACTICE_KEYS.len());
+    keys
+}
+
+async fn stored_practice_keys(db: &TestDb, tenant: TenantId) -> Vec<store_postgres::tenant_keys::TenantKeyRecord> {
+    let mut tx = begin(&db.owner_pool, &DbContext::operator(tenant)).await.unwrap();
+    let rows = store_postgres::tenant_keys::list(&mut tx, tenant).await.unwrap();
+    tx.commit().await.unwrap();
+    rows
+}
+
+fn wrapped_practice_key(row: &store_postgres::tenant_keys::TenantKeyRecord) -> crypto::WrappedDataKey {
+    crypto::WrappedDataKey {
+        kek_id: row.kek_id.clone(),
+        kek_version: row.kek_version.clone(),
+        ciphertext: row.wrapped_key.clone(),
+    }
+}
+
+fn practice_key_context(row: &store_postgres::tenant_keys::TenantKeyRecord) -> KeyContext {
+    let purpose = PRACTICE_KEYS.into_iter().find(|p| p.as_str() == row.purpose).unwrap();
+    KeyContext::tenant_key(row.tenant, purpose)
+}
+
+/// Every practice key is under `kek_id`/`kek_version`, was rewrapped, and unwraps (through
+/// `ring`, under its practice and purpose) to the key it was before.
+pub(crate) async fn assert_practice_keys_under(
+    db: &TestDb,
+    before: &PracticeKeys,
+    ring: &Keyring,
+    kek_id: &str,
+    kek_version: &str,
+) {
+    let tenants: std::collections::HashSet<TenantId> = before.keys().map(|(t, _)| *t).collect();
+    let mut seen = 0;
     for tenant in tenants {
+        for row in stored_practice_keys(db, tenant).await {
+            assert_eq!((row.kek_id.as_str(), row.kek_version.as_str()), (kek_id, kek_version), "{row:?}");
+            assert!(row.rewrapped_at.is_some(), "{row:?}");
+            let key = ring.unwrap(&wrapped_practice_key(&row), &practice_key_context(&row)).await.unwrap();
+            assert_eq!(key.expose_secret(), &before[&(tenant, row.purpose.clone())]);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, before.len());
+}
+
+/// Sum of the `rewrapped` counts of the audit entries `action` about patient DEKs, over every
+/// practice.
+pub(crate) async fn audited_rewraps(db: &TestDb, deks: &Deks, action: &str) -> (u64, u64) {
+    audited(db, deks, action, "patient_keys").await
+}
+
+/// The same for the practice keys' entries.
+pub(crate) async fn audited_practice_key_rewraps(db: &TestDb, deks: &Deks, action: &str) -> (u64, u64) {
+    audited(db, deks, action, "tenant_keys").await
+}
+
+async fn audited(db: &TestDb, deks: &Deks, action: &str, resource_type: &str) -> (u64, u64) {
+    let (mut entries, mut rewrapped) = (0u64, 0u64);
+    for tenant in tenants_of(deks) {
         let mut tx = begin(&db.owner_pool, &DbContext::operator(tenant)).await.unwrap();
         let details: Vec<(String, String)> = sqlx::query_as(
-            "SELECT detail::text, actor_name FROM audit_entries WHERE tenant_id = $1 AND action = $2 ORDER BY seq",
+            "SELECT detail::text, actor_name FROM audit_entries \
+              WHERE tenant_id = $1 AND action = $2 AND resource_type = $3 ORDER BY seq",
         )
         .bind(tenant.as_uuid())
         .bind(action)
+        .bind(resource_type)
         .fetch_all(&mut *tx)
         .await
         .unwrap();
@@ -114,7 +206,7 @@ async fn audited_rewraps(db: &TestDb, deks: &Deks, action: &str) -> (u64, u64) {
     (entries, rewrapped)
 }
 
-fn praxis(db: &TestDb, key_file: &Path) -> Command {
+pub(crate) fn praxis(db: &TestDb, key_file: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_praxis"));
     command
         .env_clear()
@@ -126,13 +218,13 @@ fn praxis(db: &TestDb, key_file: &Path) -> Command {
     command
 }
 
-fn run(mut command: Command, args: &[&str]) -> Output {
+pub(crate) fn run(mut command: Command, args: &[&str]) -> Output {
     let output = command.args(args).output().unwrap();
     eprintln!("praxis {args:?}\n{}", String::from_utf8_lossy(&output.stderr));
     output
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -143,11 +235,15 @@ async fn rotate_moves_every_dek_to_a_new_local_version_and_keeps_the_keys() {
     let key_file = dir.path().join("kms.key");
     let deks = populate(&db, &key_file, 3).await;
     assert_eq!(deks.len(), 8);
+    let before = practice_keys(&db, &deks, &*keyring(&local_kms(&key_file)).await).await;
 
     let output = run(praxis(&db, &key_file), &["keys", "rotate", "--batch-size", "3"]);
     assert!(output.status.success());
     assert!(
-        stdout(&output).contains("2 practice(s), 8 DEK(s) checked, 8 rewrapped, 0 skipped, 0 failed"),
+        stdout(&output).contains(
+            "2 practice(s), 8 DEK(s) checked, 8 rewrapped, 0 skipped, 0 failed; \
+             4 practice key(s) checked, 4 rewrapped, 0 skipped, 0 failed"
+        ),
         "{}",
         stdout(&output)
     );
@@ -155,14 +251,47 @@ async fn rotate_moves_every_dek_to_a_new_local_version_and_keeps_the_keys() {
     let ring = keyring(&local_kms(&key_file)).await;
     assert_eq!(ring.key_info().version, "2");
     assert_all_under(&db, &deks, &ring, "local", "2").await;
-    // 4 DEKs per practice in batches of 3: two audit entries per practice, 8 rewraps in all.
+    assert_practice_keys_under(&db, &before, &ring, "local", "2").await;
+    // 4 DEKs per practice in batches of 3: two audit entries per practice, 8 rewraps in all;
+    // one entry per practice for its two practice keys.
     assert_eq!(audited_rewraps(&db, &deks, "key.rotate").await, (4, 8));
+    assert_eq!(audited_practice_key_rewraps(&db, &deks, "key.rotate").await, (2, 4));
 
     // Finishing an already finished rotation does nothing and records nothing.
     let output = run(praxis(&db, &key_file), &["keys", "rotate", "--resume"]);
     assert!(output.status.success());
     assert!(stdout(&output).contains("8 DEK(s) checked, 0 rewrapped, 8 skipped"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("4 practice key(s) checked, 0 rewrapped, 4 skipped"), "{}", stdout(&output));
     assert_eq!(audited_rewraps(&db, &deks, "key.rotate").await, (4, 8));
+    assert_eq!(audited_practice_key_rewraps(&db, &deks, "key.rotate").await, (2, 4));
+}
+
+#[actix_web::test]
+async fn a_practice_key_changed_since_it_was_read_is_not_overwritten() {
+    // The compare-and-set of the practice keys, as a concurrent run would meet it: the row was
+    // rewrapped by someone else between our read and our write.
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("kms.key");
+    let deks = populate(&db, &key_file, 1).await;
+    let tenant = *tenants_of(&deks).iter().next().unwrap();
+    let row = stored_practice_keys(&db, tenant).await.remove(0);
+    let mut tx = begin(&db.owner_pool, &DbContext::operator(tenant)).await.unwrap();
+    let now = time::OffsetDateTime::UNIX_EPOCH;
+    let stale = (row.kek_id.as_str(), "an-older-version");
+    let new = ("local", "2", row.wrapped_key.as_slice());
+    let updated =
+        store_postgres::tenant_keys::update_wrapped(&mut tx, tenant, &row.purpose, row.generation, stale, new, now)
+            .await
+            .unwrap();
+    assert!(!updated);
+    let current = (row.kek_id.as_str(), row.kek_version.as_str());
+    let updated =
+        store_postgres::tenant_keys::update_wrapped(&mut tx, tenant, &row.purpose, row.generation, current, new, now)
+            .await
+            .unwrap();
+    assert!(updated);
+    tx.commit().await.unwrap();
 }
 
 #[actix_web::test]
@@ -172,6 +301,7 @@ async fn an_interrupted_rotation_resumes_without_losing_or_repeating_a_rewrap() 
     let key_file = dir.path().join("kms.key");
     let deks = populate(&db, &key_file, 5).await;
     let total = deks.len() as u64;
+    let before = practice_keys(&db, &deks, &*keyring(&local_kms(&key_file)).await).await;
 
     // A run stopped after two rewraps (as a crash after the second batch would).
     let output = run(praxis(&db, &key_file), &["keys", "rotate", "--batch-size", "1", "--limit", "2"]);
@@ -207,6 +337,9 @@ async fn an_interrupted_rotation_resumes_without_losing_or_repeating_a_rewrap() 
     // Every DEK rewrapped exactly once over the three runs.
     let (_, rewrapped) = audited_rewraps(&db, &deks, "key.rotate").await;
     assert_eq!(rewrapped, total);
+    // And every practice key, each once, whichever run reached its practice.
+    assert_practice_keys_under(&db, &before, &ring, "local", "2").await;
+    assert_eq!(audited_practice_key_rewraps(&db, &deks, "key.rotate").await.1, 4);
 }
 
 fn moto_endpoint() -> String {
@@ -245,6 +378,7 @@ async fn migrate_moves_every_dek_from_local_to_aws() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("old.key");
     let deks = populate(&db, &key_file, 3).await;
+    let before = practice_keys(&db, &deks, &*keyring(&local_kms(&key_file)).await).await;
     let arn = fresh_aws_key(&endpoint).await;
     let config_file = dir.path().join("praxis.toml");
     std::fs::write(
@@ -280,7 +414,9 @@ async fn migrate_moves_every_dek_from_local_to_aws() {
     .unwrap();
     let ring = Keyring::new(Arc::new(aws), []).unwrap();
     assert_all_under(&db, &deks, &ring, &arn, "").await;
+    assert_practice_keys_under(&db, &before, &ring, &arn, "").await;
     assert_eq!(audited_rewraps(&db, &deks, "key.wrap").await.1, 8);
+    assert_eq!(audited_practice_key_rewraps(&db, &deks, "key.wrap").await.1, 4);
 
     // Re-running is a no-op.
     let output = migrate(&["keys", "migrate", "--to", "aws"]);

@@ -4,12 +4,17 @@
 // A failed unwrap in a test is a failed test with its message: exactly what a test should do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
+mod appointments;
+mod audit_signing;
 mod config_refusals;
 mod edge;
 mod identity;
 mod keys;
+mod kms_backends;
 mod openapi;
 mod operator_cli;
+mod patients;
 mod readiness;
 mod rls;
 mod support;
+mod webhooks;

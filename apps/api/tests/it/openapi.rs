@@ -27,10 +27,44 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/api-keys/{id}"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/audit/verify"),
+    ("post", "/api/v1/patients"),
+    ("get", "/api/v1/patients"),
+    ("get", "/api/v1/patients/{id}"),
+    ("patch", "/api/v1/patients/{id}"),
+    ("delete", "/api/v1/patients/{id}"),
+    ("put", "/api/v1/patients/{id}/legal-hold"),
+    ("get", "/api/v1/patients/{id}/export"),
+    ("post", "/api/v1/patients/{id}/account"),
+    ("get", "/api/v1/patients/{id}/consents"),
+    ("post", "/api/v1/patients/{id}/consents"),
+    ("get", "/api/v1/patients/{id}/consents/history"),
+    ("post", "/webhooks/{provider}/{practice_id}"),
+    ("post", "/webhooks/{provider}"),
+    ("get", "/webhooks/whatsapp/{practice_id}"),
+    ("post", "/api/v1/appointments"),
+    ("get", "/api/v1/appointments"),
+    ("get", "/api/v1/appointments/{id}"),
+    ("patch", "/api/v1/appointments/{id}"),
+    ("post", "/api/v1/appointments/{id}/cancel"),
+    ("post", "/api/v1/appointments/{id}/status"),
+    ("put", "/api/v1/therapists/{id}/working-hours"),
+    ("get", "/api/v1/therapists/{id}/working-hours"),
+    ("post", "/api/v1/therapists/{id}/absences"),
+    ("get", "/api/v1/therapists/{id}/absences"),
+    ("delete", "/api/v1/therapists/{id}/absences/{absence_id}"),
+    ("get", "/api/v1/therapists/{id}/availability"),
 ];
 
 /// Routes anyone may call: no security requirement.
-const PUBLIC: &[&str] = &["/health/live", "/health/ready", "/api/v1/auth/login"];
+/// (Webhooks authenticate by the provider's signature, not by a security scheme.)
+const PUBLIC: &[&str] = &[
+    "/health/live",
+    "/health/ready",
+    "/api/v1/auth/login",
+    "/webhooks/{provider}/{practice_id}",
+    "/webhooks/{provider}",
+    "/webhooks/whatsapp/{practice_id}",
+];
 
 const PROBLEM_REF: &str = "#/components/schemas/Problem";
 
@@ -118,10 +152,17 @@ async fn served_openapi_document_describes_every_route() {
     // "no such route" (401, 400, 415, 200, 503 …).
     let id = uuid::Uuid::new_v4().to_string();
     for (method, path) in ROUTES {
-        let url = app.url(&path.replace("{id}", &id));
+        // A webhook endpoint that no practice configures answers 404 by design; the webhooks
+        // tests reach every one of them.
+        if path.starts_with("/webhooks/") {
+            continue;
+        }
+        let url = app.url(&path.replace("{id}", &id).replace("{absence_id}", &id));
         let request = match *method {
             "get" => app.client.get(url),
             "post" => app.client.post(url),
+            "put" => app.client.put(url),
+            "patch" => app.client.patch(url),
             "delete" => app.client.delete(url),
             other => panic!("no client for {other}"),
         };

@@ -67,12 +67,16 @@ async fn audit_verify_purge_and_verify_again_through_the_binary() {
         login(&app, practice.tenant, &practice.admin_email).await;
     }
     let tenant = practice.tenant.to_string();
+    // The audit commands sign and verify checkpoints with a key wrapped by the configured KMS.
+    let kms_dir = tempfile::tempdir().unwrap();
+    let key_file = kms_dir.path().join("kms.key");
     let with_owner = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
             .args(args)
             .env_clear()
             .env("PRAXIS__DATABASE__URL", &app.db.app_url)
             .env("PRAXIS__DATABASE__OWNER_URL", &app.db.owner_url)
+            .env("PRAXIS__KMS__LOCAL__KEY_FILE", &key_file)
             .output()
             .unwrap()
     };

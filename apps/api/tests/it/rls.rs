@@ -103,6 +103,93 @@ async fn seed_tenant(db: &TestDb, name: &str) -> DbContext {
     )
     .await
     .unwrap();
+    store_postgres::tenant_keys::insert_first(&mut tx, tenant, "blind-index", "seed", "1", &[7; 61], now)
+        .await
+        .unwrap();
+    // A patient (ciphertexts are opaque bytes to the store) with one consent change.
+    let patient = kernel::PatientId::from_uuid(uuid::Uuid::now_v7());
+    store_postgres::patients::insert(
+        &mut tx,
+        &store_postgres::patients::NewPatientRow {
+            id: patient,
+            tenant,
+            dek_generation: 1,
+            assigned_therapist: None,
+            fields: [(patients::PatientField::Name, vec![9; 60])].into_iter().collect(),
+            email_index: Some([3; 32]),
+            phone_index: None,
+            created_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    let mut record = consent::ConsentRecord::new(patient, consent::Purpose::DataProcessing);
+    let evidence = consent::Evidence::new(
+        consent::ConsentText::from_text("seed-v1", "Seed consent text.").unwrap(),
+        consent::Channel::Paper,
+        kernel::Actor::User { tenant, user: admin, role: Role::Admin },
+    );
+    let event = record.apply(consent::ConsentCommand::Grant { expires_at: None }, evidence, now).unwrap();
+    store_postgres::patients::record_consent(&mut tx, tenant, &event, &record).await.unwrap();
+    tx.commit().await.unwrap();
+    // An inbound webhook and a logged message (written by the webhook handlers' service context).
+    let mut tx = begin(&db.app_pool, &DbContext::service(tenant)).await.unwrap();
+    let inbox = store_postgres::webhooks::InboxEvent {
+        tenant,
+        provider: "stripe",
+        event_key: "evt_seed",
+        event_type: "invoice.paid",
+        body_sha256: [1; 32],
+        received_at: now,
+        detail: serde_json::json!({}),
+    };
+    assert!(store_postgres::webhooks::record_event(&mut tx, &inbox).await.unwrap());
+    let message = store_postgres::webhooks::NewMessage {
+        tenant,
+        provider: "whatsapp",
+        channel: "whatsapp",
+        message_id: "wamid.seed".into(),
+        patient: Some(patient),
+        message_type: "text".into(),
+        content_sha256: Some([2; 32]),
+        stop_keyword: false,
+        sent_at: None,
+        received_at: now,
+    };
+    store_postgres::webhooks::log_message(&mut tx, &message).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = begin(&db.app_pool, &context).await.unwrap();
+    // An appointment (the admin stands in for a therapist) with a reminder, working hours, an absence.
+    let appointment = uuid::Uuid::now_v7();
+    let start = now + time::Duration::days(3);
+    let slot = scheduling::Slot::new(start, start + time::Duration::hours(1)).unwrap();
+    store_postgres::appointments::insert(
+        &mut tx,
+        &store_postgres::appointments::NewAppointment {
+            id: appointment,
+            tenant,
+            patient,
+            therapist: admin,
+            slot,
+            kind: scheduling::AppointmentKind::TherapySession,
+            notes_enc: None,
+            created_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    let planned = scheduling::plan_reminders(start, now, &scheduling::ReminderPolicy::default());
+    store_postgres::appointments::insert_reminders(&mut tx, tenant, appointment, start, &planned, now).await.unwrap();
+    let hours = scheduling::WeeklyHours::new("Europe/Berlin", []).unwrap();
+    store_postgres::appointments::put_working_hours(&mut tx, tenant, admin, &hours, now).await.unwrap();
+    let absence = scheduling::Absence::new(start + time::Duration::days(1), start + time::Duration::days(2)).unwrap();
+    let absence = store_postgres::appointments::AbsenceRow {
+        id: uuid::Uuid::now_v7(),
+        therapist: admin,
+        absence,
+        created_at: now,
+    };
+    store_postgres::appointments::insert_absence(&mut tx, tenant, &absence).await.unwrap();
     let actor = kernel::Actor::User { tenant, user: admin, role: Role::Admin };
     let event = audit::AuditEvent::new(tenant, actor, audit::Action::UserCreate, "user", &kernel::SystemClock)
         .with_resource_id(admin.to_string());

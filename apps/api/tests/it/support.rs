@@ -12,6 +12,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: TestDb,
     pub redis: TestRedis,
+    /// The configuration the server runs with (its KMS key file, to build a second state).
+    pub config: Config,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -41,14 +43,14 @@ impl TestApp {
         config.kms.local.key_file =
             std::env::temp_dir().join(format!("praxis-test-{}.key", uuid::Uuid::new_v4().simple()));
         adjust(&mut config);
-        let state = AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap();
+        let state = AppState::from_config(Arc::new(config.clone()), Arc::new(SystemClock)).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = api::server::start(state, listener, extra).unwrap();
         let handle = server.handle();
         actix_web::rt::spawn(server);
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { addr, client, db, redis, handle }
+        Self { addr, client, db, redis, config, handle }
     }
 
     pub fn url(&self, path: &str) -> String {

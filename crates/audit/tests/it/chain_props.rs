@@ -248,6 +248,73 @@ proptest! {
     }
 
     #[test]
+    fn resuming_at_a_checkpoint_reports_what_the_full_verification_reports(
+        (tenant, mut entries) in chain_of(MAX_LEN),
+        anchor_at in any::<prop::sample::Index>(),
+        pin_at in any::<prop::sample::Index>(),
+        tampered in prop::option::of((any::<prop::sample::Index>(), 0..FIELDS)),
+    ) {
+        // The prefix up to the anchor is gone (purged); everything after it is verified.
+        prop_assume!(entries.len() >= 2);
+        let a = anchor_at.index(entries.len() - 1);
+        let anchor = checkpoint_at(tenant, &entries[a]);
+        let later = a + 1 + pin_at.index(entries.len() - a - 1);
+        let checkpoints = [checkpoint_at(tenant, &entries[0]), anchor.clone(), checkpoint_at(tenant, &entries[later])];
+        if let Some((position, field)) = tampered {
+            let k = a + 1 + position.index(entries.len() - a - 1);
+            tamper(&mut entries[k], field);
+        }
+        let full = verify_chain(tenant, &entries, &checkpoints).unwrap();
+        let mut verifier = ChainVerifier::resume(tenant, &anchor, &checkpoints).unwrap();
+        for entry in &entries[a + 1..] {
+            if !verifier.push(entry) {
+                break;
+            }
+        }
+        let resumed = verifier.finish();
+        prop_assert_eq!(resumed.first_break, full.first_break);
+        prop_assert_eq!(resumed.entries_checked, full.entries_checked - (a as u64 + 1));
+        // Where nothing after the anchor verified, the resumed report has no head of its own.
+        let expected_head = full.head.filter(|head| head.seq > anchor.seq);
+        prop_assert_eq!(resumed.head, expected_head);
+    }
+
+    #[test]
+    fn a_rejected_checkpoint_is_reported_in_seq_order_with_the_chains_own_breaks(
+        (tenant, mut entries) in chain_of(MAX_LEN),
+        rejected_at in 1u64..(MAX_LEN as u64 + 4),
+        unsigned in any::<bool>(),
+        tampered in prop::option::of((any::<prop::sample::Index>(), 0..FIELDS)),
+    ) {
+        let kind = if unsigned {
+            BreakKind::CheckpointUnsigned { checkpoint_seq: rejected_at }
+        } else {
+            BreakKind::CheckpointSignatureInvalid { checkpoint_seq: rejected_at }
+        };
+        let rejected = Break { seq: rejected_at, kind };
+        let own = tampered.map(|(position, field)| {
+            let k = position.index(entries.len());
+            Break { seq: seq_of(k), kind: tamper(&mut entries[k], field) }
+        });
+        let mut verifier = ChainVerifier::new(tenant, &[]).unwrap().with_rejected_checkpoints([rejected]);
+        for entry in &entries {
+            if !verifier.push(entry) {
+                break;
+            }
+        }
+        let report = verifier.finish();
+        // Whichever comes first; the rejected checkpoint on a tie.
+        let expected = match own {
+            Some(own) if own.seq < rejected.seq => own,
+            _ => rejected,
+        };
+        prop_assert_eq!(report.first_break, Some(expected));
+        // Nothing at or after the break is vouched for.
+        let verified = (expected.seq - 1).min(entries.len() as u64);
+        prop_assert_eq!(report.head, verified.checked_sub(1).map(|i| entries[i as usize].head()));
+    }
+
+    #[test]
     fn an_entry_of_another_tenant_is_foreign(
         (tenant_a, entries) in chain_of(MAX_LEN),
     ) {
@@ -271,6 +338,98 @@ fn the_empty_chain_is_intact_unless_a_checkpoint_says_otherwise() {
         report.first_break,
         Some(Break { seq: 1, kind: BreakKind::TruncatedTail { checkpoint_seq: 3, last_seq: 0 } })
     );
+}
+
+#[test]
+fn a_resumed_chain_must_link_to_its_anchor() {
+    let tenant = tenant(4);
+    let clock = FixedClock::at(datetime!(2026-01-01 00:00 UTC));
+    let actor = Actor::System { component: "test".into() };
+    let events = (0..6).map(|_| audit::AuditEvent::new(tenant, actor.clone(), Action::AuthLogin, "session", &clock));
+    let entries = crate::support::chain(events.collect());
+    let anchor = checkpoint_at(tenant, &entries[2]);
+    let kept = &entries[3..];
+    let resume = |anchor: &Checkpoint, entries: &[ChainedEntry], checkpoints: &[Checkpoint]| {
+        verify_chain_from(tenant, anchor, entries, checkpoints)
+    };
+
+    let report = resume(&anchor, kept, &[]);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.entries_checked, report.head), (3, Some(entries[5].head())));
+
+    // An anchor that is not the kept chain's predecessor: the first kept entry does not link.
+    let mut wrong = anchor.clone();
+    wrong.head_hash[0] ^= 1;
+    assert_eq!(resume(&wrong, kept, &[]).first_break, Some(Break { seq: 4, kind: BreakKind::PrevHashMismatch }));
+    // More missing than the purge removed: a gap right after the anchor.
+    assert_eq!(
+        resume(&anchor, &entries[4..], &[]).first_break,
+        Some(Break { seq: 4, kind: BreakKind::SequenceGap { expected: 4, found: 5 } })
+    );
+    // A trusted checkpoint at the anchor's seq that disagrees with it.
+    assert_eq!(
+        resume(&anchor, kept, &[wrong]).first_break,
+        Some(Break { seq: 3, kind: BreakKind::CheckpointMismatch { checkpoint_seq: 3 } })
+    );
+    // Nothing kept although a checkpoint pins a later entry: truncated right after the anchor.
+    let report = resume(&anchor, &[], &[checkpoint_at(tenant, &entries[5])]);
+    assert_eq!(
+        report.first_break,
+        Some(Break { seq: 4, kind: BreakKind::TruncatedTail { checkpoint_seq: 6, last_seq: 3 } })
+    );
+    assert_eq!((report.entries_checked, report.head), (0, None));
+    // Checkpoints inside the purged prefix are skipped, not compared.
+    let purged_pin = checkpoint_at(tenant, &entries[0]);
+    assert!(resume(&anchor, kept, &[purged_pin]).is_intact());
+
+    // The anchor must be this tenant's and pin an entry.
+    let foreign = Checkpoint { tenant: crate::support::tenant(5), ..anchor.clone() };
+    assert!(matches!(ChainVerifier::resume(tenant, &foreign, &[]), Err(audit::AuditError::CheckpointTenantMismatch)));
+    let zero = Checkpoint { seq: 0, ..anchor };
+    assert!(matches!(ChainVerifier::resume(tenant, &zero, &[]), Err(audit::AuditError::InvalidCheckpoint)));
+}
+
+fn verify_chain_from(
+    tenant: TenantId,
+    anchor: &Checkpoint,
+    entries: &[ChainedEntry],
+    checkpoints: &[Checkpoint],
+) -> VerificationReport {
+    let mut verifier = ChainVerifier::resume(tenant, anchor, checkpoints).unwrap();
+    for entry in entries {
+        if !verifier.push(entry) {
+            break;
+        }
+    }
+    verifier.finish()
+}
+
+#[test]
+fn rejected_checkpoints_past_the_end_are_reported_against_a_truncated_tail() {
+    let tenant = tenant(6);
+    let clock = FixedClock::at(datetime!(2026-01-01 00:00 UTC));
+    let actor = Actor::System { component: "test".into() };
+    let events = (0..5).map(|_| audit::AuditEvent::new(tenant, actor.clone(), Action::AuthLogin, "session", &clock));
+    let entries = crate::support::chain(events.collect());
+    let pin = checkpoint_at(tenant, &entries[4]);
+    let forged = |seq| Break { seq, kind: BreakKind::CheckpointSignatureInvalid { checkpoint_seq: seq } };
+    let run = |kept: &[ChainedEntry], rejected: Vec<Break>| {
+        let mut verifier = ChainVerifier::new(tenant, std::slice::from_ref(&pin)).unwrap();
+        verifier = verifier.with_rejected_checkpoints(rejected);
+        for entry in kept {
+            verifier.push(entry);
+        }
+        verifier.finish()
+    };
+    // Entries 4 and 5 dropped; a forged checkpoint pins 9 (past everything): the truncation is first.
+    let report = run(&entries[..3], vec![forged(9)]);
+    assert_eq!(report.first_break.map(|b| b.seq), Some(4));
+    assert!(matches!(report.first_break.unwrap().kind, BreakKind::TruncatedTail { .. }));
+    // A forged checkpoint at 4, where the truncation starts too: the forgery is named.
+    assert_eq!(run(&entries[..3], vec![forged(9), forged(4)]).first_break, Some(forged(4)));
+    // The whole chain present, a forged checkpoint past its end.
+    let report = run(&entries, vec![forged(7)]);
+    assert_eq!((report.first_break, report.head), (Some(forged(7)), Some(entries[4].head())));
 }
 
 #[test]

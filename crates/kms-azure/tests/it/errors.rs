@@ -1,9 +1,10 @@
 //! Failures map to the right `KmsError`, in bounded time: recorded exchanges replayed.
 
-use crate::server::{Replay, Response, Server};
+use crate::FIXTURES;
 use crate::{config, kms, patient_ctx};
 use crypto::{DataKey, KeyManagement, KmsError, WrappedDataKey};
 use kms_azure::{AzureKeyVault, RetryPolicy};
+use kms_http::test_server::{Replay, Response, Server};
 use std::time::{Duration, Instant};
 
 const VERSION: &str = "0123456789abcdef0123456789abcdef";
@@ -14,7 +15,7 @@ fn wrapped(url: &str) -> WrappedDataKey {
 
 #[tokio::test]
 async fn forbidden_is_access_denied_and_not_retried() {
-    let replay = Replay::new(&["token_ok", "wrap_403"]);
+    let replay = Replay::new(FIXTURES, &["token_ok", "wrap_403"]);
     let server = replay.serve().await;
     let dek = DataKey::generate().unwrap();
     let err = kms(&server.url).wrap(&dek, &patient_ctx()).await.unwrap_err();
@@ -25,7 +26,7 @@ async fn forbidden_is_access_denied_and_not_retried() {
 
 #[tokio::test]
 async fn refused_client_credentials_are_access_denied() {
-    let replay = Replay::new(&["token_401_invalid_client"]);
+    let replay = Replay::new(FIXTURES, &["token_401_invalid_client"]);
     let server = replay.serve().await;
     let err = kms(&server.url).health_check().await.unwrap_err();
     assert!(matches!(&err, KmsError::AccessDenied(m) if m.contains("AADSTS7000215")), "{err:?}");
@@ -34,7 +35,7 @@ async fn refused_client_credentials_are_access_denied() {
 
 #[tokio::test]
 async fn a_missing_key_version_is_key_not_found() {
-    let replay = Replay::new(&["token_ok", "unwrap_404"]);
+    let replay = Replay::new(FIXTURES, &["token_ok", "unwrap_404"]);
     let server = replay.serve().await;
     let err = kms(&server.url).unwrap(&wrapped(&server.url), &patient_ctx()).await.unwrap_err();
     assert!(matches!(&err, KmsError::KeyNotFound(m) if m.contains("KeyNotFound")), "{err:?}");
@@ -43,7 +44,7 @@ async fn a_missing_key_version_is_key_not_found() {
 
 #[tokio::test]
 async fn a_bad_parameter_on_unwrap_is_invalid_ciphertext() {
-    let replay = Replay::new(&["token_ok", "unwrap_400"]);
+    let replay = Replay::new(FIXTURES, &["token_ok", "unwrap_400"]);
     let server = replay.serve().await;
     let err = kms(&server.url).unwrap(&wrapped(&server.url), &patient_ctx()).await.unwrap_err();
     assert_eq!(err, KmsError::InvalidCiphertext);
@@ -52,7 +53,7 @@ async fn a_bad_parameter_on_unwrap_is_invalid_ciphertext() {
 
 #[tokio::test]
 async fn a_disabled_key_fails_the_health_check() {
-    let replay = Replay::new(&["token_ok", "get_key_disabled"]);
+    let replay = Replay::new(FIXTURES, &["token_ok", "get_key_disabled"]);
     let server = replay.serve().await;
     let err = kms(&server.url).health_check().await.unwrap_err();
     assert!(matches!(&err, KmsError::KeyNotFound(m) if m.contains("disabled")), "{err:?}");
@@ -61,7 +62,7 @@ async fn a_disabled_key_fails_the_health_check() {
 
 #[tokio::test]
 async fn a_transient_503_is_retried_then_succeeds() {
-    let replay = Replay::new(&["token_ok", "wrap_503_then_200"]);
+    let replay = Replay::new(FIXTURES, &["token_ok", "wrap_503_then_200"]);
     let server = replay.serve().await;
     let dek = DataKey::generate().unwrap();
     let wrapped = kms(&server.url).wrap(&dek, &patient_ctx()).await.unwrap();
@@ -71,7 +72,7 @@ async fn a_transient_503_is_retried_then_succeeds() {
 
 #[tokio::test]
 async fn a_429_is_retried_after_retry_after() {
-    let replay = Replay::new(&["token_ok", "wrap_429_then_200"]);
+    let replay = Replay::new(FIXTURES, &["token_ok", "wrap_429_then_200"]);
     let server = replay.serve().await;
     let dek = DataKey::generate().unwrap();
     let started = Instant::now();
@@ -83,7 +84,7 @@ async fn a_429_is_retried_after_retry_after() {
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_cap_is_unavailable_at_once() {
-    let replay = Replay::new(&["token_ok", "wrap_429_long"]);
+    let replay = Replay::new(FIXTURES, &["token_ok", "wrap_429_long"]);
     let server = replay.serve().await;
     let dek = DataKey::generate().unwrap();
     let started = Instant::now();
@@ -95,7 +96,7 @@ async fn a_retry_after_beyond_the_cap_is_unavailable_at_once() {
 
 #[tokio::test]
 async fn exhausted_retries_are_unavailable_within_bounded_time() {
-    let replay = Replay::new(&["token_ok", "wrap_500_x3"]);
+    let replay = Replay::new(FIXTURES, &["token_ok", "wrap_500_x3"]);
     let server = replay.serve().await;
     let dek = DataKey::generate().unwrap();
     let started = Instant::now();

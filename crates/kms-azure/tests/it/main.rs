@@ -1,23 +1,24 @@
 //! Tests of the Azure Key Vault adapter against a local fake: no Azure runs here.
 //!
-//! - `round_trip`: a stateful fake of Key Vault and the token endpoint (`keyvault.rs`), so
-//!   wrapped keys unwrap to the same DEK and rotation changes versions.
+//! - `round_trip`: a stateful fake of Key Vault and the token endpoint
+//!   (`kms_http::test_server::azure_key_vault`, shared with the application's tests), so wrapped
+//!   keys unwrap to the same DEK and rotation changes versions.
 //! - `errors`: recorded exchanges (`tests/fixtures/*.json`, shapes and error bodies from the
-//!   REST reference named in each file) replayed by `server::Replay`, which also checks that
-//!   every request matches the recorded one (path, query, bearer token, JSON or form fields).
+//!   REST reference named in each file) replayed by `kms_http::test_server::Replay`, which also
+//!   checks that every request matches the recorded one (path, query, bearer token, JSON or form
+//!   fields).
 
 // Test code: a failed unwrap is a failed test with a clear message. clippy's
 // allow-unwrap-in-tests does not cover helper functions outside #[test] in an integration test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod errors;
-mod keyvault;
 mod round_trip;
-mod server;
 
 use crypto::KeyContext;
 use kernel::{PatientId, Secret, TenantId};
 use kms_azure::{AzureCredential, AzureKeyVault, AzureKeyVaultConfig, RetryPolicy};
+pub use kms_http::test_server::azure_key_vault as keyvault;
 use std::time::Duration;
 
 pub fn patient_ctx() -> KeyContext {
@@ -45,3 +46,6 @@ pub fn config(url: &str) -> AzureKeyVaultConfig {
 pub fn kms(url: &str) -> AzureKeyVault {
     AzureKeyVault::new(&config(url)).unwrap()
 }
+
+/// The recorded exchanges of this crate's error tests.
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");

@@ -1,9 +1,10 @@
 //! Failures map to the right `KmsError`, in bounded time: recorded exchanges replayed.
 
-use crate::server::{Replay, Response, Server};
+use crate::FIXTURES;
 use crate::{config, kms, patient_ctx};
 use crypto::{DataKey, KeyManagement, KmsError, WrappedDataKey};
 use kernel::Secret;
+use kms_http::test_server::{Replay, Response, Server};
 use kms_vault::{DEFAULT_APPROLE_MOUNT, RetryPolicy, VaultAuth, VaultKms};
 use std::time::{Duration, Instant};
 
@@ -18,14 +19,14 @@ fn wrapped() -> WrappedDataKey {
 
 #[tokio::test]
 async fn permission_denied_is_access_denied_and_not_retried() {
-    let replay = Replay::new(&["read_key_derived", "datakey_403"]);
+    let replay = Replay::new(FIXTURES, &["read_key_derived", "datakey_403"]);
     let server = replay.serve().await;
     let err = kms(&server.url).generate_data_key(&patient_ctx()).await.unwrap_err();
     assert!(matches!(&err, KmsError::AccessDenied(m) if m.contains("permission denied")), "{err:?}");
     assert!(!err.is_retryable());
     replay.finish();
 
-    let replay = Replay::new(&["read_key_403"]);
+    let replay = Replay::new(FIXTURES, &["read_key_403"]);
     let server = replay.serve().await;
     assert!(matches!(kms(&server.url).health_check().await, Err(KmsError::AccessDenied(_))));
     replay.finish();
@@ -33,13 +34,13 @@ async fn permission_denied_is_access_denied_and_not_retried() {
 
 #[tokio::test]
 async fn a_missing_key_is_key_not_found() {
-    let replay = Replay::new(&["read_key_404"]);
+    let replay = Replay::new(FIXTURES, &["read_key_404"]);
     let server = replay.serve().await;
     let err = kms(&server.url).health_check().await.unwrap_err();
     assert!(matches!(&err, KmsError::KeyNotFound(m) if m.contains("404")), "{err:?}");
     replay.finish();
 
-    let replay = Replay::new(&["read_key_derived", "decrypt_key_not_found"]);
+    let replay = Replay::new(FIXTURES, &["read_key_derived", "decrypt_key_not_found"]);
     let server = replay.serve().await;
     let err = kms(&server.url).unwrap(&wrapped(), &patient_ctx()).await.unwrap_err();
     assert!(matches!(&err, KmsError::KeyNotFound(m) if m.contains("encryption key not found")), "{err:?}");
@@ -48,7 +49,7 @@ async fn a_missing_key_is_key_not_found() {
 
 #[tokio::test]
 async fn an_authentication_failure_is_invalid_ciphertext() {
-    let replay = Replay::new(&["read_key_derived", "decrypt_auth_failed"]);
+    let replay = Replay::new(FIXTURES, &["read_key_derived", "decrypt_auth_failed"]);
     let server = replay.serve().await;
     assert_eq!(kms(&server.url).unwrap(&wrapped(), &patient_ctx()).await.unwrap_err(), KmsError::InvalidCiphertext);
     replay.finish();
@@ -56,7 +57,7 @@ async fn an_authentication_failure_is_invalid_ciphertext() {
 
 #[tokio::test]
 async fn a_non_derived_key_is_refused() {
-    let replay = Replay::new(&["read_key_not_derived"]);
+    let replay = Replay::new(FIXTURES, &["read_key_not_derived"]);
     let server = replay.serve().await;
     let dek = DataKey::generate().unwrap();
     let err = kms(&server.url).wrap(&dek, &patient_ctx()).await.unwrap_err();
@@ -66,7 +67,7 @@ async fn a_non_derived_key_is_refused() {
 
 #[tokio::test]
 async fn a_transient_503_is_retried_then_succeeds() {
-    let replay = Replay::new(&["read_key_derived", "encrypt_503_then_200"]);
+    let replay = Replay::new(FIXTURES, &["read_key_derived", "encrypt_503_then_200"]);
     let server = replay.serve().await;
     let dek = DataKey::generate().unwrap();
     let wrapped = kms(&server.url).wrap(&dek, &patient_ctx()).await.unwrap();
@@ -76,7 +77,7 @@ async fn a_transient_503_is_retried_then_succeeds() {
 
 #[tokio::test]
 async fn a_429_is_retried_after_retry_after() {
-    let replay = Replay::new(&["read_key_derived", "decrypt_429_then_200"]);
+    let replay = Replay::new(FIXTURES, &["read_key_derived", "decrypt_429_then_200"]);
     let server = replay.serve().await;
     let started = Instant::now();
     let dek = kms(&server.url).unwrap(&wrapped(), &patient_ctx()).await.unwrap();
@@ -87,7 +88,7 @@ async fn a_429_is_retried_after_retry_after() {
 
 #[tokio::test]
 async fn exhausted_retries_are_unavailable_within_bounded_time() {
-    let replay = Replay::new(&["read_key_derived", "encrypt_500_x3"]);
+    let replay = Replay::new(FIXTURES, &["read_key_derived", "encrypt_500_x3"]);
     let server = replay.serve().await;
     let dek = DataKey::generate().unwrap();
     let started = Instant::now();
@@ -134,7 +135,7 @@ async fn an_unreachable_endpoint_is_unavailable_within_bounded_time() {
 
 #[tokio::test]
 async fn a_refused_approle_login_is_access_denied() {
-    let replay = Replay::new(&["approle_login_400"]);
+    let replay = Replay::new(FIXTURES, &["approle_login_400"]);
     let server = replay.serve().await;
     let mut config = config(&server.url);
     config.auth = VaultAuth::AppRole {

@@ -1,10 +1,11 @@
 //! Tests of the Vault transit adapter against a local fake: no Vault runs here.
 //!
-//! - `round_trip`: a stateful fake of the transit engine (`transit.rs`) that really encrypts, so
-//!   wrapped keys unwrap to the same DEK, contexts bind, and rotation bumps versions.
+//! - `round_trip`: a stateful fake of the transit engine (`kms_http::test_server::vault_transit`,
+//!   shared with the application's tests) that really encrypts, so wrapped keys unwrap to the
+//!   same DEK, contexts bind, and rotation bumps versions.
 //! - `errors`: recorded exchanges (`tests/fixtures/*.json`, shapes and error bodies from the
-//!   Vault API reference named in each file) replayed by `server::Replay`, which also checks
-//!   that every request matches the recorded one (path, token header, JSON fields).
+//!   Vault API reference named in each file) replayed by `kms_http::test_server::Replay`, which
+//!   also checks that every request matches the recorded one (path, token header, JSON fields).
 
 // Test code: a failed unwrap is a failed test with a clear message. clippy's
 // allow-unwrap-in-tests does not cover helper functions outside #[test] in an integration test.
@@ -12,11 +13,10 @@
 
 mod errors;
 mod round_trip;
-mod server;
-mod transit;
 
 use crypto::KeyContext;
 use kernel::{PatientId, Secret, TenantId};
+pub use kms_http::test_server::vault_transit as transit;
 use kms_vault::{RetryPolicy, VaultAuth, VaultKms, VaultKmsConfig};
 use std::time::Duration;
 
@@ -38,3 +38,6 @@ pub fn config(url: &str) -> VaultKmsConfig {
 pub fn kms(url: &str) -> VaultKms {
     VaultKms::new(&config(url)).unwrap()
 }
+
+/// The recorded exchanges of this crate's error tests.
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");

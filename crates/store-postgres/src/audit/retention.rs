@@ -94,6 +94,10 @@ pub async fn purge_before(
     }
     let anchor_seq =
         i64::try_from(before_seq - 1).map_err(|_| AuditStoreError::InvalidPurge("before_seq too large"))?;
+    if let Some(signer) = signer {
+        // Before the head lock: setting up a signing key may append to this very chain.
+        signer.prepare(tenant).await?;
+    }
     let mut tx = begin(owner_pool, &DbContext::tenant(tenant)).await?;
     let head = lock_head(&mut tx, tenant).await?;
     if before_seq - 1 > head.seq {

@@ -166,10 +166,61 @@ async fn a_rehashed_suffix_passes_the_chain_but_not_a_signed_checkpoint() {
     let unsigned = PgAuditLog::new(db.app_pool.clone());
     let report = unsigned.verify(tenant).await.unwrap();
     assert!(!report.is_intact());
-    // With the signer, the planted checkpoint is ignored and the genuine one pins seq 4.
-    let log = PgAuditLog::new(db.app_pool.clone()).with_signer(signer);
+    // With the signer, the planted checkpoint is named as a forgery; the genuine one would pin
+    // seq 4 against the rewrite as well (the forgery is reported first at the same seq).
+    let log = PgAuditLog::new(db.app_pool.clone()).with_signer(signer.clone());
+    assert_eq!(
+        log.verify(tenant).await.unwrap().first_break,
+        Some(Break { seq: 4, kind: BreakKind::CheckpointSignatureInvalid { checkpoint_seq: 4 } })
+    );
+    // Without the forged checkpoint, the genuine one alone catches the rewrite.
+    let mut tx = begin(&db.owner_pool, &DbContext::tenant(tenant)).await.unwrap();
+    sqlx::query("ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_checkpoints WHERE signature = '\\x00'").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE audit_checkpoints ENABLE TRIGGER audit_checkpoints_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     assert_eq!(
         log.verify(tenant).await.unwrap().first_break,
         Some(Break { seq: 4, kind: BreakKind::CheckpointMismatch { checkpoint_seq: 4 } })
+    );
+}
+
+#[tokio::test]
+async fn unsigned_checkpoints_are_ignored_before_signing_began_and_a_break_after() {
+    let db = TestDb::new().await;
+    let tenant = seed_tenant(&db).await;
+    let clock = clock();
+    append_reads(&db, tenant, 3, &clock).await;
+    // An older release wrote unsigned checkpoints; a signing one takes over.
+    write_checkpoint(&db.app_pool, tenant, None, &clock).await.unwrap();
+    clock.advance(time::Duration::minutes(5));
+    append_reads(&db, tenant, 2, &clock).await;
+    let signer = Arc::new(TestSigner(b"kms-key-1"));
+    write_checkpoint(&db.app_pool, tenant, Some(signer.as_ref()), &clock).await.unwrap();
+    let log = PgAuditLog::new(db.app_pool.clone()).with_signer(signer.clone());
+    let report = log.verify(tenant).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+
+    // Someone without the key adds an unsigned checkpoint after signing began (here: of a
+    // truncated head, to make deleted entries look expected). Reported at its seq.
+    clock.advance(time::Duration::minutes(5));
+    append_reads(&db, tenant, 2, &clock).await;
+    write_checkpoint(&db.app_pool, tenant, None, &clock).await.unwrap();
+    let report = log.verify(tenant).await.unwrap();
+    assert_eq!(report.first_break, Some(Break { seq: 7, kind: BreakKind::CheckpointUnsigned { checkpoint_seq: 7 } }));
+    assert_eq!(report.head.map(|h| h.seq), Some(6));
+    // A signer with another key rejects every signature: the first signed checkpoint (seq 5)
+    // is the first break, and nothing is vouched for from there on.
+    let other = PgAuditLog::new(db.app_pool.clone()).with_signer(Arc::new(TestSigner(b"kms-key-2")));
+    let report = other.verify(tenant).await.unwrap();
+    assert_eq!(
+        report.first_break,
+        Some(Break { seq: 5, kind: BreakKind::CheckpointSignatureInvalid { checkpoint_seq: 5 } })
     );
 }

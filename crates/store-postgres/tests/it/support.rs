@@ -89,9 +89,9 @@ pub async fn stored_seqs(db: &TestDb, tenant: TenantId) -> Vec<i64> {
 pub struct TestSigner(pub &'static [u8]);
 
 impl TestSigner {
-    fn mac(&self, message: &[u8]) -> Vec<u8> {
+    fn mac(&self, tenant: TenantId, message: &[u8]) -> Vec<u8> {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.0.iter().chain(message) {
+        for b in self.0.iter().chain(tenant.as_uuid().as_bytes()).chain(message) {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -101,10 +101,10 @@ impl TestSigner {
 
 #[async_trait::async_trait]
 impl CheckpointSigner for TestSigner {
-    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, audit::AuditError> {
-        Ok(self.mac(message))
+    async fn sign(&self, tenant: TenantId, message: &[u8]) -> Result<Vec<u8>, audit::AuditError> {
+        Ok(self.mac(tenant, message))
     }
-    async fn verify(&self, message: &[u8], signature: &[u8]) -> Result<bool, audit::AuditError> {
-        Ok(self.mac(message) == signature)
+    async fn verify(&self, tenant: TenantId, message: &[u8], signature: &[u8]) -> Result<bool, audit::AuditError> {
+        Ok(self.mac(tenant, message) == signature)
     }
 }

@@ -10,7 +10,7 @@
 //! test run; nothing here is a secret. Requests with a missing token, wrong fields or a missing
 //! context are refused as Vault refuses them, and recorded as mismatches for the test to assert.
 
-use crate::server::{Request, Response, Server};
+use super::{Request, Response, Server};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -37,6 +37,12 @@ struct State {
 #[derive(Clone)]
 pub struct FakeTransit {
     state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for FakeTransit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeTransit").finish_non_exhaustive()
+    }
 }
 
 fn random32() -> [u8; 32] {

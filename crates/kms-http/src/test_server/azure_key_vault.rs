@@ -9,7 +9,7 @@
 //! which is enough because the wrapped value is opaque to the adapter (real RSA-OAEP-256 output
 //! is 256/384/512 bytes). Tokens and ids are dummies; nothing here is a secret.
 
-use crate::server::{Request, Response, Server, form_pairs};
+use super::{Request, Response, Server, form_pairs};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -35,6 +35,12 @@ struct State {
 #[derive(Clone)]
 pub struct FakeKeyVault {
     state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for FakeKeyVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeKeyVault").finish_non_exhaustive()
+    }
 }
 
 fn random<const N: usize>() -> [u8; N] {

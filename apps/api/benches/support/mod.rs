@@ -1,0 +1,127 @@
+//! Shared by the HTTP load benchmarks: a closed-loop load generator over real loopback HTTP,
+//! and the set-up of a practice with a signed-in admin.
+#![allow(dead_code)] // each benchmark uses the part it needs
+
+use kernel::{Role, TenantId, UserId};
+use std::time::{Duration, Instant};
+use store_postgres::{DbContext, begin, identity as accounts};
+
+pub const CONCURRENCY: usize = 16;
+pub const WARMUP: Duration = Duration::from_secs(1);
+pub const MEASURE: Duration = Duration::from_secs(5);
+pub const PASSWORD: &str = "violet tram elbow quiz 42";
+
+pub struct Report {
+    pub rps: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub requests: usize,
+}
+
+/// `CONCURRENCY` clients, each sending its next request when the previous one answered, for
+/// `WARMUP` (discarded) and then `MEASURE`. `urls` are used round robin; every answer must have
+/// status `expect`.
+pub async fn load(urls: Vec<String>, authorization: Option<String>, expect: u16) -> Report {
+    let client = reqwest::Client::new();
+    let run = |duration: Duration| {
+        let tasks: Vec<_> = (0..CONCURRENCY)
+            .map(|worker| {
+                let (client, urls, authorization) = (client.clone(), urls.clone(), authorization.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let deadline = Instant::now() + duration;
+                    let mut next = worker;
+                    while Instant::now() < deadline {
+                        let started = Instant::now();
+                        let mut request = client.get(&urls[next % urls.len()]);
+                        next += CONCURRENCY;
+                        if let Some(value) = &authorization {
+                            request = request.header("authorization", value);
+                        }
+                        let response = request.send().await.unwrap();
+                        assert_eq!(response.status(), expect, "the benchmark endpoint must succeed");
+                        latencies.push(started.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        async move {
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await.unwrap());
+            }
+            all
+        }
+    };
+    run(WARMUP).await;
+    let started = Instant::now();
+    let mut latencies = run(MEASURE).await;
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Report {
+        rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        requests: latencies.len(),
+    }
+}
+
+/// A practice with one admin whose password is [`PASSWORD`].
+pub async fn create_practice(db: &testkit::TestDb, hasher: &identity::PasswordHasher) -> (TenantId, String) {
+    let tenant = TenantId::new();
+    let admin = UserId::new();
+    let mut tx = begin(&db.app_pool, &DbContext::user(tenant, admin, Role::Admin)).await.unwrap();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Bench')")
+        .bind(tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    accounts::insert_user(
+        &mut tx,
+        &accounts::NewUser {
+            id: admin,
+            tenant,
+            email: "admin@bench.test".into(),
+            role: Role::Admin,
+            patient: None,
+            password_hash: hasher.hash(PASSWORD).unwrap(),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    (tenant, "admin@bench.test".into())
+}
+
+/// Logs in over HTTP and returns the `Authorization` header value.
+pub async fn login(base: &str, tenant: TenantId, email: &str) -> String {
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({ "practice_id": tenant, "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    format!("Bearer {}", login["token"].as_str().unwrap())
+}
+
+/// The configuration of a benchmark server: limits out of the way, cheap password hashing.
+pub fn bench_config(db: &testkit::TestDb, redis: &testkit::TestRedis) -> api::config::Config {
+    let mut config = api::config::Config::default();
+    config.database.url = Some(kernel::Secret::new(db.app_url.clone()));
+    config.redis.url = Some(kernel::Secret::new(redis.url.clone()));
+    config.redis.key_prefix = redis.prefix.clone();
+    config.rate_limits.global_per_minute = 10_000_000;
+    config.rate_limits.user_per_minute = 10_000_000;
+    config.auth.argon2_memory_kib = 1024;
+    config.auth.argon2_iterations = 1;
+    config.server.workers = 1;
+    config.kms.local.key_file =
+        std::env::temp_dir().join(format!("praxis-bench-{}.key", uuid::Uuid::new_v4().simple()));
+    config
+}

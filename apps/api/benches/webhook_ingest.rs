@@ -1,0 +1,221 @@
+//! Stripe webhook ingestion (verify + de-duplicate + store) under load: Praxis against the Express
+//! baseline of `../shared/peers/express-baseline`, on the same machine, the same Postgres and
+//! Redis, and the same signed requests, side by side.
+//!
+//! Run with `cargo xtask bench -p api --bench webhook_ingest` (it provides Postgres and Redis).
+//! Needs `node`/`npm` and `wrk`; the baseline is installed and run by its own `run.sh`, from its
+//! own directory (`PRAXIS_EXPRESS_BASELINE` overrides where that is). Its `run.sh requests`
+//! signs the requests with Stripe's SDK and `run.sh load` drives `wrk` (1 thread, 32 connections,
+//! 15 s) with its `wrk_stripe.lua`, which posts to `/webhooks/stripe`: Praxis serves that path
+//! for the one practice configuring Stripe. Both servers get the same randomly generated signing
+//! secret. Praxis runs with request logging off (the baseline logs nothing) and with its rate
+//! limits raised out of the way (the baseline's limit is unlimited by default too).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // a benchmark program
+
+use api::webhooks::config::{StripeWebhook, TenantWebhooks};
+use kernel::{Role, Secret, SystemClock, TenantId, UserId};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store_postgres::{DbContext, begin};
+
+/// Signed requests generated for each run: more than either server answers in 15 s, so (nearly)
+/// every request is a new event.
+const REQUESTS: usize = 60_000;
+
+struct Load {
+    rps: f64,
+    p50: String,
+    p99: String,
+    non_2xx: u64,
+    requests: u64,
+}
+
+fn baseline_dir() -> PathBuf {
+    std::env::var_os("PRAXIS_EXPRESS_BASELINE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers/express-baseline"))
+}
+
+fn run_sh(dir: &PathBuf) -> Command {
+    let mut command = Command::new("bash");
+    command.arg(dir.join("run.sh")).current_dir(dir);
+    command
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `wrk --latency` output: requests/s, the 50th and 99th percentile, non-2xx answers.
+fn parse_wrk(output: &str) -> Load {
+    let value_after = |prefix: &str| {
+        output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    let requests = output
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Load {
+        rps: value_after("Requests/sec:").parse().unwrap_or(0.0),
+        p50: value_after("50%"),
+        p99: value_after("99%"),
+        non_2xx: value_after("Non-2xx or 3xx responses:").parse().unwrap_or(0),
+        requests,
+    }
+}
+
+fn load(dir: &PathBuf, url: &str, requests_file: &str) -> Load {
+    let output = run_sh(dir).args(["load", url, requests_file]).output().expect("run.sh load");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+    println!("{text}");
+    parse_wrk(&text)
+}
+
+fn generate_requests(dir: &PathBuf, secret: &str, file: &str) {
+    let status = run_sh(dir)
+        .args(["requests", &REQUESTS.to_string(), file])
+        .env("STRIPE_WEBHOOK_SECRET", secret)
+        .status()
+        .expect("run.sh requests");
+    assert!(status.success(), "run.sh requests failed");
+}
+
+async fn wait_until_up(url: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+struct Baseline(Child);
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_web::main]
+async fn main() {
+    api::cli::install_tls_provider();
+    let dir = baseline_dir();
+    assert!(dir.join("run.sh").is_file(), "no Express baseline at {} (set PRAXIS_EXPRESS_BASELINE)", dir.display());
+    // A signing secret made for this run, the same for both servers.
+    let secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
+
+    // Praxis: its own database and Redis namespace, one practice with Stripe configured.
+    let db = testkit::TestDb::new().await;
+    let redis = testkit::TestRedis::new();
+    let tenant = TenantId::new();
+    let mut config = api::config::Config::default();
+    config.database.url = Some(Secret::new(db.app_url.clone()));
+    config.database.max_connections = 16;
+    config.redis.url = Some(Secret::new(redis.url.clone()));
+    config.redis.key_prefix = redis.prefix.clone();
+    config.rate_limits.global_per_minute = 100_000_000;
+    config.webhooks.rate_limits.stripe = 100_000_000;
+    config.server.workers = 2;
+    config.webhooks.tenants.insert(
+        tenant.to_string(),
+        TenantWebhooks {
+            stripe: Some(StripeWebhook {
+                signing_secrets: vec![Secret::new(secret.clone())],
+                ..StripeWebhook::default()
+            }),
+            ..TenantWebhooks::default()
+        },
+    );
+    let state = api::AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap();
+    let admin = UserId::new();
+    let mut tx = begin(&db.app_pool, &DbContext::user(tenant, admin, Role::Admin)).await.unwrap();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Bench')")
+        .bind(tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let praxis_url = format!("http://{}", listener.local_addr().unwrap());
+    let praxis = api::server::start(state, listener, api::server::no_extra_routes).unwrap();
+    let praxis_handle = praxis.handle();
+    actix_web::rt::spawn(praxis);
+
+    // The baseline: its own database on the same Postgres, the same Redis.
+    let peer_db = format!("peer_{}", uuid::Uuid::new_v4().simple());
+    let admin_url = std::env::var("PRAXIS_TEST_DATABASE_URL").expect("run through cargo xtask bench");
+    let peer_url = match admin_url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{peer_db}"),
+        None => panic!("PRAXIS_TEST_DATABASE_URL has no database"),
+    };
+    let admin_pool = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {peer_db}"))).execute(&admin_pool).await.unwrap();
+    let port = free_port();
+    // `serve` installs the baseline's packages on first use (npm ci).
+    let baseline = Baseline(
+        run_sh(&dir)
+            .arg("serve")
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", &peer_url)
+            .env("REDIS_URL", &redis.url)
+            .env("STRIPE_WEBHOOK_SECRET", &secret)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run.sh serve"),
+    );
+    let baseline_url = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{baseline_url}/health")).await;
+    wait_until_up(&format!("{praxis_url}/health/live")).await;
+
+    let file = std::env::temp_dir().join(format!("praxis-stripe-{}.txt", uuid::Uuid::new_v4().simple()));
+    let file = file.to_str().unwrap().to_owned();
+    // Fresh requests for each run: Stripe's timestamps must be within 5 minutes, and a second
+    // run over the same events would measure the duplicate path.
+    generate_requests(&dir, &secret, &file);
+    println!("== Express baseline ({baseline_url})");
+    let express = load(&dir, &baseline_url, &file);
+    generate_requests(&dir, &secret, &file);
+    println!("== Praxis ({praxis_url})");
+    let praxis_load = load(&dir, &praxis_url, &file);
+    let _ = std::fs::remove_file(&file);
+
+    let stored: i64 = {
+        let mut tx = begin(&db.app_pool, &DbContext::service(tenant)).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+    };
+    println!();
+    println!("| Stripe ingestion, wrk -t1 -c32 -d15s | requests/s | p50 | p99 | non-2xx | requests |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, run) in [("Express baseline", &express), ("Praxis", &praxis_load)] {
+        println!("| {name} | {:.0} | {} | {} | {} | {} |", run.rps, run.p50, run.p99, run.non_2xx, run.requests);
+    }
+    println!(
+        "Praxis / baseline throughput: {:.2}x; Praxis stored {stored} events",
+        praxis_load.rps / express.rps.max(1.0)
+    );
+    drop(baseline);
+    praxis_handle.stop(false).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {peer_db} WITH (FORCE)")))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+    admin_pool.close().await;
+}

@@ -1,0 +1,365 @@
+//! `POST /webhooks/{provider}/{practice_id}` and the WhatsApp subscription handshake
+//! `GET /webhooks/whatsapp/{practice_id}`.
+//!
+//! No authentication extractor: the provider proves itself by signing the raw body with the
+//! practice's secret (the pure `webhooks` crate), before anything in the body is parsed, in
+//! every environment. In order:
+//!
+//! 1. The endpoint: the provider must be configured for the practice named in the path
+//!    (`[webhooks.tenants]`), else 404. The practice is never read from the body.
+//! 2. The provider's rate limit for the practice (`webhooks.rate_limits`): 429 + `Retry-After`
+//!    before the body is read; `X-RateLimit-*` on every answer.
+//! 3. The body, at most 256 KiB: a larger declared length is refused before a byte is read, a
+//!    longer stream as soon as it passes the limit (413).
+//! 4. Verification and parsing (`webhooks::receive`). A rejection answers 400 (payload) or 401
+//!    (authentication) with a generic problem, and writes `webhook.rejected` to the practice's
+//!    audit trail with the provider, the reason class and the source IP, at most
+//!    `webhooks.rejection_audits_per_ip_per_minute` times per address and minute.
+//! 5. De-duplication and the handlers (`crate::webhooks::ingest`): 200 `{"received": true,
+//!    "duplicate": false}`, or `"duplicate": true` for an event processed before.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::webhooks::ingest::{self, Outcome};
+use crate::webhooks::{Endpoints, TenantEndpoints, provider_from_path};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use audit::{Action, AuditEvent, Outcome as AuditOutcome};
+use futures_util::StreamExt;
+use kernel::{Actor, TenantId};
+use serde::Serialize;
+use serde_json::json;
+use store_postgres::DbContext;
+use utoipa::ToSchema;
+use webhooks::{Headers, InboundRequest, Provider, RejectReason, WebhookError};
+
+/// Largest webhook body accepted (issue #7); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/webhooks/{provider}/{practice_id}")
+            .route(web::post().to(receive))
+            .route(web::get().to(subscribe)),
+    )
+    .service(
+        web::resource("/webhooks/{provider}").route(web::post().to(receive_sole)).route(web::get().to(subscribe_sole)),
+    );
+}
+
+/// The answer to an accepted webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookReceipt {
+    /// Always true: the delivery is verified and stored (or was before).
+    received: bool,
+    /// True when every event in the delivery was processed before; it was not processed again.
+    duplicate: bool,
+}
+
+/// The endpoint a request addresses: the practice and the provider's configuration.
+struct Endpoint<'s> {
+    tenant: TenantId,
+    provider: Provider,
+    endpoints: &'s TenantEndpoints,
+}
+
+/// `practice`: the id from the path, or `None` for the path without one (the sole practice
+/// configuring the provider, see `Endpoints::sole_tenant`).
+fn endpoint<'s>(state: &'s AppState, provider: &str, practice: Option<&str>) -> Result<Endpoint<'s>, ApiError> {
+    let provider = provider_from_path(provider).ok_or(ApiError::NotFound)?;
+    let tenant = match practice {
+        Some(practice) => practice.parse::<uuid::Uuid>().map(TenantId::from_uuid).map_err(|_| ApiError::NotFound)?,
+        None => state.webhooks.sole_tenant(provider).ok_or(ApiError::NotFound)?,
+    };
+    let endpoints = state.webhooks.tenant(tenant).ok_or(ApiError::NotFound)?;
+    endpoints.provider(provider).ok_or(ApiError::NotFound)?;
+    Ok(Endpoint { tenant, provider, endpoints })
+}
+
+/// The practice's budget for the provider: `Err` is the 429 (with `Retry-After`); either way the
+/// `X-RateLimit-*` values to send.
+async fn rate_limit(state: &AppState, endpoint: &Endpoint<'_>) -> (Result<(), ApiError>, [(&'static str, String); 3]) {
+    let limit = Endpoints::rate_limit(&state.config.webhooks, endpoint.provider);
+    let subject = format!("{}:{}", endpoint.tenant, endpoint.provider.slug());
+    let (decision, _) = state.limiter.check("webhook", &subject, limit).await;
+    let reset_at = state.clock.now().unix_timestamp() + i64::try_from(decision.reset_after_secs()).unwrap_or(0);
+    let headers = [
+        ("x-ratelimit-limit", decision.limit.to_string()),
+        ("x-ratelimit-remaining", decision.remaining.to_string()),
+        ("x-ratelimit-reset", reset_at.to_string()),
+    ];
+    let verdict = if decision.allowed {
+        Ok(())
+    } else {
+        Err(ApiError::TooManyRequests { retry_after_secs: decision.retry_after_secs().unwrap_or(1) })
+    };
+    (verdict, headers)
+}
+
+fn with_headers(mut response: HttpResponse, headers: &[(&'static str, String)]) -> HttpResponse {
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(HeaderName::from_static(name), value);
+        }
+    }
+    response
+}
+
+/// Reads the body, refusing more than [`MAX_BODY_BYTES`]: by the declared length before reading,
+/// else as soon as the stream passes the limit.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge { limit_bytes: MAX_BODY_BYTES };
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::BadRequest { detail: "The request body could not be read.".into() })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn headers_of(req: &HttpRequest) -> Headers {
+    req.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect()
+}
+
+#[utoipa::path(post, path = "/webhooks/{provider}/{practice_id}", tag = "webhooks",
+    params(
+        ("provider" = String, Path, description = "`stripe`, `whatsapp`, `twilio`, `vapi` or `standard`"),
+        ("practice_id" = uuid::Uuid, Path, description = "The practice the endpoint belongs to (`webhooks.tenants`)"),
+    ),
+    request_body(content = String, description = "The provider's payload, at most 256 KiB, verified on its raw bytes: Stripe `Stripe-Signature`; WhatsApp `X-Hub-Signature-256`; Twilio `X-Twilio-Signature` over the configured public URL (form or JSON with `bodySHA256`); Vapi `x-signature` + `x-timestamp` (or the legacy `x-vapi-secret`); Standard Webhooks `webhook-id`, `webhook-timestamp`, `webhook-signature`",
+        content_type = "application/json"),
+    responses(
+        (status = 200, description = "Verified and processed, or a duplicate of an event processed before (`duplicate`: true); nothing is processed twice", body = WebhookReceipt),
+        (status = 400, description = "Verified, but the payload is not one Praxis accepts (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Verification failed: missing, malformed or wrong signature, or a timestamp outside the window (audited as `webhook.rejected`); no detail is given", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such provider, or not configured for this practice", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The provider's rate limit for this practice; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backing service is unavailable; the provider should retry", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn receive(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (provider, practice) = path.into_inner();
+    receive_at(&req, &state, endpoint(&state, &provider, Some(&practice))?, payload).await
+}
+
+#[utoipa::path(post, path = "/webhooks/{provider}", tag = "webhooks",
+    params(("provider" = String, Path, description = "`stripe`, `whatsapp`, `twilio`, `vapi` or `standard`")),
+    request_body(content = String, description = "As for `/webhooks/{provider}/{practice_id}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "As for `/webhooks/{provider}/{practice_id}`, for the one practice that configures the provider (single-practice deployments)", body = WebhookReceipt),
+        (status = 400, description = "Verified, but the payload is not one Praxis accepts", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Verification failed; no detail is given", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No practice, or more than one, configures this provider: use the path with the practice id", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The provider's rate limit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn receive_sole(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    receive_at(&req, &state, endpoint(&state, &path, None)?, payload).await
+}
+
+async fn receive_at(
+    req: &HttpRequest,
+    state: &AppState,
+    endpoint: Endpoint<'_>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (verdict, limit_headers) = rate_limit(state, &endpoint).await;
+    let response = match verdict {
+        Ok(()) => receive_limited(req, state, &endpoint, payload).await,
+        Err(error) => error.error_response(),
+    };
+    Ok(with_headers(response, &limit_headers))
+}
+
+async fn receive_limited(
+    req: &HttpRequest,
+    state: &AppState,
+    endpoint: &Endpoint<'_>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let body = match read_body(req, payload).await {
+        Ok(body) => body,
+        Err(error @ ApiError::PayloadTooLarge { .. }) => {
+            return rejected(state, req, endpoint, RejectReason::PayloadTooLarge, error).await;
+        }
+        Err(error) => return error.error_response(),
+    };
+    let Some(config) = endpoint.endpoints.provider(endpoint.provider) else {
+        return ApiError::NotFound.error_response();
+    };
+    let headers = headers_of(req);
+    let public_url = state.webhooks.public_url(req.uri().path(), req.query_string());
+    let request = InboundRequest { headers: &headers, body: &body, public_url: &public_url, now: state.clock.now() };
+    let event = match webhooks::receive(config, &request) {
+        Ok(event) => event,
+        Err(rejection) => {
+            let error = answer_for(&rejection);
+            return rejected(state, req, endpoint, rejection.reason(), error).await;
+        }
+    };
+    match ingest::ingest(state, endpoint.tenant, &event, &body).await {
+        Ok(Outcome::Duplicate) => HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: true }),
+        Ok(Outcome::Processed { .. } | Outcome::Empty) => {
+            HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: false })
+        }
+        Err(error) => error.error_response(),
+    }
+}
+
+/// The generic answer to a rejection: nothing in it says which check failed.
+fn answer_for(rejection: &WebhookError) -> ApiError {
+    let reason = rejection.reason();
+    if reason == RejectReason::PayloadTooLarge {
+        ApiError::PayloadTooLarge { limit_bytes: MAX_BODY_BYTES }
+    } else if reason == RejectReason::PayloadInvalid {
+        ApiError::BadRequest { detail: "The webhook was not accepted.".into() }
+    } else if reason.is_configuration_fault() {
+        // The practice's configuration cannot verify anything (no usable secret, no public URL
+        // for Twilio): the operator must fix it; a 5xx makes the provider retry until then.
+        ApiError::internal(anyhow::anyhow!("webhook endpoint misconfigured: {rejection}"))
+    } else {
+        ApiError::Unauthorized
+    }
+}
+
+/// The class of a rejection reason, recorded beside the reason.
+fn reason_class(reason: RejectReason) -> &'static str {
+    if reason.is_authentication_failure() {
+        "authentication"
+    } else if reason.is_configuration_fault() {
+        "configuration"
+    } else {
+        "payload"
+    }
+}
+
+/// Answers a rejected webhook and audits it (rate-limited per source IP).
+async fn rejected(
+    state: &AppState,
+    req: &HttpRequest,
+    endpoint: &Endpoint<'_>,
+    reason: RejectReason,
+    answer: ApiError,
+) -> HttpResponse {
+    let ip = crate::auth::client_ip(req, state);
+    let limit = cache_redis::Limit::new(
+        state.config.webhooks.rejection_audits_per_ip_per_minute,
+        std::time::Duration::from_secs(60),
+    );
+    let (decision, _) = state.limiter.check("webhook_rejection_audit", &ip.to_string(), limit).await;
+    if decision.allowed {
+        let actor = Actor::System { component: "webhook-verifier".to_owned() };
+        let event = AuditEvent::new(endpoint.tenant, actor, Action::WebhookRejected, "webhook_endpoint", &*state.clock)
+            .with_resource_id(endpoint.provider.slug())
+            .with_outcome(AuditOutcome::Denied)
+            .with_detail(json!({
+                "provider": endpoint.provider.slug(),
+                "reason": reason.slug(),
+                "class": reason_class(reason),
+                "source_ip": ip.to_string(),
+            }));
+        let context = DbContext::service(endpoint.tenant);
+        if let Err(error) = crate::auth::append_audit(state, &context, crate::auth::with_request(event)).await {
+            tracing::error!(?error, provider = endpoint.provider.slug(), "could not audit a rejected webhook");
+        }
+    } else {
+        tracing::warn!(
+            provider = endpoint.provider.slug(),
+            reason = reason.slug(),
+            "webhook rejected; this address's rejections are over the audit budget for this minute"
+        );
+    }
+    answer.error_response()
+}
+
+#[utoipa::path(get, path = "/webhooks/whatsapp/{practice_id}", tag = "webhooks",
+    params(
+        ("practice_id" = uuid::Uuid, Path, description = "The practice the endpoint belongs to"),
+        ("hub.mode" = String, Query, description = "`subscribe`"),
+        ("hub.verify_token" = String, Query, description = "One of `webhooks.tenants.<id>.whatsapp.verify_tokens`"),
+        ("hub.challenge" = String, Query, description = "Echoed back on success (1 to 128 of `[A-Za-z0-9._-]`)"),
+    ),
+    responses(
+        (status = 200, description = "The challenge, as `text/plain`", body = String, content_type = "text/plain"),
+        (status = 400, description = "Not a well-formed subscription request (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The verify token matches none configured (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "WhatsApp is not configured for this practice (or another provider was named)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The WhatsApp rate limit for this practice", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn subscribe(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (provider, practice) = path.into_inner();
+    subscribe_at(&req, &state, endpoint(&state, &provider, Some(&practice))?).await
+}
+
+/// `GET /webhooks/whatsapp`: the handshake of the sole practice configuring WhatsApp.
+pub async fn subscribe_sole(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    subscribe_at(&req, &state, endpoint(&state, &path, None)?).await
+}
+
+async fn subscribe_at(req: &HttpRequest, state: &AppState, endpoint: Endpoint<'_>) -> Result<HttpResponse, ApiError> {
+    if endpoint.provider != Provider::WhatsApp {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let (verdict, limit_headers) = rate_limit(state, &endpoint).await;
+    let response = match verdict {
+        Err(error) => error.error_response(),
+        Ok(()) => {
+            let tokens = endpoint.endpoints.whatsapp_verify_tokens().unwrap_or_default();
+            match webhooks::whatsapp::verify_subscription(req.query_string(), tokens) {
+                Ok(challenge) => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(challenge),
+                Err(rejection) => {
+                    let answer = match rejection.reason() {
+                        RejectReason::PayloadInvalid => {
+                            ApiError::BadRequest { detail: "The subscription request was not accepted.".into() }
+                        }
+                        _ => ApiError::Unauthorized,
+                    };
+                    rejected(state, req, &endpoint, rejection.reason(), answer).await
+                }
+            }
+        }
+    };
+    Ok(with_headers(response, &limit_headers))
+}
+
+/// A logged inbound message as the patient's GDPR export shows it.
+pub fn message_json(message: &store_postgres::webhooks::MessageRow) -> serde_json::Value {
+    let rfc3339 = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).ok();
+    json!({
+        "id": message.id,
+        "provider": message.provider,
+        "channel": message.channel,
+        "message_id": message.message_id,
+        "message_type": message.message_type,
+        "content_sha256": message.content_sha256.as_deref().map(hex::encode),
+        "stop_keyword": message.stop_keyword,
+        "sent_at": message.sent_at.and_then(rfc3339),
+        "received_at": rfc3339(message.received_at),
+    })
+}

@@ -1,0 +1,355 @@
+//! The `[webhooks]` configuration section: which practice receives which provider's webhooks,
+//! with which secrets, and the per-provider rate limits.
+//!
+//! ```toml
+//! [webhooks]
+//! public_base_url = "https://api.example.org"   # Twilio signs the URL it called
+//!
+//! [webhooks.tenants."0190f0a4-1b2c-7d3e-8f40-123456789abc".stripe]
+//! signing_secrets = ["whsec_new", "whsec_old"]   # several while rotating
+//!
+//! [webhooks.tenants."0190f0a4-1b2c-7d3e-8f40-123456789abc".whatsapp]
+//! app_secrets = ["..."]
+//! verify_tokens = ["..."]
+//! ```
+//!
+//! A practice's endpoint is `/webhooks/{provider}/{practice id}`: the practice comes from the URL
+//! the practice registered with its provider and is confirmed by that practice's secret, never
+//! read from the unverified body. Secrets are lists so one can be rotated without dropping events
+//! signed with the other (see docs/operations.md). Environment variables reach them too, e.g.
+//! `PRAXIS__WEBHOOKS__TENANTS__<practice id>__STRIPE__SIGNING_SECRETS='["whsec_..."]'`.
+
+use crate::config::{Environment, Problem};
+use kernel::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The public origin providers call (`https://api.example.org`, optionally with a path
+    /// prefix). Twilio signs the full URL it called; it is rebuilt from this, never from the
+    /// request's Host header. Required when any practice configures Twilio.
+    pub public_base_url: Option<String>,
+    /// Requests per minute, per practice and provider.
+    pub rate_limits: WebhookRateLimits,
+    /// Rejected webhooks written to the audit trail per source IP and minute; further rejections
+    /// from that address are still refused, and counted in the log, but not audited one by one.
+    pub rejection_audits_per_ip_per_minute: u32,
+    /// The practices that receive webhooks, keyed by practice id.
+    pub tenants: BTreeMap<String, TenantWebhooks>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            public_base_url: None,
+            rate_limits: WebhookRateLimits::default(),
+            rejection_audits_per_ip_per_minute: 10,
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-provider budgets (requests per minute per practice). The defaults are issue #5's:
+/// `identity::RateLimits`; Standard Webhooks senders get Vapi's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookRateLimits {
+    pub stripe: u32,
+    pub whatsapp: u32,
+    pub twilio: u32,
+    pub vapi: u32,
+    pub standard: u32,
+}
+
+impl Default for WebhookRateLimits {
+    fn default() -> Self {
+        let limits = identity::RateLimits::default();
+        Self {
+            stripe: limits.webhook_stripe.max,
+            whatsapp: limits.webhook_whatsapp.max,
+            twilio: limits.webhook_twilio.max,
+            vapi: limits.webhook_vapi.max,
+            standard: limits.webhook_vapi.max,
+        }
+    }
+}
+
+/// One practice's providers; a provider left out has no endpoint (404).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantWebhooks {
+    pub stripe: Option<StripeWebhook>,
+    pub whatsapp: Option<WhatsAppWebhook>,
+    pub twilio: Option<TwilioWebhook>,
+    pub vapi: Option<VapiWebhook>,
+    pub standard: Option<StandardWebhook>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StripeWebhook {
+    /// The endpoint's signing secrets (`whsec_...`), newest first.
+    pub signing_secrets: Vec<Secret<String>>,
+    /// How far `t` may be from now, either way; 0 disables the check (refused in production).
+    pub tolerance_secs: u64,
+}
+
+impl Default for StripeWebhook {
+    fn default() -> Self {
+        Self { signing_secrets: Vec::new(), tolerance_secs: webhooks::stripe::DEFAULT_TOLERANCE.as_secs() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhatsAppWebhook {
+    /// The Meta app secret(s) signing `X-Hub-Signature-256`.
+    pub app_secrets: Vec<Secret<String>>,
+    /// Tokens accepted in the GET subscription handshake (`hub.verify_token`).
+    pub verify_tokens: Vec<Secret<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwilioWebhook {
+    /// The account's auth token and, while one is promoted, the secondary.
+    pub auth_tokens: Vec<Secret<String>>,
+}
+
+/// How Vapi authenticates: `hmac` (a Vapi HMAC credential) or the legacy shared secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VapiMode {
+    #[default]
+    Hmac,
+    /// `x-vapi-secret`: no body integrity and no replay window. Refused in production unless
+    /// `allow_legacy_in_production` is set.
+    LegacySharedSecret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VapiWebhook {
+    pub mode: VapiMode,
+    pub secrets: Vec<Secret<String>>,
+    /// `hmac` mode: how far `x-timestamp` may be from now.
+    pub tolerance_secs: u64,
+    /// The explicit opt-in production needs for `legacy_shared_secret`.
+    pub allow_legacy_in_production: bool,
+}
+
+impl Default for VapiWebhook {
+    fn default() -> Self {
+        Self {
+            mode: VapiMode::Hmac,
+            secrets: Vec::new(),
+            tolerance_secs: webhooks::vapi::DEFAULT_TOLERANCE.as_secs(),
+            allow_legacy_in_production: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandardWebhook {
+    /// `whsec_<base64>` secrets (24 to 64 bytes decoded), newest first.
+    pub secrets: Vec<Secret<String>>,
+}
+
+impl WebhooksConfig {
+    /// Every problem of the section. Problems about one practice name it and the setting:
+    /// `webhooks.tenants: <id>.stripe.signing_secrets: ...`.
+    pub fn problems(&self, environment: Environment) -> Vec<Problem> {
+        let production = environment == Environment::Production;
+        let mut problems = Vec::new();
+        let mut push = |field: &'static str, message: String| problems.push(Problem { field, message });
+
+        let limits = self.rate_limits;
+        for (provider, max) in [
+            ("stripe", limits.stripe),
+            ("whatsapp", limits.whatsapp),
+            ("twilio", limits.twilio),
+            ("vapi", limits.vapi),
+            ("standard", limits.standard),
+        ] {
+            if max == 0 {
+                push("webhooks.rate_limits", format!("{provider}: must be greater than 0"));
+            }
+        }
+        if self.rejection_audits_per_ip_per_minute == 0 {
+            push("webhooks.rejection_audits_per_ip_per_minute", "must be greater than 0".into());
+        }
+        if let Some(message) = self.public_base_url.as_deref().and_then(|url| base_url_problem(url, production)) {
+            push("webhooks.public_base_url", message);
+        }
+
+        for (tenant, providers) in &self.tenants {
+            let mut tenant_problem = |setting: &str, message: &str| {
+                push("webhooks.tenants", format!("{tenant}.{setting}: {message}"));
+            };
+            if tenant.parse::<uuid::Uuid>().is_err() {
+                tenant_problem("", "the key is not a practice id (a UUID)");
+            }
+            let mut secrets = |setting: &str, list: &[Secret<String>], required: bool| {
+                if list.iter().any(|s| s.expose_secret().trim().is_empty()) {
+                    tenant_problem(setting, "an entry is empty");
+                }
+                if required && list.is_empty() {
+                    tenant_problem(setting, "required: at least one secret for a configured provider in production");
+                }
+            };
+            if let Some(stripe) = &providers.stripe {
+                secrets("stripe.signing_secrets", &stripe.signing_secrets, production);
+            }
+            if let Some(whatsapp) = &providers.whatsapp {
+                secrets("whatsapp.app_secrets", &whatsapp.app_secrets, production);
+                secrets("whatsapp.verify_tokens", &whatsapp.verify_tokens, false);
+            }
+            if let Some(twilio) = &providers.twilio {
+                secrets("twilio.auth_tokens", &twilio.auth_tokens, production);
+            }
+            if let Some(vapi) = &providers.vapi {
+                secrets("vapi.secrets", &vapi.secrets, production);
+            }
+            if let Some(standard) = &providers.standard {
+                secrets("standard.secrets", &standard.secrets, production);
+                for secret in &standard.secrets {
+                    if !secret.expose_secret().trim().is_empty() && webhooks::StandardSecret::parse(secret).is_err() {
+                        tenant_problem("standard.secrets", "an entry is not whsec_ + base64 of 24 to 64 bytes");
+                    }
+                }
+            }
+            if let Some(stripe) = &providers.stripe
+                && production
+                && stripe.tolerance_secs == 0
+            {
+                tenant_problem("stripe.tolerance_secs", "0 disables the replay window; not allowed in production");
+            }
+            if let Some(vapi) = &providers.vapi {
+                if vapi.mode == VapiMode::Hmac && vapi.tolerance_secs == 0 {
+                    tenant_problem("vapi.tolerance_secs", "must be greater than 0");
+                }
+                if production && vapi.mode == VapiMode::LegacySharedSecret && !vapi.allow_legacy_in_production {
+                    tenant_problem(
+                        "vapi.mode",
+                        "legacy_shared_secret has no body integrity or replay window; production needs \
+                         allow_legacy_in_production = true to use it",
+                    );
+                }
+            }
+        }
+        if self.public_base_url.is_none() && self.tenants.values().any(|t| t.twilio.is_some()) {
+            problems.push(Problem {
+                field: "webhooks.public_base_url",
+                message: "required when a practice configures Twilio (Twilio signs the URL it called)".into(),
+            });
+        }
+        problems
+    }
+}
+
+/// Why `url` cannot be the public base URL, if it cannot.
+fn base_url_problem(url: &str, production: bool) -> Option<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some(format!("{url:?} is not an http(s) URL such as https://api.example.org"));
+    };
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.starts_with('/') {
+        return Some(format!("{url:?} is not an http(s) URL such as https://api.example.org"));
+    }
+    if rest.contains(['?', '#']) {
+        return Some("must not have a query or fragment".into());
+    }
+    if production && scheme != "https" {
+        return Some("must be https:// in production".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(text: &str) -> Secret<String> {
+        Secret::new(text.to_owned())
+    }
+
+    fn messages(config: &WebhooksConfig, environment: Environment) -> Vec<String> {
+        config.problems(environment).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn production_refuses_empty_secret_lists_and_names_each() {
+        let mut config = WebhooksConfig::default();
+        let tenant = uuid::Uuid::new_v4().to_string();
+        config.tenants.insert(
+            tenant.clone(),
+            TenantWebhooks {
+                stripe: Some(StripeWebhook::default()),
+                twilio: Some(TwilioWebhook::default()),
+                ..TenantWebhooks::default()
+            },
+        );
+        let found = messages(&config, Environment::Production);
+        assert!(
+            found
+                .iter()
+                .any(|m| m.starts_with(&format!("webhooks.tenants: {tenant}.stripe.signing_secrets: required"))),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|m| m.starts_with(&format!("webhooks.tenants: {tenant}.twilio.auth_tokens: required"))),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|m| m.starts_with("webhooks.public_base_url: required")), "{found:?}");
+        // Development tolerates the empty lists (everything is refused at run time) but not a
+        // missing Twilio URL.
+        let found = messages(&config, Environment::Development);
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn vapi_legacy_needs_an_explicit_opt_in_in_production() {
+        let mut config = WebhooksConfig::default();
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let vapi =
+            VapiWebhook { mode: VapiMode::LegacySharedSecret, secrets: vec![secret("s")], ..VapiWebhook::default() };
+        config.tenants.insert(tenant.clone(), TenantWebhooks { vapi: Some(vapi), ..TenantWebhooks::default() });
+        assert_eq!(messages(&config, Environment::Development), Vec::<String>::new());
+        let found = messages(&config, Environment::Production);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(&format!("webhooks.tenants: {tenant}.vapi.mode: legacy_shared_secret")));
+        if let Some(vapi) = config.tenants.get_mut(&tenant).and_then(|t| t.vapi.as_mut()) {
+            vapi.allow_legacy_in_production = true;
+        }
+        assert_eq!(messages(&config, Environment::Production), Vec::<String>::new());
+    }
+
+    #[test]
+    fn keys_urls_and_standard_secrets_are_checked() {
+        let mut config = WebhooksConfig {
+            public_base_url: Some("http://api.example.org/prefix".into()),
+            ..WebhooksConfig::default()
+        };
+        let standard = StandardWebhook { secrets: vec![secret("whsec_notbase64!")] };
+        config
+            .tenants
+            .insert("practice-1".into(), TenantWebhooks { standard: Some(standard), ..TenantWebhooks::default() });
+        let found = messages(&config, Environment::Production);
+        assert!(found.contains(&"webhooks.public_base_url: must be https:// in production".to_owned()), "{found:?}");
+        assert!(found.iter().any(|m| m.contains("practice-1.: the key is not a practice id")), "{found:?}");
+        assert!(found.iter().any(|m| m.contains("practice-1.standard.secrets: an entry is not whsec_")), "{found:?}");
+        for bad in ["api.example.org", "ftp://x", "https://", "https://x/?q=1"] {
+            assert!(base_url_problem(bad, false).is_some(), "{bad}");
+        }
+        assert!(base_url_problem("https://api.example.org", true).is_none());
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        let stripe = StripeWebhook { signing_secrets: vec![secret("whsec_do-not-print")], ..StripeWebhook::default() };
+        let printed = format!("{stripe:?} {}", toml::to_string(&stripe).unwrap_or_default());
+        assert!(!printed.contains("do-not-print"), "{printed}");
+    }
+}

@@ -1,0 +1,502 @@
+//! Processing a verified webhook exactly once.
+//!
+//! # De-duplication
+//!
+//! Each of the event's de-duplication keys (`WebhookEvent::dedupe_keys`) is
+//!
+//! 1. claimed in Redis (`SET NX`, 24 h, namespaced by practice and provider): of several copies
+//!    arriving at once, one gets the claim and the others are acknowledged as duplicates at the
+//!    cost of one Redis round trip;
+//! 2. recorded in the Postgres inbox (`webhook_inbox`, primary key (practice, provider, key)) as
+//!    the first write of the handler's transaction: the durable decision. A copy that got a
+//!    claim although the key was processed before (Redis flushed, failed over, evicted, or down:
+//!    then no claim is asked for at all) finds the row and is acknowledged as a duplicate; two
+//!    such copies at once queue on the row, and the second finds it once the first commits.
+//!
+//! A handler that fails rolls its transaction back (the inbox rows with it) and releases its
+//! claims (compare-and-delete on the claim's token), so the provider's retry is processed.
+//!
+//! # Handlers
+//!
+//! Each runs in the one transaction (context `DbContext::service(practice)`, actor
+//! `Actor::Webhook`) that also records the inbox rows and the `webhook.received` audit entry:
+//! all of it commits, or none of it.
+
+use crate::auth::with_request;
+use crate::error::ApiError;
+use crate::state::AppState;
+use audit::{Action, AuditEvent};
+use cache_redis::{Claim, ClaimToken};
+use consent::{ConsentAction, ConsentCommand, ConsentError, ConsentRecord, Evidence, InboundChannel, NoteRef};
+use crypto::BlindIndexKey;
+use kernel::{Actor, PatientId, Pii, TenantId};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use std::sync::Arc;
+use std::time::Duration;
+use store_postgres::patients::PatientQuery;
+use store_postgres::webhooks::{InboxEvent, NewMessage};
+use store_postgres::{DbContext, begin};
+use time::OffsetDateTime;
+use webhooks::{
+    Provider, StandardEvent, StripeEvent, StripeEventKind, TwilioEvent, TwilioResource, VapiEvent, WebhookEvent,
+    WhatsAppMessage, WhatsAppStatus, is_stop_keyword,
+};
+
+/// How long a claim marks an event as taken: longer than any provider's retry burst, and far
+/// longer than a handler runs.
+pub const CLAIM_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most patients one sender's number is matched to (a family sharing a phone).
+const MAX_MATCHED_PATIENTS: u32 = 10;
+
+/// What became of a verified delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// At least one of its events was new and is now processed.
+    Processed { events: usize },
+    /// Every event in it was processed before (or is being processed by another copy).
+    Duplicate,
+    /// It carries nothing to process (a WhatsApp delivery without messages or statuses).
+    Empty,
+}
+
+/// One unit of a delivery with its own de-duplication key.
+enum Item<'e> {
+    Stripe(&'e StripeEvent),
+    WhatsAppMessage(&'e WhatsAppMessage),
+    WhatsAppStatus(&'e WhatsAppStatus),
+    Twilio(&'e TwilioEvent),
+    Vapi(&'e VapiEvent),
+    Standard(&'e StandardEvent),
+}
+
+/// The items of `event`, each with its key, in `dedupe_keys` order (messages, then statuses).
+fn items(event: &WebhookEvent) -> Result<Vec<(String, Item<'_>)>, ApiError> {
+    let keys = event.dedupe_keys();
+    let items: Vec<Item<'_>> = match event {
+        WebhookEvent::Stripe(e) => vec![Item::Stripe(e)],
+        WebhookEvent::WhatsApp(e) => {
+            e.messages.iter().map(Item::WhatsAppMessage).chain(e.statuses.iter().map(Item::WhatsAppStatus)).collect()
+        }
+        WebhookEvent::Twilio(e) => vec![Item::Twilio(e)],
+        WebhookEvent::Vapi(e) => vec![Item::Vapi(e)],
+        WebhookEvent::Standard(e) => vec![Item::Standard(e)],
+    };
+    if keys.len() != items.len() {
+        return Err(ApiError::internal(anyhow::anyhow!("dedupe keys and items of a webhook event do not line up")));
+    }
+    Ok(keys.into_iter().zip(items).collect())
+}
+
+/// A claim this request holds (or, with Redis unavailable, would have asked for).
+struct Held {
+    key: String,
+    token: Option<ClaimToken>,
+}
+
+/// The claim namespace of a practice's provider: keys of two practices never collide.
+fn claim_namespace(tenant: TenantId, provider: Provider) -> String {
+    format!("webhook:{tenant}:{}", provider.slug())
+}
+
+/// Processes a verified delivery for `tenant` exactly once; see the module docs.
+pub async fn ingest(
+    state: &AppState,
+    tenant: TenantId,
+    event: &WebhookEvent,
+    body: &[u8],
+) -> Result<Outcome, ApiError> {
+    let provider = event.provider();
+    let items = items(event)?;
+    if items.is_empty() {
+        return Ok(Outcome::Empty);
+    }
+    let namespace = claim_namespace(tenant, provider);
+    let held = claim_all(state, &namespace, &items).await;
+    if held.is_empty() {
+        return Ok(Outcome::Duplicate);
+    }
+    match process(state, tenant, provider, &items, &held, body).await {
+        Ok(outcome) => Ok(outcome),
+        Err(error) => {
+            release_all(state, &namespace, &held).await;
+            Err(error)
+        }
+    }
+}
+
+/// Claims every key; returns those this request may process. A key another copy holds is left
+/// out; when Redis cannot answer, every key is kept and Postgres alone decides.
+async fn claim_all(state: &AppState, namespace: &str, items: &[(String, Item<'_>)]) -> Vec<Held> {
+    let mut held = Vec::with_capacity(items.len());
+    for (key, _) in items {
+        // While the limiter knows Redis is down, it is not asked (each claim would wait out the
+        // Redis timeout); the inbox's primary key still decides.
+        if !state.limiter.redis_healthy() {
+            held.push(Held { key: key.clone(), token: None });
+            continue;
+        }
+        match state.idempotency.claim(namespace, key, CLAIM_TTL).await {
+            Ok(Claim::Claimed(token)) => held.push(Held { key: key.clone(), token: Some(token) }),
+            Ok(Claim::Duplicate) => {}
+            Err(error) => {
+                tracing::warn!(%error, "webhook idempotency claim unavailable; relying on the Postgres inbox");
+                held.push(Held { key: key.clone(), token: None });
+            }
+        }
+    }
+    held
+}
+
+async fn release_all(state: &AppState, namespace: &str, held: &[Held]) {
+    for claim in held {
+        if let Some(token) = &claim.token
+            && let Err(error) = state.idempotency.release(namespace, &claim.key, token).await
+        {
+            // The claim expires after CLAIM_TTL; until then the provider's retries are
+            // acknowledged as duplicates without being processed. Logged for the operator.
+            tracing::error!(%error, "could not release a webhook claim after a failed handler");
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// The longest resource id the audit trail takes (`audit::AuditEvent::validate`).
+const MAX_AUDIT_ID_BYTES: usize = 128;
+
+/// An audit resource id for an event key: the key itself when it is a plain token, else a
+/// digest (WhatsApp message ids are base64 with `=`, `+` and `/`).
+fn audit_resource_id(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key.len() <= MAX_AUDIT_ID_BYTES
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if plain { key.to_owned() } else { format!("sha256:{}", hex::encode(&sha256(key.as_bytes())[..16])) }
+}
+
+async fn process(
+    state: &AppState,
+    tenant: TenantId,
+    provider: Provider,
+    items: &[(String, Item<'_>)],
+    held: &[Held],
+    body: &[u8],
+) -> Result<Outcome, ApiError> {
+    let actor = Actor::Webhook { provider: provider.slug().to_owned() };
+    let now = state.clock.now();
+    let body_sha256 = sha256(body);
+    // Matching senders to patients needs the practice's blind-index key; fetched (or created)
+    // before the transaction, in its own, so no lock waits on the KMS.
+    let needs_index = items.iter().any(|(_, item)| matches!(item, Item::WhatsAppMessage(_) | Item::Twilio(_)));
+    let index_key =
+        if needs_index { Some(crate::patients::blind_index_key(state, tenant, &actor).await?) } else { None };
+
+    let mut tx = begin(&state.db, &DbContext::service(tenant)).await?;
+    let mut processed: Vec<(&str, String, Value)> = Vec::new();
+    for (key, item) in items {
+        if !held.iter().any(|h| &h.key == key) {
+            continue;
+        }
+        let (event_type, facts) = describe(item);
+        let inbox = InboxEvent {
+            tenant,
+            provider: provider.slug(),
+            event_key: key,
+            event_type: &event_type,
+            body_sha256,
+            received_at: now,
+            detail: facts.clone(),
+        };
+        // First write for the key: a concurrent copy waits here until this transaction ends.
+        if !store_postgres::webhooks::record_event(&mut tx, &inbox).await? {
+            continue; // processed before (its claim was lost, or never asked for)
+        }
+        let outcome = handle(state, &mut tx, tenant, &actor, item, index_key.as_ref(), now).await?;
+        processed.push((key.as_str(), event_type, merge(facts, outcome)));
+    }
+    let Some((first_key, _, _)) = processed.first() else {
+        return Ok(Outcome::Duplicate);
+    };
+    let event_types: Vec<&str> = processed.iter().map(|(_, event_type, _)| event_type.as_str()).collect();
+    let mut detail = json!({ "events": processed.len(), "event_types": dedup_sorted(event_types) });
+    if let [(_, _, only)] = processed.as_slice() {
+        detail = merge(detail, only.clone());
+    }
+    let event = AuditEvent::new(tenant, actor, Action::WebhookReceived, "webhook_event", &*state.clock)
+        .with_resource_id(audit_resource_id(first_key))
+        .with_detail(detail);
+    store_postgres::audit::append(&mut tx, with_request(event)).await?;
+    tx.commit().await?;
+    Ok(Outcome::Processed { events: processed.len() })
+}
+
+/// `base` with the members of `more` added (both JSON objects).
+fn merge(mut base: Value, more: Value) -> Value {
+    if let (Some(map), Value::Object(more)) = (base.as_object_mut(), more) {
+        map.extend(more);
+    }
+    base
+}
+
+fn dedup_sorted(mut names: Vec<&str>) -> Vec<&str> {
+    names.sort_unstable();
+    names.dedup();
+    names.truncate(8);
+    names
+}
+
+/// The inbox row's event type and non-personal facts of an item, known before handling it.
+fn describe(item: &Item<'_>) -> (String, Value) {
+    match item {
+        Item::Stripe(event) => {
+            let mut facts = json!({ "livemode": event.livemode });
+            if let StripeEventKind::CheckoutSessionCompleted(payment)
+            | StripeEventKind::PaymentIntentSucceeded(payment)
+            | StripeEventKind::PaymentIntentPaymentFailed(payment) = &event.kind
+            {
+                facts =
+                    merge(facts, json!({ "object_id": payment.object_id, "appointment_id": payment.appointment_id }));
+            }
+            (event.event_type().to_owned(), facts)
+        }
+        Item::WhatsAppMessage(message) => ("message".to_owned(), json!({ "kind": message.message_type })),
+        Item::WhatsAppStatus(status) => ("status".to_owned(), json!({ "status": status.status })),
+        Item::Twilio(event) => {
+            let event_type = match (&event.resource, event.status.as_deref()) {
+                (TwilioResource::Call { .. }, _) => "call",
+                (TwilioResource::Message { .. }, None | Some("received")) => "message",
+                (TwilioResource::Message { .. }, Some(_)) => "status",
+            };
+            (event_type.to_owned(), json!({ "status": event.status }))
+        }
+        Item::Vapi(event) => (
+            event.message_type.clone(),
+            json!({ "call_id": event.call_id, "status": event.status, "ended_reason": event.ended_reason }),
+        ),
+        Item::Standard(event) => (
+            event.event_type.clone().unwrap_or_else(|| "message".to_owned()),
+            json!({ "webhook_id": event.webhook_id }),
+        ),
+    }
+}
+
+/// Handles one new item; returns non-personal facts about what it did (for the audit entry).
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    state: &AppState,
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    actor: &Actor,
+    item: &Item<'_>,
+    index_key: Option<&Arc<BlindIndexKey>>,
+    now: OffsetDateTime,
+) -> Result<Value, ApiError> {
+    match item {
+        Item::WhatsAppMessage(message) => {
+            let inbound = Inbound {
+                provider: "whatsapp",
+                channel: InboundChannel::WhatsApp,
+                message_id: &message.id,
+                from: message.from.expose(),
+                message_type: &message.message_type,
+                text: message.text.as_ref().map(Pii::expose).map(String::as_str),
+                sent_at: Some(message.timestamp),
+            };
+            inbound_message(state, conn, tenant, actor, &inbound, index_key, now).await
+        }
+        Item::Twilio(event) => twilio(state, conn, tenant, actor, event, index_key, now).await,
+        Item::Stripe(event) => stripe_payment(conn, tenant, event).await,
+        // Recorded in the inbox (with their metadata, see `describe`) and acknowledged.
+        Item::WhatsAppStatus(_) | Item::Vapi(_) | Item::Standard(_) => Ok(json!({})),
+    }
+}
+
+/// A verified Stripe payment event moves the payment state of the appointment named in its
+/// metadata, through the order-independent rule of `scheduling::PaymentState` (the only way the
+/// state changes). Events of other types, without an appointment id, or naming an appointment
+/// this practice does not have are recorded in the inbox and acknowledged.
+async fn stripe_payment(conn: &mut PgConnection, tenant: TenantId, event: &StripeEvent) -> Result<Value, ApiError> {
+    let (payment, payment_event) = match &event.kind {
+        StripeEventKind::CheckoutSessionCompleted(payment) => {
+            let paid = payment.payment_status.as_deref() == Some("paid");
+            (payment, scheduling::PaymentEvent::CheckoutCompleted { paid })
+        }
+        StripeEventKind::PaymentIntentSucceeded(payment) => (payment, scheduling::PaymentEvent::PaymentSucceeded),
+        StripeEventKind::PaymentIntentPaymentFailed(payment) => (payment, scheduling::PaymentEvent::PaymentFailed),
+        StripeEventKind::Other { .. } => return Ok(json!({})),
+    };
+    let Some(appointment) = payment.appointment_id else {
+        return Ok(json!({ "payment": "no_appointment_id" }));
+    };
+    match store_postgres::appointments::apply_payment_event(conn, tenant, appointment, payment_event).await? {
+        None => Ok(json!({ "payment": "unknown_appointment" })),
+        Some((state, update)) => Ok(json!({
+            "payment": payment_event.as_str(),
+            "payment_state": state.as_str(),
+            "payment_update": match update {
+                scheduling::PaymentUpdate::Changed(_) => "changed",
+                scheduling::PaymentUpdate::Unchanged => "unchanged",
+                scheduling::PaymentUpdate::Stale => "stale",
+            },
+        })),
+    }
+}
+
+async fn twilio(
+    state: &AppState,
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    actor: &Actor,
+    event: &TwilioEvent,
+    index_key: Option<&Arc<BlindIndexKey>>,
+    now: OffsetDateTime,
+) -> Result<Value, ApiError> {
+    match &event.resource {
+        // An inbound message (Twilio sends `SmsStatus=received` with it); anything else is a
+        // status callback for a message Praxis sent, or a call, recorded in the inbox only.
+        TwilioResource::Message { sid } if event.status.as_deref().is_none_or(|s| s == "received") => {
+            let Some(from) = event.from.as_ref().map(Pii::expose) else {
+                return Ok(json!({ "patients_matched": 0 }));
+            };
+            // Twilio's WhatsApp senders are `whatsapp:+<number>`; SMS senders the bare number.
+            let (channel, number) = match from.strip_prefix("whatsapp:") {
+                Some(number) => (InboundChannel::WhatsApp, number),
+                None => (InboundChannel::Sms, from.as_str()),
+            };
+            let inbound = Inbound {
+                provider: "twilio",
+                channel,
+                message_id: sid,
+                from: number,
+                message_type: "text",
+                text: event.body.as_ref().map(Pii::expose).map(String::as_str),
+                sent_at: None,
+            };
+            inbound_message(state, conn, tenant, actor, &inbound, index_key, now).await
+        }
+        TwilioResource::Message { .. } | TwilioResource::Call { .. } => Ok(json!({})),
+    }
+}
+
+/// An inbound message, whichever provider delivered it.
+struct Inbound<'a> {
+    provider: &'static str,
+    channel: InboundChannel,
+    message_id: &'a str,
+    /// The sender's number (E.164).
+    from: &'a str,
+    message_type: &'a str,
+    text: Option<&'a str>,
+    sent_at: Option<OffsetDateTime>,
+}
+
+/// Logs the message (digest only) once per matched patient (or once unmatched), and for an
+/// opt-out keyword withdraws the channel's marketing consent of every matched patient.
+async fn inbound_message(
+    state: &AppState,
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    actor: &Actor,
+    message: &Inbound<'_>,
+    index_key: Option<&Arc<BlindIndexKey>>,
+    now: OffsetDateTime,
+) -> Result<Value, ApiError> {
+    let patients = match index_key {
+        Some(key) => {
+            let query = PatientQuery {
+                phone_index: Some(crate::patients::phone_index(key, message.from)),
+                ..PatientQuery::default()
+            };
+            store_postgres::patients::list(conn, tenant, query, None, MAX_MATCHED_PATIENTS).await?
+        }
+        None => Vec::new(),
+    };
+    let stop = message.text.is_some_and(is_stop_keyword);
+    let channel = match message.channel {
+        InboundChannel::WhatsApp => "whatsapp",
+        InboundChannel::Sms | InboundChannel::Email => "sms",
+    };
+    let row = |patient: Option<PatientId>| NewMessage {
+        tenant,
+        provider: message.provider,
+        channel,
+        message_id: message.message_id.to_owned(),
+        patient,
+        message_type: message.message_type.to_owned(),
+        content_sha256: message.text.map(|text| sha256(text.as_bytes())),
+        stop_keyword: stop,
+        sent_at: message.sent_at,
+        received_at: now,
+    };
+    if patients.is_empty() {
+        store_postgres::webhooks::log_message(conn, &row(None)).await?;
+    }
+    let mut withdrawn = 0;
+    for patient in &patients {
+        store_postgres::webhooks::log_message(conn, &row(Some(patient.id))).await?;
+        if stop && withdraw_marketing(state, conn, tenant, actor, patient.id, message, now).await? {
+            withdrawn += 1;
+        }
+    }
+    Ok(json!({ "channel": channel, "patients_matched": patients.len(), "opt_out": stop, "withdrawn": withdrawn }))
+}
+
+/// Withdraws the marketing consent of `message`'s channel for `patient`, through the consent
+/// domain with the message as evidence, when withdrawing is allowed from its current state
+/// (a consent never given, or already withdrawn, is left as it is). Returns whether it did.
+async fn withdraw_marketing(
+    state: &AppState,
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    actor: &Actor,
+    patient: PatientId,
+    message: &Inbound<'_>,
+    now: OffsetDateTime,
+) -> Result<bool, ApiError> {
+    let purpose = consent::marketing_purpose_for_channel(message.channel);
+    // Locks the patient: consent changes of one patient happen one at a time.
+    let Some(row) = store_postgres::patients::get(conn, tenant, patient, true).await? else {
+        return Ok(false);
+    };
+    if row.erased_at.is_some() {
+        return Ok(false);
+    }
+    let history = store_postgres::patients::consent_history(conn, tenant, patient).await?;
+    let mut record = ConsentRecord::replay(patient, purpose, history.iter().filter(|e| e.purpose() == purpose))
+        .map_err(ApiError::internal)?;
+    let Some(text) = record.text().cloned() else {
+        return Ok(false);
+    };
+    if !record.allowed_actions(now).contains(&ConsentAction::Withdraw) {
+        return Ok(false);
+    }
+    let note = NoteRef::parse(message.message_id).map_err(ApiError::internal)?;
+    let evidence = Evidence::new(text, message.channel.evidence_channel(), actor.clone()).with_note_ref(note);
+    let event = match record.apply(ConsentCommand::Withdraw, evidence, now) {
+        Ok(event) => event,
+        Err(error @ ConsentError::TimeBeforeLastChange { .. }) => {
+            // A change stamped later than this server's clock (clock skew between instances):
+            // a retry will find it in order; failing makes the provider retry.
+            return Err(ApiError::internal(error));
+        }
+        Err(error) => return Err(ApiError::internal(error)),
+    };
+    store_postgres::patients::record_consent(conn, tenant, &event, &record).await?;
+    let audit_event = AuditEvent::new(tenant, actor.clone(), Action::ConsentWithdrawn, "consent", &*state.clock)
+        .with_resource_id(patient.to_string())
+        .with_detail(json!({
+            "purpose": purpose.as_str(),
+            "seq": event.seq(),
+            "from": event.from_state().as_str(),
+            "to": event.to_state().as_str(),
+            "channel": message.channel.evidence_channel().as_str(),
+        }));
+    store_postgres::audit::append(conn, with_request(audit_event)).await?;
+    Ok(true)
+}

@@ -1,0 +1,248 @@
+//! Vault and Azure Key Vault selected in the configuration, end to end through the real binary,
+//! against the stateful fakes the adapter crates test with (`kms_http::test_server`): the
+//! server's start-up self-test and readiness, and `praxis keys migrate --to vault|azure` from the
+//! local KMS.
+
+use crate::keys::{
+    Deks, assert_all_under, assert_practice_keys_under, audited_practice_key_rewraps, audited_rewraps, keyring,
+    local_kms, populate, practice_keys, praxis, stdout,
+};
+use crypto::{KeyManagement, Keyring};
+use kms_http::test_server::azure_key_vault::{self, FakeKeyVault};
+use kms_http::test_server::vault_transit::{self, FakeTransit};
+use kms_http::test_server::{Request, Server};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use testkit::{TestDb, TestRedis};
+
+/// Runs the command without blocking the runtime the fakes answer on.
+async fn run(command: Command, args: &[&str]) -> Output {
+    let output = tokio::process::Command::from(command).args(args).output().await.unwrap();
+    eprintln!("praxis {args:?}\n{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// `[kms]` of a Vault primary on the fake (the token comes from the environment, as in
+/// production), with the local key file as the previous backend.
+fn vault_toml(url: &str, old_key_file: &Path) -> String {
+    format!(
+        "[kms]\nbackend = \"vault\"\n[kms.vault]\naddress = \"{url}\"\nkey_name = \"praxis\"\n\
+         [[kms.previous]]\nbackend = \"local\"\nkey_file = \"{}\"\n",
+        old_key_file.display()
+    )
+}
+
+/// `[kms]` of an Azure primary on the fake, which is also the Entra ID authority.
+fn azure_toml(url: &str, old_key_file: &Path) -> String {
+    format!(
+        "[kms]\nbackend = \"azure\"\n[kms.azure]\nvault_url = \"{url}\"\nkey_name = \"praxis\"\n\
+         credential = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauthority_host = \"{url}\"\n\
+         [[kms.previous]]\nbackend = \"local\"\nkey_file = \"{}\"\n",
+        azure_key_vault::TENANT,
+        azure_key_vault::CLIENT_ID,
+        old_key_file.display()
+    )
+}
+
+/// The secrets of both fakes, as the deployment would pass them: environment variables.
+const SECRETS: [(&str, &str); 2] = [
+    ("PRAXIS__KMS__VAULT__TOKEN", vault_transit::TOKEN),
+    ("PRAXIS__KMS__AZURE__CLIENT_SECRET", azure_key_vault::CLIENT_SECRET),
+];
+
+fn paths(server: &Server) -> Vec<String> {
+    server.requests().iter().map(|r: &Request| format!("{} {}", r.method, r.path.split('?').next().unwrap())).collect()
+}
+
+async fn migrate_to(target: &str, config_toml: impl FnOnce(&Path) -> String, primary: Arc<dyn KeyManagement>) {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("old.key");
+    let deks: Deks = populate(&db, &key_file, 3).await;
+    let before = practice_keys(&db, &deks, &*keyring(&local_kms(&key_file)).await).await;
+    let config_file = dir.path().join("praxis.toml");
+    std::fs::write(&config_file, config_toml(&key_file)).unwrap();
+    let migrate = |args: &'static [&'static str]| {
+        let mut command = praxis(&db, &key_file);
+        command.env_remove("PRAXIS__KMS__LOCAL__KEY_FILE").envs(SECRETS).arg("--config").arg(&config_file);
+        run(command, args)
+    };
+
+    let output = migrate(if target == "vault" {
+        &["keys", "migrate", "--to", "vault", "--batch-size", "2"]
+    } else {
+        &["keys", "migrate", "--to", "azure", "--batch-size", "2"]
+    })
+    .await;
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains(
+            "8 DEK(s) checked, 8 rewrapped, 0 skipped, 0 failed; 4 practice key(s) checked, 4 rewrapped, 0 skipped, 0 failed"
+        ),
+        "{}",
+        stdout(&output)
+    );
+
+    // The new backend alone reads every DEK and practice key: the local key file may be retired.
+    let info = primary.key_info();
+    let ring = Keyring::new(primary, []).unwrap();
+    let version = ring.key_info().version;
+    assert_all_under(&db, &deks, &ring, &info.key_id, &version).await;
+    assert_practice_keys_under(&db, &before, &ring, &info.key_id, &version).await;
+    assert_eq!(audited_rewraps(&db, &deks, "key.wrap").await.1, 8);
+    assert_eq!(audited_practice_key_rewraps(&db, &deks, "key.wrap").await.1, 4);
+
+    let output = migrate(if target == "vault" {
+        &["keys", "migrate", "--to", "vault"]
+    } else {
+        &["keys", "migrate", "--to", "azure"]
+    })
+    .await;
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("0 rewrapped, 8 skipped"), "{}", stdout(&output));
+}
+
+#[tokio::test]
+async fn keys_migrate_moves_every_dek_from_local_to_vault() {
+    let fake = FakeTransit::new(true);
+    let server = fake.serve().await;
+    let adapter = kms_vault::VaultKms::new(&kms_vault::VaultKmsConfig::new(
+        server.url.clone(),
+        "praxis",
+        kms_vault::VaultAuth::Token(kernel::Secret::new(vault_transit::TOKEN.to_owned())),
+    ))
+    .unwrap();
+    // The test's own client learns the key version first, as the binary did.
+    adapter.health_check().await.unwrap();
+    migrate_to("vault", |old| vault_toml(&server.url, old), Arc::new(adapter)).await;
+    // Every wrap was a transit call with the token and a context; none was refused.
+    fake.finish();
+    assert!(paths(&server).iter().any(|p| p == "POST /v1/transit/encrypt/praxis"), "{:?}", paths(&server));
+}
+
+#[tokio::test]
+async fn keys_migrate_moves_every_dek_from_local_to_azure() {
+    let (fake, server) = FakeKeyVault::start().await;
+    let mut config = kms_azure::AzureKeyVaultConfig::new(
+        server.url.clone(),
+        "praxis",
+        kms_azure::AzureCredential::ClientSecret {
+            tenant_id: azure_key_vault::TENANT.into(),
+            client_id: azure_key_vault::CLIENT_ID.into(),
+            client_secret: kernel::Secret::new(azure_key_vault::CLIENT_SECRET.into()),
+        },
+    );
+    config.authority_host = server.url.clone();
+    let adapter = kms_azure::AzureKeyVault::new(&config).unwrap();
+    adapter.health_check().await.unwrap();
+    migrate_to("azure", |old| azure_toml(&server.url, old), Arc::new(adapter)).await;
+    fake.finish();
+    assert!(paths(&server).iter().any(|p| p == "POST /keys/praxis/wrapkey"), "{:?}", paths(&server));
+}
+
+/// `praxis serve` with `config_toml`; waits until `/health/ready` answers 200 (every
+/// dependency up, the KMS included) or the process exits. Returns whether it got ready, and
+/// its stderr.
+async fn serve_until_ready(config_toml: &str) -> (bool, String) {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("praxis.toml");
+    std::fs::write(&config_file, config_toml).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_file)
+        .env_clear()
+        .envs(SECRETS)
+        .env("PRAXIS__DATABASE__URL", &db.app_url)
+        .env("PRAXIS__REDIS__URL", &redis.url)
+        .env("PRAXIS__REDIS__KEY_PREFIX", &redis.prefix)
+        .env("PRAXIS__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("PRAXIS__SERVER__WORKERS", "1")
+        .env("PRAXIS__TELEMETRY__LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    api::cli::install_tls_provider();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/health/ready");
+    let mut ready = false;
+    for _ in 0..150 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if let Ok(response) = client.get(&url).send().await
+            && response.status() == 200
+        {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["checks"]["kms"]["status"], "up", "{body}");
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.start_kill().unwrap();
+    }
+    let output = child.wait_with_output().await.unwrap();
+    (ready, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn serve_self_tests_vault_and_refuses_a_key_that_ignores_the_context() {
+    let fake = FakeTransit::new(true);
+    let server = fake.serve().await;
+    let toml =
+        format!("[kms]\nbackend = \"vault\"\n[kms.vault]\naddress = \"{}\"\nkey_name = \"praxis\"\n", server.url);
+    let (ready, stderr) = serve_until_ready(&toml).await;
+    assert!(ready, "{stderr}");
+    // The self-test read the key (is it derived?), wrapped a probe and unwrapped it.
+    let seen = paths(&server);
+    for expected in
+        ["GET /v1/transit/keys/praxis", "POST /v1/transit/encrypt/praxis", "POST /v1/transit/decrypt/praxis"]
+    {
+        assert!(seen.iter().any(|p| p == expected), "{expected} not in {seen:?}");
+    }
+    fake.finish();
+
+    // A transit key created without derived=true would silently ignore the key context.
+    let fake = FakeTransit::new(false);
+    let server = fake.serve().await;
+    let toml =
+        format!("[kms]\nbackend = \"vault\"\n[kms.vault]\naddress = \"{}\"\nkey_name = \"praxis\"\n", server.url);
+    let (ready, stderr) = serve_until_ready(&toml).await;
+    assert!(!ready);
+    assert!(stderr.contains("refusing to start") && stderr.contains("KMS self-test failed"), "{stderr}");
+    assert!(stderr.contains("derived=true"), "{stderr}");
+    assert!(!stderr.contains(vault_transit::TOKEN), "the token must never be printed: {stderr}");
+}
+
+#[tokio::test]
+async fn serve_self_tests_azure_key_vault_with_a_service_principal() {
+    let (fake, server) = FakeKeyVault::start().await;
+    let toml = format!(
+        "[kms]\nbackend = \"azure\"\n[kms.azure]\nvault_url = \"{url}\"\nkey_name = \"praxis\"\n\
+         credential = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauthority_host = \"{url}\"\n",
+        azure_key_vault::TENANT,
+        azure_key_vault::CLIENT_ID,
+        url = server.url
+    );
+    let (ready, stderr) = serve_until_ready(&toml).await;
+    assert!(ready, "{stderr}");
+    let seen = paths(&server);
+    for expected in [
+        format!("POST /{}/oauth2/v2.0/token", azure_key_vault::TENANT),
+        "POST /keys/praxis/wrapkey".to_owned(),
+        "GET /keys/praxis".to_owned(),
+    ] {
+        assert!(seen.contains(&expected), "{expected} not in {seen:?}");
+    }
+    fake.finish();
+    assert!(!stderr.contains(azure_key_vault::CLIENT_SECRET), "the secret must never be printed: {stderr}");
+}
