@@ -103,9 +103,13 @@ fn policy_field(field: &str) -> &'static str {
 #[serde(rename_all = "lowercase")]
 pub enum NotifierKind {
     /// Writes one log line per reminder (ids, channel, time; never the recipient or the text)
-    /// and sends nothing. WhatsApp, SMS and email adapters are not built yet.
+    /// and sends nothing.
     #[default]
     Log,
+    /// Sends through the provider of each channel: `[reminders.whatsapp]` (Meta's Cloud API),
+    /// `[reminders.sms]` (Twilio), `[reminders.email]` (an SMTP relay). Every channel listed in
+    /// `reminders.channels` needs its section.
+    Providers,
 }
 
 /// `reminders.*`: planning and the worker that sends them.
@@ -131,6 +135,12 @@ pub struct RemindersConfig {
     /// Channels in order of preference; the first one the patient can be reached on is used.
     pub channels: Vec<String>,
     pub notifier: NotifierKind,
+    /// WhatsApp template messages through Meta's Cloud API (with `notifier = "providers"`).
+    pub whatsapp: Option<notifiers::whatsapp::WhatsAppSettings>,
+    /// Text messages through Twilio (with `notifier = "providers"`).
+    pub sms: Option<notifiers::twilio::TwilioSettings>,
+    /// Emails through an SMTP relay (with `notifier = "providers"`).
+    pub email: Option<notifiers::email::SmtpSettings>,
 }
 
 impl Default for RemindersConfig {
@@ -147,6 +157,9 @@ impl Default for RemindersConfig {
             min_delay_after_booking_minutes: minutes(policy.min_delay_after_booking()),
             channels: ReminderChannel::ALL.iter().map(|c| c.as_str().to_owned()).collect(),
             notifier: NotifierKind::Log,
+            whatsapp: None,
+            sms: None,
+            email: None,
         }
     }
 }
@@ -192,6 +205,30 @@ impl RemindersConfig {
         }
         if self.max_attempts == 0 {
             problems.push(Problem { field: "reminders.max_attempts", message: "must be at least 1".into() });
+        }
+        let adapter_problems = self.whatsapp.iter().flat_map(notifiers::whatsapp::WhatsAppSettings::problems);
+        let adapter_problems = adapter_problems
+            .chain(self.sms.iter().flat_map(notifiers::twilio::TwilioSettings::problems))
+            .chain(self.email.iter().flat_map(notifiers::email::SmtpSettings::problems));
+        problems.extend(adapter_problems.map(|(field, message)| Problem { field, message }));
+        if self.notifier == NotifierKind::Providers {
+            for channel in self.channel_preference() {
+                let configured = match channel {
+                    ReminderChannel::Whatsapp => self.whatsapp.is_some(),
+                    ReminderChannel::Sms => self.sms.is_some(),
+                    ReminderChannel::Email => self.email.is_some(),
+                };
+                if !configured {
+                    problems.push(Problem {
+                        field: "reminders.channels",
+                        message: format!(
+                            "{} is listed but [reminders.{}] is not configured (configure it or leave the channel out)",
+                            channel.as_str(),
+                            channel.as_str()
+                        ),
+                    });
+                }
+            }
         }
         problems
     }

@@ -337,7 +337,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let worker = crate::reminders::ReminderWorker::new(
             state.clone(),
             state.clock.clone(),
-            crate::reminders::notifier_from_config(config.reminders.notifier),
+            crate::reminders::notifier_from_config(&config.reminders)
+                .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?,
             crate::reminders::WorkerSettings::from_config(&config.reminders),
         );
         actix_web::rt::spawn(worker.run());

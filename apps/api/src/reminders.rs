@@ -23,7 +23,6 @@
 use crate::appointments::calendar_context;
 use crate::error::ApiError;
 use crate::state::AppState;
-use async_trait::async_trait;
 use consent::Purpose;
 use crypto::Aad;
 use kernel::{Actor, Clock, Pii, TenantId};
@@ -32,81 +31,27 @@ use scheduling::{ReminderChannel, ReminderCheck, ReminderDecision, decide_remind
 use std::sync::Arc;
 use store_postgres::appointments::{self as store, ReminderRow};
 use store_postgres::{DbContext, begin};
-use time::OffsetDateTime;
-use uuid::Uuid;
 
-/// A reminder ready to go out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReminderMessage {
-    /// The reminder's id; also the idempotency key: every attempt of one reminder carries it.
-    pub reminder_id: Uuid,
-    pub tenant: TenantId,
-    pub appointment_id: Uuid,
-    pub channel: ReminderChannel,
-    /// The phone number (E.164) or email address. Personal data: never logged.
-    pub to: Pii<String>,
-    /// The appointment's start (UTC).
-    pub appointment_start: OffsetDateTime,
-    /// The therapist's time zone (IANA), to show the start in local time.
-    pub time_zone: Option<String>,
-}
+pub use notifiers::{ChannelNotifier, LoggingNotifier, Notifier, NotifyError, ReminderMessage};
 
-impl ReminderMessage {
-    /// The idempotency key of this reminder (stable across attempts).
-    pub fn idempotency_key(&self) -> String {
-        format!("praxis-reminder-{}", self.reminder_id)
-    }
-}
-
-/// Why a delivery failed. Codes, not provider text (which may echo the recipient).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotifyError {
-    /// Worth retrying (timeout, rate limit, 5xx).
-    #[error("temporary delivery failure: {code}")]
-    Temporary { code: &'static str },
-    /// Retrying cannot help (invalid recipient, rejected template).
-    #[error("permanent delivery failure: {code}")]
-    Permanent { code: &'static str },
-}
-
-impl NotifyError {
-    pub const fn code(&self) -> &'static str {
-        match self {
-            NotifyError::Temporary { code } | NotifyError::Permanent { code } => code,
+/// The notifier `reminders.*` selects: the logging notifier, or the provider adapters of the
+/// configured channels. Fails when an adapter cannot be built (settings are validated before).
+pub fn notifier_from_config(config: &crate::appointments::RemindersConfig) -> Result<Arc<dyn Notifier>, String> {
+    match config.notifier {
+        crate::appointments::NotifierKind::Log => Ok(Arc::new(LoggingNotifier)),
+        crate::appointments::NotifierKind::Providers => {
+            let mut routes = ChannelNotifier::default();
+            if let Some(settings) = &config.whatsapp {
+                routes.whatsapp = Some(Arc::new(notifiers::whatsapp::WhatsAppCloudNotifier::new(settings.clone())?));
+            }
+            if let Some(settings) = &config.sms {
+                routes.sms = Some(Arc::new(notifiers::twilio::TwilioSmsNotifier::new(settings.clone())?));
+            }
+            if let Some(settings) = &config.email {
+                routes.email = Some(Arc::new(notifiers::email::SmtpNotifier::new(settings.clone())?));
+            }
+            Ok(Arc::new(routes))
         }
-    }
-}
-
-/// Sends a reminder on its channel (WhatsApp, SMS, email adapters implement this).
-#[async_trait]
-pub trait Notifier: Send + Sync + std::fmt::Debug {
-    async fn send(&self, message: &ReminderMessage) -> Result<(), NotifyError>;
-}
-
-/// The default notifier: one log line per reminder with ids, channel and time, never the
-/// recipient; sends nothing.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LoggingNotifier;
-
-#[async_trait]
-impl Notifier for LoggingNotifier {
-    async fn send(&self, message: &ReminderMessage) -> Result<(), NotifyError> {
-        tracing::info!(
-            reminder_id = %message.reminder_id,
-            tenant = %message.tenant,
-            appointment_id = %message.appointment_id,
-            channel = message.channel.as_str(),
-            appointment_start = %message.appointment_start,
-            "appointment reminder (logging notifier: nothing sent)"
-        );
-        Ok(())
-    }
-}
-
-/// The notifier `reminders.notifier` selects.
-pub fn notifier_from_config(kind: crate::appointments::NotifierKind) -> Arc<dyn Notifier> {
-    match kind {
-        crate::appointments::NotifierKind::Log => Arc::new(LoggingNotifier),
     }
 }
 
@@ -329,6 +274,8 @@ fn backoff(attempts: u32) -> time::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
 
     #[test]
     fn backoff_doubles_up_to_an_hour() {

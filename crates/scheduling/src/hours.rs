@@ -229,6 +229,38 @@ pub fn fits_working_hours(hours: &WeeklyHours, absences: &[Absence], slot: &Slot
     }
 }
 
+/// `instant` as the wall-clock time of the IANA zone `time_zone`, for people to read (a
+/// reminder's text): `2026-11-24 14:30 (Europe/Berlin)`. Without a zone, or with one the bundled
+/// database does not know, or for an instant beyond its range, the time is given in UTC and says
+/// so: a reminder must never show a local time that is wrong.
+pub fn local_wall_time(instant: OffsetDateTime, time_zone: Option<&str>) -> String {
+    let utc = || {
+        let utc = instant.to_offset(time::UtcOffset::UTC);
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} (UTC)",
+            utc.year(),
+            u8::from(utc.month()),
+            utc.day(),
+            utc.hour(),
+            utc.minute()
+        )
+    };
+    let Some(name) = time_zone else { return utc() };
+    let (Ok(tz), Ok(timestamp)) = (TimeZoneDatabase::bundled().get(name), to_jiff(instant, "start")) else {
+        return utc();
+    };
+    let local = timestamp.to_zoned(tz.clone()).datetime();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} ({})",
+        local.year(),
+        local.month(),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        tz.iana_name().unwrap_or(name)
+    )
+}
+
 fn to_jiff(instant: OffsetDateTime, field: &'static str) -> Result<jiff::Timestamp, SchedulingError> {
     jiff::Timestamp::from_nanosecond(instant.unix_timestamp_nanos()).map_err(|_| SchedulingError::OutOfRange { field })
 }
@@ -603,5 +635,29 @@ mod tests {
         // Autumn: 01:00 CEST to 04:00 CET is 23:00-03:00 UTC, four hours.
         assert_eq!(fits(datetime!(2026-10-24 23:00 UTC), datetime!(2026-10-25 03:00 UTC)), Ok(()));
         assert!(fits(datetime!(2026-10-25 02:30 UTC), datetime!(2026-10-25 03:30 UTC)).is_err());
+    }
+
+    #[test]
+    fn wall_time_follows_the_zone_and_its_daylight_saving_rules() {
+        // 13:30 UTC is 14:30 in Berlin in winter (CET) and 15:30 in summer (CEST).
+        assert_eq!(
+            local_wall_time(datetime!(2026-11-24 13:30 UTC), Some("Europe/Berlin")),
+            "2026-11-24 14:30 (Europe/Berlin)"
+        );
+        assert_eq!(
+            local_wall_time(datetime!(2026-07-01 13:30 UTC), Some("europe/berlin")),
+            "2026-07-01 15:30 (Europe/Berlin)"
+        );
+        // Across the date line.
+        assert_eq!(
+            local_wall_time(datetime!(2026-11-24 23:00 UTC), Some("Asia/Tokyo")),
+            "2026-11-25 08:00 (Asia/Tokyo)"
+        );
+    }
+
+    #[test]
+    fn wall_time_without_a_usable_zone_says_utc() {
+        assert_eq!(local_wall_time(datetime!(2026-11-24 13:30 +01:00), None), "2026-11-24 12:30 (UTC)");
+        assert_eq!(local_wall_time(datetime!(2026-11-24 13:30 UTC), Some("Mars/Olympus")), "2026-11-24 13:30 (UTC)");
     }
 }

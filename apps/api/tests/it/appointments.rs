@@ -1314,3 +1314,99 @@ async fn runtime_role_with_one_users_settings_sees_only_their_appointments() {
     );
     app.stop().await;
 }
+
+/// A worker whose notifier is built from configuration, as `praxis serve` builds it: SMS through
+/// Twilio at `api_base` (a local stand-in answering as Twilio does).
+fn twilio_worker(app: &TestApp, clock: &FixedClock, api_base: &str) -> ReminderWorker {
+    let mut config = app.config.clone();
+    config.reminders.notifier = api::appointments::NotifierKind::Providers;
+    config.reminders.channels = vec!["sms".into()];
+    config.reminders.sms = Some(notifiers::twilio::TwilioSettings {
+        api_base: api_base.to_owned(),
+        account_sid: format!("AC{}", "0".repeat(32)),
+        api_key_sid: None,
+        auth_token: kernel::Secret::new(Uuid::new_v4().to_string()),
+        from: Some("+15005550006".into()),
+        messaging_service_sid: None,
+    });
+    let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+    assert!(problems.is_empty(), "the configuration is valid: {problems:?}");
+    let notifier = api::reminders::notifier_from_config(&config.reminders).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let settings = WorkerSettings::from_config(&config.reminders);
+    let state = api::AppState::from_config(Arc::new(config), clock.clone()).unwrap();
+    ReminderWorker::new(state, clock, notifier, settings)
+}
+
+#[actix_web::test]
+async fn with_the_providers_notifier_a_due_reminder_goes_out_as_a_twilio_sms_and_a_refusal_is_recorded() {
+    use kms_http::test_server::{Response, Server};
+    let app = start().await;
+    let s = setup(&app, "Sms").await;
+    let tenant = s.practice.tenant;
+    grant_reminders(&app, &s.receptionist, &s.patient_id, "grant").await;
+    let first = book(&app, &s.admin, booking(&s.patient_id, &s.therapist_a_id, at(3, 10), 50)).await;
+    let second = book(&app, &s.admin, booking(&s.patient_id, &s.therapist_a_id, at(4, 10), 50)).await;
+    // Twilio accepts the first message and refuses the second: the recipient replied STOP.
+    let calls = Arc::new(Mutex::new(0_u32));
+    let counter = calls.clone();
+    let twilio = Server::start(move |_| {
+        let mut calls = counter.lock().unwrap();
+        *calls += 1;
+        if *calls == 1 {
+            Response::json(201, &json!({ "sid": format!("SM{}", "1".repeat(32)), "status": "queued" }))
+        } else {
+            Response::json(
+                400,
+                &json!({ "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400 }),
+            )
+        }
+    })
+    .await;
+
+    let clock = FixedClock::at(at(2, 10));
+    let report = twilio_worker(&app, &clock, &twilio.url).tick().await.unwrap();
+    assert_eq!((report.claimed, report.sent), (1, 1), "{report:?}");
+    let request = &twilio.requests()[0];
+    assert_eq!(request.path, format!("/2010-04-01/Accounts/AC{}/Messages.json", "0".repeat(32)));
+    let form: HashMap<String, String> = kms_http::test_server::form_pairs(&request.body).into_iter().collect();
+    assert_eq!(form["To"], "+4915112340000");
+    assert_eq!(form["From"], "+15005550006");
+    let start = at(3, 10);
+    let expected_time = format!("{} {:02}:{:02} (UTC)", start.date(), start.hour(), start.minute());
+    assert!(form["Body"].contains(&expected_time), "the local start is in the text: {}", form["Body"]);
+    assert!(!form["Body"].contains("Patient"), "no name in the text: {}", form["Body"]);
+    assert_eq!(reminders_of(&app, tenant, first["id"].as_str().unwrap()).await, [("sent".to_owned(), None)]);
+
+    clock.set(at(3, 10) + Duration::minutes(5));
+    let report = twilio_worker(&app, &clock, &twilio.url).tick().await.unwrap();
+    assert_eq!((report.claimed, report.failed), (1, 1), "a permanent refusal is not retried: {report:?}");
+    assert_eq!(reminders_of(&app, tenant, second["id"].as_str().unwrap()).await, [("failed".to_owned(), None)]);
+    let mut tx = begin(&app.db.app_pool, &DbContext::service(tenant)).await.unwrap();
+    let (error,): (Option<String>,) =
+        sqlx::query_as("SELECT last_error FROM appointment_reminders WHERE appointment_id = $1")
+            .bind(second["id"].as_str().unwrap().parse::<Uuid>().unwrap())
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(error.as_deref(), Some("recipient_opted_out"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_providers_notifier_refuses_a_channel_without_its_settings() {
+    let app = start().await;
+    let mut config = app.config.clone();
+    config.reminders.notifier = api::appointments::NotifierKind::Providers;
+    config.reminders.channels = vec!["whatsapp".into(), "email".into()];
+    let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+    let about_reminders: Vec<&String> = problems.iter().filter(|p| p.starts_with("reminders.")).collect();
+    assert_eq!(about_reminders.len(), 2, "{problems:?}");
+    assert!(
+        about_reminders[0].contains("whatsapp is listed but [reminders.whatsapp] is not configured"),
+        "{problems:?}"
+    );
+    assert!(about_reminders[1].contains("email is listed but [reminders.email] is not configured"), "{problems:?}");
+    app.stop().await;
+}
