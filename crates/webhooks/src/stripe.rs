@@ -168,6 +168,10 @@ struct WireEvent {
     id: String,
     #[serde(rename = "type")]
     event_type: String,
+    /// Stripe always sends it; hand-built events (SDK test helpers, fixtures) often leave it
+    /// out. Absent reads as `false`, a test-mode event: the stricter of the two readings, and
+    /// the event is verified by its signature either way.
+    #[serde(default)]
     livemode: bool,
 }
 

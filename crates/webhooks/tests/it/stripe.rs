@@ -274,6 +274,13 @@ fn payload_shapes() {
     assert_eq!(event.kind, StripeEventKind::Other { event_type: "balance.available".into() });
     assert_eq!(event.event_type(), "balance.available");
 
+    // An event without `livemode` (Stripe's SDK test helpers build them so) reads as test mode.
+    let without_livemode = body_of(json!({
+        "id": "evt_8", "object": "event", "type": "payment_intent.succeeded",
+        "data": { "object": { "id": "pi_8", "object": "payment_intent", "metadata": {} } }
+    }));
+    assert!(!signed(&without_livemode).unwrap().livemode);
+
     let invalid = [
         body_of(json!({ "id": "evt_5", "type": "payment_intent.succeeded", "livemode": false,
             "data": { "object": { "id": "pi_5", "metadata": { "appointment_id": "not-a-uuid" } } } })),
