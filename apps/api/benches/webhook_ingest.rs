@@ -166,6 +166,8 @@ async fn main() {
     tx.commit().await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let praxis_url = format!("http://{}", listener.local_addr().unwrap());
+    // Kept to close the pool while the runtime still runs (a pool dropped after it panics).
+    let pool = state.db.clone();
     let praxis = api::server::start(state, listener, api::server::no_extra_routes).unwrap();
     let praxis_handle = praxis.handle();
     actix_web::rt::spawn(praxis);
@@ -232,7 +234,9 @@ async fn main() {
         praxis_load.rps / express.rps.max(1.0)
     );
     drop(baseline);
-    praxis_handle.stop(false).await;
+    praxis_handle.stop(true).await;
+    pool.close().await;
+    db.app_pool.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {peer_db} WITH (FORCE)")))
         .execute(&admin_pool)
         .await
