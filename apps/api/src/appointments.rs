@@ -212,6 +212,15 @@ impl RemindersConfig {
             .chain(self.email.iter().flat_map(notifiers::email::SmtpSettings::problems));
         problems.extend(adapter_problems.map(|(field, message)| Problem { field, message }));
         if self.notifier == NotifierKind::Providers {
+            let minimum = 2 * notifiers::SEND_TIMEOUT.as_secs();
+            if self.lease_secs < minimum {
+                problems.push(Problem {
+                    field: "reminders.lease_secs",
+                    message: format!(
+                        "must be at least {minimum} with notifier = \"providers\" (room for a send within the lease)"
+                    ),
+                });
+            }
             for channel in self.channel_preference() {
                 let configured = match channel {
                     ReminderChannel::Whatsapp => self.whatsapp.is_some(),

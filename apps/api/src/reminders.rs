@@ -93,6 +93,9 @@ pub struct TickReport {
     pub failed: usize,
     /// Reminders left alone because of an internal error (logged; retried after the lease).
     pub errors: usize,
+    /// Claimed reminders not attempted because too little of the batch's lease was left for a
+    /// send (see [`notifiers::SEND_TIMEOUT`]); claimed again once the lease has run out.
+    pub deferred: usize,
 }
 
 enum Outcome {
@@ -154,7 +157,16 @@ impl ReminderWorker {
                     .await?;
             tx.commit().await?;
             report.claimed += claimed.len();
+            // A reminder whose lease ran out may be claimed by another worker, and neither Meta
+            // nor Twilio take an idempotency key: stop taking reminders of this batch once a
+            // send could outlast the lease. The rest are claimed again after it.
+            let claimed_at = std::time::Instant::now();
+            let budget = self.settings.lease.unsigned_abs().saturating_sub(notifiers::SEND_TIMEOUT);
             for reminder in claimed {
+                if claimed_at.elapsed() >= budget {
+                    report.deferred += 1;
+                    continue;
+                }
                 match self.process(tenant, &reminder).await {
                     Ok(Outcome::Sent) => report.sent += 1,
                     Ok(Outcome::Skipped) => report.skipped += 1,

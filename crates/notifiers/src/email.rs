@@ -3,9 +3,10 @@
 //! Plain SMTP is accepted only towards a loopback address (a local relay or a test sink).
 //!
 //! Each reminder's `Message-ID` is derived from its id, so a reminder sent twice (the worker
-//! retrying after a lost answer) carries one id, which mail systems use to drop the duplicate.
+//! retrying after a lost answer) carries the same id both times: some mail clients fold such
+//! copies into one, and anyone looking can tell they are one reminder.
 
-use crate::{Notifier, NotifyError, ReminderMessage, codes, is_loopback, reminder_text};
+use crate::{Notifier, NotifyError, ReminderMessage, codes, is_loopback, refuse_problems, reminder_text};
 use async_trait::async_trait;
 use kernel::Secret;
 use lettre::message::Mailbox;
@@ -57,8 +58,14 @@ impl SmtpSettings {
     /// Every problem of these settings, as (setting under `reminders.email`, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        if self.host.trim().is_empty() || self.host.contains(['/', ' ', '@']) {
-            problems.push(("reminders.email.host", "must be a host name or address".into()));
+        let host_ok = !self.host.is_empty()
+            && (self.host.parse::<std::net::IpAddr>().is_ok()
+                || self.host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+        if !host_ok {
+            problems.push((
+                "reminders.email.host",
+                "must be a host name or IP address (no port: use reminders.email.port)".into(),
+            ));
         }
         if self.port == Some(0) {
             problems.push(("reminders.email.port", "must not be 0".into()));
@@ -68,11 +75,13 @@ impl SmtpSettings {
         }
         if self.username.is_some() != self.password.is_some() {
             problems.push(("reminders.email.password", "set username and password together".into()));
+        } else if self.password.as_ref().is_some_and(|p| p.expose_secret().is_empty()) {
+            problems.push(("reminders.email.password", "must not be empty".into()));
         }
         if self.from.parse::<Mailbox>().is_err() {
             problems.push(("reminders.email.from", format!("{:?} is not an email address", self.from)));
         }
-        if self.subject.trim().is_empty() || self.subject.len() > 200 || self.subject.contains(['\r', '\n']) {
+        if self.subject.trim().is_empty() || self.subject.chars().count() > 200 || self.subject.contains(['\r', '\n']) {
             problems.push(("reminders.email.subject", "must be one line of at most 200 characters".into()));
         }
         problems
@@ -92,9 +101,7 @@ pub struct SmtpNotifier {
 impl SmtpNotifier {
     /// Fails on invalid settings (see [`SmtpSettings::problems`]).
     pub fn new(settings: SmtpSettings) -> Result<Self, String> {
-        if let Some((field, message)) = settings.problems().into_iter().next() {
-            return Err(format!("{field}: {message}"));
-        }
+        refuse_problems(settings.problems())?;
         let mut builder = match settings.security {
             SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host),
             SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host),
@@ -131,17 +138,25 @@ impl SmtpNotifier {
 impl Notifier for SmtpNotifier {
     async fn send(&self, reminder: &ReminderMessage) -> Result<(), NotifyError> {
         let message = self.message(reminder)?;
-        self.transport.send(message).await.map(|_| ()).map_err(|e| classify(&e))
+        // lettre's own timeout bounds the connect only; this bounds the whole dialogue.
+        match tokio::time::timeout(crate::SEND_TIMEOUT, self.transport.send(message)).await {
+            Ok(result) => result.map(|_| ()).map_err(|e| classify(&e)),
+            Err(_) => Err(NotifyError::Temporary { code: codes::TIMEOUT }),
+        }
     }
 }
 
 fn classify(error: &lettre::transport::smtp::Error) -> NotifyError {
     let reply = error.status().map(|code| code.to_string());
+    // lettre does not say which command a reply answered; the enhanced status code (RFC 3463)
+    // in the reply text does: 5.1.1-5.1.3 and 5.1.10 are about the recipient's address, where a
+    // 550 for a refused sender or relaying says 5.7.x. The text is read here and never logged.
+    let text = error.to_string();
+    let about_recipient = ["5.1.1 ", "5.1.2 ", "5.1.3 ", "5.1.10 "].iter().any(|code| text.contains(code));
     match reply.as_deref() {
         // Authentication required / failed: the operator's credentials, not the recipient.
         Some("530" | "534" | "535" | "454") => NotifyError::Temporary { code: codes::PROVIDER_AUTH },
-        // Mailbox unavailable, no such user, mailbox name not allowed.
-        Some("550" | "551" | "553") => NotifyError::Permanent { code: codes::INVALID_RECIPIENT },
+        Some("550" | "551" | "553") if about_recipient => NotifyError::Permanent { code: codes::INVALID_RECIPIENT },
         _ if error.is_permanent() => NotifyError::Permanent { code: codes::REJECTED },
         _ if error.is_transient() => NotifyError::Temporary { code: codes::PROVIDER_UNAVAILABLE },
         _ if error.is_timeout() => NotifyError::Temporary { code: codes::TIMEOUT },
@@ -170,6 +185,8 @@ mod tests {
         assert_eq!(settings().problems(), vec![]);
         let local = SmtpSettings { host: "127.0.0.1".into(), security: SmtpSecurity::None, ..settings() };
         assert_eq!(local.problems(), vec![]);
+        let v6 = SmtpSettings { host: "::1".into(), security: SmtpSecurity::None, ..settings() };
+        assert_eq!(v6.problems(), vec![]);
     }
 
     #[test]
@@ -195,5 +212,9 @@ mod tests {
             ]
         );
         assert!(SmtpNotifier::new(bad).is_err());
+        let with_port = SmtpSettings { host: "smtp.example.org:587".into(), ..settings() };
+        assert_eq!(with_port.problems()[0].0, "reminders.email.host");
+        let empty_password = SmtpSettings { password: Some(Secret::new(String::new())), ..settings() };
+        assert_eq!(empty_password.problems()[0].0, "reminders.email.password");
     }
 }

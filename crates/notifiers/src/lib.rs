@@ -23,8 +23,14 @@ use async_trait::async_trait;
 use kernel::{Pii, TenantId};
 use scheduling::ReminderChannel;
 use std::sync::Arc;
+use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// The longest one send may take, whatever the adapter does inside (a relay that accepts the
+/// connection and then stalls must not hold the reminder worker). The worker stops taking
+/// reminders from a claimed batch once less than this is left of the batch's lease.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A reminder ready to go out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +73,8 @@ pub fn reminder_text(message: &ReminderMessage) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotifyError {
     /// Worth retrying: timeout, no connection, rate limit, the provider's 5xx, and also a
-    /// refused credential (an operator's mistake, not the patient's: once the configuration is
-    /// fixed, the retries still deliver).
+    /// refused credential or sender setting (an operator's mistake, not the patient's: fixed
+    /// within the reminder's remaining attempts, the retries still deliver).
     #[error("temporary delivery failure: {code}")]
     Temporary { code: &'static str },
     /// Retrying cannot help: the recipient is invalid or opted out, the provider refused the
@@ -92,6 +98,9 @@ pub mod codes {
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const PROVIDER_UNAVAILABLE: &str = "provider_unavailable";
     pub const PROVIDER_AUTH: &str = "provider_auth";
+    /// The provider refused because of the sender's account or settings (sender number not
+    /// registered, region not enabled, account locked or unpaid): the operator's to fix.
+    pub const PROVIDER_CONFIG: &str = "provider_config";
     pub const INVALID_RECIPIENT: &str = "invalid_recipient";
     pub const RECIPIENT_OPTED_OUT: &str = "recipient_opted_out";
     pub const TEMPLATE_REJECTED: &str = "template_rejected";
@@ -156,7 +165,10 @@ impl Notifier for ChannelNotifier {
             // through, the reminder fails visibly instead of being reported as sent.
             return Err(NotifyError::Permanent { code: codes::NO_ADAPTER });
         };
-        let result = adapter.send(message).await;
+        let result = match tokio::time::timeout(SEND_TIMEOUT, adapter.send(message)).await {
+            Ok(result) => result,
+            Err(_) => Err(NotifyError::Temporary { code: codes::TIMEOUT }),
+        };
         match &result {
             Ok(()) => tracing::info!(
                 reminder_id = %message.reminder_id,
@@ -175,16 +187,26 @@ impl Notifier for ChannelNotifier {
 }
 
 /// Whether `url` is an acceptable provider endpoint: `https`, or `http` to a loopback address
-/// (a local test double). Credentials travel to it.
+/// (a local test double). Credentials travel to it. Messages never repeat the URL (it might
+/// hold userinfo).
 pub fn check_endpoint(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a URL: {e}"))?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("must not contain credentials".into());
     }
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(parsed.host_str().unwrap_or_default()) => Ok(()),
-        _ => Err(format!("{url:?} must be https (plain http only to a loopback address)")),
+        _ => Err("must be https (plain http only to a loopback address)".into()),
+    }
+}
+
+/// The first of an adapter's settings problems as an error (adapters refuse to be built from
+/// settings that configuration validation would refuse).
+pub(crate) fn refuse_problems(problems: Vec<(&'static str, String)>) -> Result<(), String> {
+    match problems.into_iter().next() {
+        Some((field, message)) => Err(format!("{field}: {message}")),
+        None => Ok(()),
     }
 }
 
@@ -249,6 +271,25 @@ mod tests {
         assert!(notifier.serves(ReminderChannel::Whatsapp) && !notifier.serves(ReminderChannel::Email));
     }
 
+    #[derive(Debug)]
+    struct Stalled;
+
+    #[async_trait]
+    impl Notifier for Stalled {
+        async fn send(&self, _: &ReminderMessage) -> Result<(), NotifyError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_that_never_ends_is_a_timeout() {
+        let notifier = ChannelNotifier { sms: Some(Arc::new(Stalled)), ..ChannelNotifier::default() };
+        assert_eq!(
+            notifier.send(&message(ReminderChannel::Sms)).await,
+            Err(NotifyError::Temporary { code: codes::TIMEOUT })
+        );
+    }
+
     #[test]
     fn endpoints_must_be_https_except_on_loopback() {
         assert!(check_endpoint("https://graph.facebook.com").is_ok());
@@ -256,7 +297,8 @@ mod tests {
         assert!(check_endpoint("http://[::1]:8080").is_ok());
         assert!(check_endpoint("http://localhost:8080").is_ok());
         assert!(check_endpoint("http://api.twilio.com").is_err());
-        assert!(check_endpoint("https://user:pw@api.twilio.com").is_err());
+        let with_userinfo = check_endpoint("https://user:pw@api.twilio.com").unwrap_err();
+        assert!(!with_userinfo.contains("pw"), "{with_userinfo}");
         assert!(check_endpoint("not a url").is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! number (`from`) or a Messaging Service (`messaging_service_sid`), exactly one of them.
 
 use crate::http::{client, common_status_error, transport_error};
-use crate::{Notifier, NotifyError, ReminderMessage, check_endpoint, codes, reminder_text};
+use crate::{Notifier, NotifyError, ReminderMessage, check_endpoint, codes, refuse_problems, reminder_text};
 use async_trait::async_trait;
 use kernel::Secret;
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,8 @@ pub struct TwilioSettings {
     /// The API key's secret, or the account's auth token (e.g.
     /// `PRAXIS__REMINDERS__SMS__AUTH_TOKEN`).
     pub auth_token: Secret<String>,
-    /// The sending number (E.164), or
+    /// The sending number (E.164) or an alphanumeric sender id (up to 11 letters, digits and
+    /// spaces, at least one letter; where the destination country allows it), or
     #[serde(default)]
     pub from: Option<String>,
     /// the Messaging Service (`MG...`) that picks one.
@@ -50,6 +51,13 @@ fn is_e164(text: &str) -> bool {
     text.strip_prefix('+').is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// An alphanumeric sender id: 1 to 11 ASCII letters, digits and spaces, at least one letter.
+fn is_alphanumeric_sender(text: &str) -> bool {
+    (1..=11).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        && text.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
 impl TwilioSettings {
     /// Every problem of these settings, as (setting under `reminders.sms`, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
@@ -67,8 +75,11 @@ impl TwilioSettings {
             problems.push(("reminders.sms.auth_token", "must not be empty".into()));
         }
         match (&self.from, &self.messaging_service_sid) {
-            (Some(from), None) if !is_e164(from) => {
-                problems.push(("reminders.sms.from", "must be a phone number in E.164 form (+4930...)".into()));
+            (Some(from), None) if !is_e164(from) && !is_alphanumeric_sender(from) => {
+                problems.push((
+                    "reminders.sms.from",
+                    "must be a phone number in E.164 form (+4930...) or an alphanumeric sender id".into(),
+                ));
             }
             (None, Some(service)) if !is_sid(service, "MG") => {
                 problems.push(("reminders.sms.messaging_service_sid", "must be MG followed by 32 hex digits".into()));
@@ -91,9 +102,7 @@ pub struct TwilioSmsNotifier {
 impl TwilioSmsNotifier {
     /// Fails on invalid settings (see [`TwilioSettings::problems`]).
     pub fn new(settings: TwilioSettings) -> Result<Self, String> {
-        if let Some((field, message)) = settings.problems().into_iter().next() {
-            return Err(format!("{field}: {message}"));
-        }
+        refuse_problems(settings.problems())?;
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
             settings.api_base.trim_end_matches('/'),
@@ -124,12 +133,13 @@ impl Notifier for TwilioSmsNotifier {
             .map_err(|e| transport_error(&e))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
+        // A success is a success even when its body is odd: retrying it would send the message
+        // again (Twilio takes no idempotency key on sends).
         if status.is_success() {
-            return if body["sid"].as_str().is_some_and(|sid| sid.starts_with("SM") || sid.starts_with("MM")) {
-                Ok(())
-            } else {
-                Err(NotifyError::Temporary { code: codes::PROVIDER_UNAVAILABLE })
-            };
+            if !body["sid"].as_str().is_some_and(|sid| sid.starts_with("SM") || sid.starts_with("MM")) {
+                tracing::warn!(reminder_id = %message.reminder_id, "Twilio accepted the message without a message SID");
+            }
+            return Ok(());
         }
         Err(classify(status, body["code"].as_i64()))
     }
@@ -140,8 +150,11 @@ fn classify(status: reqwest::StatusCode, code: Option<i64>) -> NotifyError {
     match code {
         Some(20429 | 14107) => NotifyError::Temporary { code: codes::RATE_LIMITED },
         Some(20003 | 20005) => NotifyError::Temporary { code: codes::PROVIDER_AUTH },
-        // Invalid number, not a mobile number, region not enabled, not reachable by SMS.
-        Some(21211 | 21408 | 21612 | 21614) => NotifyError::Permanent { code: codes::INVALID_RECIPIENT },
+        // The sender: region not enabled for the account, From not a valid or owned number,
+        // From not reachable from this account.
+        Some(21212 | 21408 | 21606 | 21659) => NotifyError::Temporary { code: codes::PROVIDER_CONFIG },
+        // Invalid number, not a mobile number, not reachable by SMS.
+        Some(21211 | 21612 | 21614) => NotifyError::Permanent { code: codes::INVALID_RECIPIENT },
         // The recipient replied STOP to this sender.
         Some(21610) => NotifyError::Permanent { code: codes::RECIPIENT_OPTED_OUT },
         _ => common_status_error(status).unwrap_or(NotifyError::Permanent { code: codes::REJECTED }),
@@ -166,6 +179,8 @@ mod tests {
     #[test]
     fn good_settings_have_no_problems() {
         assert_eq!(settings().problems(), vec![]);
+        let alphanumeric = TwilioSettings { from: Some("Praxis Mitte".chars().take(11).collect()), ..settings() };
+        assert_eq!(alphanumeric.problems(), vec![]);
         let with_service = TwilioSettings {
             from: None,
             messaging_service_sid: Some(format!("MG{}", "a".repeat(32))),
@@ -215,6 +230,7 @@ mod tests {
             classify(reqwest::StatusCode::UNAUTHORIZED, Some(20003)),
             NotifyError::Temporary { code: codes::PROVIDER_AUTH }
         );
+        assert_eq!(classify(bad_request, Some(21408)), NotifyError::Temporary { code: codes::PROVIDER_CONFIG });
         assert_eq!(classify(bad_request, Some(21602)), NotifyError::Permanent { code: codes::REJECTED });
         assert_eq!(
             classify(reqwest::StatusCode::SERVICE_UNAVAILABLE, None),

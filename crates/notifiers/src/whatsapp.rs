@@ -8,7 +8,7 @@
 //! status webhooks.
 
 use crate::http::{client, common_status_error, transport_error};
-use crate::{Notifier, NotifyError, ReminderMessage, check_endpoint, codes};
+use crate::{Notifier, NotifyError, ReminderMessage, check_endpoint, codes, refuse_problems};
 use async_trait::async_trait;
 use kernel::Secret;
 use serde::{Deserialize, Serialize};
@@ -104,9 +104,7 @@ pub struct WhatsAppCloudNotifier {
 impl WhatsAppCloudNotifier {
     /// Fails on invalid settings (see [`WhatsAppSettings::problems`]).
     pub fn new(settings: WhatsAppSettings) -> Result<Self, String> {
-        if let Some((field, message)) = settings.problems().into_iter().next() {
-            return Err(format!("{field}: {message}"));
-        }
+        refuse_problems(settings.problems())?;
         let url = format!(
             "{}/{}/{}/messages",
             settings.api_base.trim_end_matches('/'),
@@ -147,15 +145,14 @@ impl Notifier for WhatsAppCloudNotifier {
             .await
             .map_err(|e| transport_error(&e))?;
         let status = response.status();
-        // The body of an error names the code; a success carries the message id, which is all
-        // there is to check (`messages[0].id`).
+        // The body of an error names the code. A success is a success even when its body is
+        // odd: retrying it would send the message again (Meta takes no idempotency key).
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
-            return if body["messages"][0]["id"].is_string() {
-                Ok(())
-            } else {
-                Err(NotifyError::Temporary { code: codes::PROVIDER_UNAVAILABLE })
-            };
+            if !body["messages"][0]["id"].is_string() {
+                tracing::warn!(reminder_id = %message.reminder_id, "WhatsApp accepted the message without a message id");
+            }
+            return Ok(());
         }
         Err(classify(status, body["error"]["code"].as_i64()))
     }
@@ -168,6 +165,8 @@ fn classify(status: reqwest::StatusCode, code: Option<i64>) -> NotifyError {
         Some(4 | 80007 | 130429 | 131048 | 131056) => NotifyError::Temporary { code: codes::RATE_LIMITED },
         // Token expired or invalid, permission missing.
         Some(0 | 3 | 10 | 190 | 200..=299) => NotifyError::Temporary { code: codes::PROVIDER_AUTH },
+        // The sending account: locked, unpaid, number not registered, blocked by policy.
+        Some(368 | 131031 | 131042 | 133010) => NotifyError::Temporary { code: codes::PROVIDER_CONFIG },
         // Generic and service errors.
         Some(1 | 2 | 131000 | 131016 | 133004) => NotifyError::Temporary { code: codes::PROVIDER_UNAVAILABLE },
         // Undeliverable, or not a WhatsApp user / not in the test recipients list.
@@ -233,6 +232,7 @@ mod tests {
             classify(reqwest::StatusCode::UNAUTHORIZED, Some(190)),
             NotifyError::Temporary { code: codes::PROVIDER_AUTH }
         );
+        assert_eq!(classify(bad_request, Some(131042)), NotifyError::Temporary { code: codes::PROVIDER_CONFIG });
         assert_eq!(classify(bad_request, Some(100)), NotifyError::Permanent { code: codes::REJECTED });
         assert_eq!(
             classify(reqwest::StatusCode::BAD_GATEWAY, None),
