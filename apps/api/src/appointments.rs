@@ -177,6 +177,23 @@ impl RemindersConfig {
         self.channels.iter().filter_map(|c| c.parse().ok()).collect()
     }
 
+    /// The provider credentials of the configured channels (for the start-up line that says
+    /// which secrets are set; a configured section cannot lack its required secret).
+    pub fn secret_statuses(&self) -> Vec<crate::config::SecretStatus> {
+        let status = |field, configured, required| crate::config::SecretStatus { field, configured, required };
+        let mut statuses = Vec::new();
+        if self.whatsapp.is_some() {
+            statuses.push(status("reminders.whatsapp.access_token", true, true));
+        }
+        if self.sms.is_some() {
+            statuses.push(status("reminders.sms.auth_token", true, true));
+        }
+        if let Some(email) = &self.email {
+            statuses.push(status("reminders.email.password", email.password.is_some(), false));
+        }
+        statuses
+    }
+
     /// Every problem of the section, naming the setting.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();

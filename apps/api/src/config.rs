@@ -815,6 +815,7 @@ impl Config {
         ]
         .into_iter()
         .chain(self.kms.secret_statuses())
+        .chain(self.reminders.secret_statuses())
         .collect()
     }
 
