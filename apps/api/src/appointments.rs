@@ -282,10 +282,23 @@ pub fn invalid_input(error: &SchedulingError) -> ApiError {
 
 /// An RFC 3339 instant (any offset; kept in UTC), or a 400 naming `field`.
 pub fn parse_instant(field: &str, text: &str) -> Result<OffsetDateTime, ApiError> {
-    OffsetDateTime::parse(text, &Rfc3339)
+    let instant = OffsetDateTime::parse(text, &Rfc3339)
         .ok()
         .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC))
-        .ok_or_else(|| invalid(field, "must be an RFC 3339 date-time such as 2026-05-04T09:00:00Z"))
+        .ok_or_else(|| invalid(field, "must be an RFC 3339 date-time such as 2026-05-04T09:00:00Z"))?;
+    check_instant_range(field, instant)
+}
+
+/// Instants Praxis accepts from a client: 1970 to 9000. Calendar arithmetic on them (a slot's
+/// end, a day or a query window added) then stays far inside what `time` (to 9999) and
+/// Postgres (from 4713 BC) can represent, so none of it can overflow into a panic or a database
+/// error.
+pub fn check_instant_range(field: &str, instant: OffsetDateTime) -> Result<OffsetDateTime, ApiError> {
+    if (1970..=9000).contains(&instant.year()) {
+        Ok(instant)
+    } else {
+        Err(invalid(field, "must lie between the years 1970 and 9000"))
+    }
 }
 
 /// An appointment kind, or a 400 naming `kind`.

@@ -266,6 +266,12 @@ impl From<store_postgres::StoreError> for ApiError {
                 tracing::warn!(error = %error, "database unavailable");
                 ApiError::ServiceUnavailable { detail: "A backing service is unavailable; try again shortly.".into() }
             }
+            store_postgres::StoreError::Contention(_) => {
+                tracing::warn!(error = %error, "transaction lost a race with a concurrent one");
+                ApiError::ServiceUnavailable {
+                    detail: "The request collided with a concurrent change and was undone whole; try again.".into(),
+                }
+            }
             other => ApiError::internal(other),
         }
     }

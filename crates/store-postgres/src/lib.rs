@@ -29,6 +29,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The transaction lost a race with a concurrent one (deadlock detected, serialization
+    /// failure) and was rolled back whole: transient, the request may simply be repeated.
+    #[error("transaction aborted by a concurrent one: {0}")]
+    Contention(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -39,12 +43,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Maps connection-level failures (pool timeout, refused, closed) to `Unavailable`, which the
-    /// API answers with 503 rather than 500.
+    /// Maps connection-level failures (pool timeout, refused, closed) to `Unavailable` and lost
+    /// races (SQLSTATE 40P01 deadlock, 40001 serialization failure) to `Contention`, both of
+    /// which the API answers with 503 (try again) rather than 500.
     pub fn classify(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 StoreError::Unavailable(error)
+            }
+            sqlx::Error::Database(ref db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
+                StoreError::Contention(error)
             }
             other => StoreError::Database(other),
         }

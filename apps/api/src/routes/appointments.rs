@@ -14,8 +14,8 @@
 //! audit entry in its own transaction; reminders are planned, replanned and dropped in it too.
 
 use crate::appointments::{
-    self as support, Audience, CANCEL_NOTE, NOTES, SlotRefusal, check_calendar, conflicting_slot, invalid,
-    invalid_input, note_text, open_note, parse_instant, parse_kind, seal_note, sealing_key,
+    self as support, Audience, CANCEL_NOTE, NOTES, SlotRefusal, check_calendar, check_instant_range, conflicting_slot,
+    invalid, invalid_input, note_text, open_note, parse_instant, parse_kind, seal_note, sealing_key,
 };
 use crate::auth::{Principal, with_request};
 use crate::error::ApiError;
@@ -474,6 +474,7 @@ fn parse_cursor(raw: &str) -> Result<AppointmentCursor, ApiError> {
     let micros: i128 = micros.parse().map_err(|_| bad())?;
     let start =
         OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000).ok_or_else(bad)?).map_err(|_| bad())?;
+    let start = check_instant_range("cursor", start).map_err(|_| bad())?;
     Ok(AppointmentCursor { start, id: id.parse().map_err(|_| bad())? })
 }
 
@@ -634,14 +635,25 @@ async fn update_appointment(
     if new_notes.is_some() {
         changed.push("notes");
     }
-    let (state_ref, principal_ref, planned_ref, notes_ref, changed_ref) =
-        (&state, &principal, &planned, &new_notes, &changed);
+    let (state_ref, principal_ref, planned_ref, notes_ref, changed_ref, current_ref, moved_ref) =
+        (&state, &principal, &planned, &new_notes, &changed, &current, rebook);
     let view = with_retries(&state, &principal, therapist, slot, Some(id), || async move {
         let (state, principal) = (state_ref, principal_ref);
         let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
         let row = store::get(&mut tx, principal.tenant, id, true).await?.ok_or(ApiError::NotFound)?;
         if row.status.is_final() {
             return Err(Attempt::Failed(refuse_final(&row)));
+        }
+        // The slot and therapist written below were worked out from `current`, read before
+        // this lock: had someone moved the appointment in between, writing them would silently
+        // undo that move (and leave its reminders stale).
+        if moved_ref {
+            refuse_patient_after_start(principal, &row, now).map_err(Attempt::Failed)?;
+        }
+        if row.slot != current_ref.slot || row.therapist != current_ref.therapist {
+            return Err(Attempt::Failed(ApiError::Conflict {
+                detail: "The appointment was changed by someone else meanwhile; read it again and retry.".into(),
+            }));
         }
         let notes_enc = match notes_ref {
             None => row.notes_enc.clone(),
@@ -721,6 +733,7 @@ async fn cancel_appointment(
     row.status
         .transition_at(AppointmentStatus::Cancelled, row.slot.start(), now)
         .map_err(|e| transition_error(&e, &row, now))?;
+    refuse_patient_after_start(&principal, &row, now)?;
     let note_enc = match &note {
         Some(text) => {
             let key = sealing_key(&state, &mut tx, &principal.actor, principal.tenant, row.patient)
@@ -755,6 +768,22 @@ async fn cancel_appointment(
     let view = full_view(&state, &mut tx, &principal, &row).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// A patient may cancel or move an appointment only before it starts: afterwards only the
+/// practice records what happened (completed, no-show), and a patient's late cancellation
+/// must not erase a no-show.
+fn refuse_patient_after_start(
+    principal: &Principal,
+    row: &AppointmentRow,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    if principal.role == Some(Role::Patient) && now >= row.slot.start() {
+        return Err(ApiError::Conflict {
+            detail: "The appointment has started; please contact the practice to change it.".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A refused status change as a 409 listing what is allowed from the current status at `now`.

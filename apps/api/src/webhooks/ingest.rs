@@ -113,7 +113,20 @@ pub async fn ingest(
         return Ok(Outcome::Empty);
     }
     let namespace = claim_namespace(tenant, provider);
-    let held = claim_all(state, &namespace, &items).await;
+    let (mut held, claimed_elsewhere) = claim_all(state, &namespace, &items).await;
+    // A Redis claim says another copy started, not that it finished: it outlives a crash, a
+    // dropped request or a failed release for its whole TTL. Only the inbox proves an event was
+    // processed; a key claimed but not recorded is processed here, and the inbox's key decides
+    // (a copy still running makes this one wait, then see it recorded).
+    if !claimed_elsewhere.is_empty() {
+        let mut tx = begin(&state.db, &DbContext::service(tenant)).await?;
+        for key in claimed_elsewhere {
+            if !store_postgres::webhooks::is_recorded(&mut tx, tenant, provider.slug(), &key).await? {
+                held.push(Held { key, token: None });
+            }
+        }
+        tx.commit().await?;
+    }
     if held.is_empty() {
         return Ok(Outcome::Duplicate);
     }
@@ -126,10 +139,11 @@ pub async fn ingest(
     }
 }
 
-/// Claims every key; returns those this request may process. A key another copy holds is left
-/// out; when Redis cannot answer, every key is kept and Postgres alone decides.
-async fn claim_all(state: &AppState, namespace: &str, items: &[(String, Item<'_>)]) -> Vec<Held> {
+/// Claims every key; returns those this request may process, and those another copy claimed.
+/// When Redis cannot answer, every key is kept and Postgres alone decides.
+async fn claim_all(state: &AppState, namespace: &str, items: &[(String, Item<'_>)]) -> (Vec<Held>, Vec<String>) {
     let mut held = Vec::with_capacity(items.len());
+    let mut claimed_elsewhere = Vec::new();
     for (key, _) in items {
         // While the limiter knows Redis is down, it is not asked (each claim would wait out the
         // Redis timeout); the inbox's primary key still decides.
@@ -139,14 +153,14 @@ async fn claim_all(state: &AppState, namespace: &str, items: &[(String, Item<'_>
         }
         match state.idempotency.claim(namespace, key, CLAIM_TTL).await {
             Ok(Claim::Claimed(token)) => held.push(Held { key: key.clone(), token: Some(token) }),
-            Ok(Claim::Duplicate) => {}
+            Ok(Claim::Duplicate) => claimed_elsewhere.push(key.clone()),
             Err(error) => {
                 tracing::warn!(%error, "webhook idempotency claim unavailable; relying on the Postgres inbox");
                 held.push(Held { key: key.clone(), token: None });
             }
         }
     }
-    held
+    (held, claimed_elsewhere)
 }
 
 async fn release_all(state: &AppState, namespace: &str, held: &[Held]) {
@@ -154,8 +168,8 @@ async fn release_all(state: &AppState, namespace: &str, held: &[Held]) {
         if let Some(token) = &claim.token
             && let Err(error) = state.idempotency.release(namespace, &claim.key, token).await
         {
-            // The claim expires after CLAIM_TTL; until then the provider's retries are
-            // acknowledged as duplicates without being processed. Logged for the operator.
+            // The claim expires after CLAIM_TTL; until then each retry of the provider first
+            // checks the inbox (one more query) before it is processed. Logged for the operator.
             tracing::error!(%error, "could not release a webhook claim after a failed handler");
         }
     }
@@ -172,9 +186,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 const MAX_AUDIT_ID_BYTES: usize = 128;
 
 /// An audit resource id for an event key: the key itself when it is a plain token, else a
-/// digest (WhatsApp message ids are base64 with `=`, `+` and `/`).
+/// digest. WhatsApp message ids (`wamid.` + base64) are always digested: they encode the
+/// sender's phone number, and the audit trail is kept after a patient is erased.
 fn audit_resource_id(key: &str) -> String {
-    let plain = !key.is_empty()
+    let plain = !key.starts_with("wamid")
+        && !key.is_empty()
         && key.len() <= MAX_AUDIT_ID_BYTES
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if plain { key.to_owned() } else { format!("sha256:{}", hex::encode(&sha256(key.as_bytes())[..16])) }

@@ -328,6 +328,11 @@ async fn every_bad_input_is_refused_naming_the_problem() {
         (format!("{availability}?from={}&to={}", urlencode(&from), urlencode(&rfc3339(at(40, 0)))), "to"),
         (format!("{availability}?from={}&to={}&length_minutes=0", urlencode(&from), urlencode(&to)), "length_minutes"),
         (format!("{availability}?from={}&to={}&limit=5000", urlencode(&from), urlencode(&to)), "limit"),
+        // Instants at the edge of what can be represented: refused, never an overflow (a panic
+        // or a database error).
+        (format!("{availability}?from=9999-12-30T00:00:00Z&to=9999-12-31T12:00:00Z"), "from"),
+        (format!("/api/v1/therapists/{t}/absences?from=9999-12-01T00:00:00Z"), "from"),
+        (format!("/api/v1/appointments?cursor=-300000000000000000_{}", uuid::Uuid::nil()), "cursor"),
     ] {
         let problem = assert_problem(get(&app, &query, &s.admin).await, 400, INVALID).await;
         assert_eq!(problem["errors"][0]["field"], field, "{query}");
@@ -342,6 +347,7 @@ async fn every_bad_input_is_refused_naming_the_problem() {
         (json!({ "payment_state": "paid" }), "payment_state"),
         (json!({ "status": "completed" }), "status"),
         (json!({ "start": rfc3339(at(6, 9) + Duration::seconds(1)) }), "start"),
+        (json!({ "start": "9999-12-31T23:30:00Z" }), "start"),
         (json!({ "kind": "spa" }), "kind"),
     ] {
         let problem =
@@ -467,6 +473,46 @@ async fn illegal_transitions_are_409_listing_what_is_allowed() {
         assert_problem(post(&app, &format!("{past_path}/status"), &s.admin, status("no_show")).await, 409, ILLEGAL)
             .await;
     assert!(allowed(&problem).is_empty());
+    // A patient cannot cancel or move an appointment that has started (the practice records
+    // what happened), while the practice still can.
+    let started = Uuid::now_v7();
+    let mut tx = begin(&app.db.app_pool, &DbContext::user(tenant, s.practice.admin, Role::Admin)).await.unwrap();
+    let slot =
+        scheduling::Slot::new(SystemClock.now() - Duration::minutes(10), SystemClock.now() + Duration::minutes(40))
+            .unwrap();
+    store_postgres::appointments::insert(
+        &mut tx,
+        &store_postgres::appointments::NewAppointment {
+            id: started,
+            tenant,
+            patient: PatientId::from_uuid(s.patient_id.parse().unwrap()),
+            therapist: UserId::from_uuid(s.therapist_b_id.parse().unwrap()),
+            slot,
+            kind: scheduling::AppointmentKind::FollowUp,
+            notes_enc: None,
+            created_at: SystemClock.now(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let started_path = format!("/api/v1/appointments/{started}");
+    let late = json!({ "reason": "patient_request" });
+    let problem = assert_problem(
+        post(&app, &format!("{started_path}/cancel"), &s.patient, late.clone()).await,
+        409,
+        "urn:praxis:problem:conflict",
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("has started"), "{problem}");
+    let moved = json!({ "start": rfc3339(at(9, 9)), "end": rfc3339(at(9, 9) + Duration::minutes(50)) });
+    assert_problem(
+        send(&app, Method::PATCH, &started_path, &s.patient, Some(moved)).await,
+        409,
+        "urn:praxis:problem:conflict",
+    )
+    .await;
+    json_of(post(&app, &format!("{started_path}/cancel"), &s.receptionist, late).await, StatusCode::OK).await;
     // The database holds the same machine, whatever the caller: completed cannot become scheduled.
     let mut tx = begin(&app.db.app_pool, &DbContext::user(tenant, s.practice.admin, Role::Admin)).await.unwrap();
     let error = sqlx::query("UPDATE appointments SET status = 'scheduled' WHERE id = $1")

@@ -15,10 +15,11 @@ use api::webhooks::config::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kernel::{PatientId, Secret, TenantId};
+use kernel::{PatientId, Secret, SystemClock, TenantId};
 use reqwest::StatusCode;
 use ring::hmac;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use store_postgres::{DbContext, begin};
 
 const PUBLIC_BASE_URL: &str = "https://praxis.example.test";
@@ -676,6 +677,23 @@ async fn concurrent_copies_are_processed_once_even_after_flushall_or_without_red
     assert_eq!(deliver_at_once(&hooks, &no_redis, 20, &without).await, 1);
     assert_eq!(hooks.received().await, 3);
     assert_eq!(hooks.count("SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await, 3);
+}
+
+#[actix_web::test]
+async fn a_claim_left_behind_by_a_copy_that_never_finished_does_not_swallow_the_retry() {
+    let hooks = start_with(|_| {}).await;
+    // A copy claimed the event in Redis and then died before committing (a crash, a dropped
+    // request, a failed release): the claim stays for 24 h, the inbox never saw the event.
+    let state = api::AppState::from_config(Arc::new(hooks.app.config.clone()), Arc::new(SystemClock)).unwrap();
+    let namespace = format!("webhook:{}:stripe", hooks.tenant);
+    let claim = state.idempotency.claim(&namespace, "evt_orphaned", api::webhooks::ingest::CLAIM_TTL).await.unwrap();
+    assert!(matches!(claim, cache_redis::Claim::Claimed(_)));
+
+    // The provider's retry is processed, not acknowledged as a duplicate, and only once.
+    let body = stripe_body("evt_orphaned", "invoice.paid");
+    assert_eq!(deliver_at_once(&hooks, &hooks.app, 5, &body).await, 1);
+    assert_eq!(deliver_at_once(&hooks, &hooks.app, 1, &body).await, 0);
+    assert_eq!(hooks.count("SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await, 1);
 }
 
 /// A patient with a phone number and granted marketing consent on WhatsApp and SMS.
