@@ -29,6 +29,11 @@ pub const MAX_CHALLENGE_LEN: usize = 128;
 pub struct WhatsAppConfig {
     /// The Meta app secret(s) still accepted, newest first.
     pub app_secrets: Vec<Secret<String>>,
+    /// The WhatsApp Business phone number ids this endpoint's practice owns. When set, every
+    /// change in a delivery must name one of them in `metadata.phone_number_id`: one Meta app
+    /// (one app secret) may serve several practices, and the signature alone would not say
+    /// which practice a delivery is for. Empty: not checked (one app, one practice).
+    pub phone_number_ids: Vec<String>,
 }
 
 /// A verified delivery: the inbound messages and the status updates of sent messages.
@@ -79,7 +84,7 @@ pub struct WhatsAppStatus {
 /// Verifies the request, then parses it. The only way to a [`WhatsAppEvent`].
 pub fn receive(config: &WhatsAppConfig, request: &InboundRequest<'_>) -> Result<WhatsAppEvent, WebhookError> {
     verify(config, request)?;
-    parse(request.body)
+    parse(request.body, &config.phone_number_ids)
 }
 
 fn verify(config: &WhatsAppConfig, request: &InboundRequest<'_>) -> Result<(), WebhookError> {
@@ -164,9 +169,17 @@ struct WireChange {
 #[derive(Deserialize)]
 struct WireValue {
     #[serde(default)]
+    metadata: Option<WireMetadata>,
+    #[serde(default)]
     messages: Vec<WireMessage>,
     #[serde(default)]
     statuses: Vec<WireStatus>,
+}
+
+#[derive(Deserialize)]
+struct WireMetadata {
+    #[serde(default)]
+    phone_number_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -194,7 +207,7 @@ struct WireStatus {
     recipient_id: Option<String>,
 }
 
-fn parse(body: &[u8]) -> Result<WhatsAppEvent, WebhookError> {
+fn parse(body: &[u8], phone_number_ids: &[String]) -> Result<WhatsAppEvent, WebhookError> {
     let wire: WireNotification = CHECKS.json(body)?;
     if wire.object != "whatsapp_business_account" {
         return Err(CHECKS.reject(RejectReason::PayloadInvalid, "object is not whatsapp_business_account"));
@@ -209,6 +222,22 @@ fn parse(body: &[u8]) -> Result<WhatsAppEvent, WebhookError> {
     }
     if values.iter().map(|v| v.statuses.len()).sum::<usize>() > MAX_STATUSES {
         return Err(CHECKS.reject(RejectReason::PayloadInvalid, "more statuses than allowed"));
+    }
+
+    if !phone_number_ids.is_empty() {
+        let owned = |value: &WireValue| {
+            value
+                .metadata
+                .as_ref()
+                .and_then(|m| m.phone_number_id.as_deref())
+                .is_some_and(|id| phone_number_ids.iter().any(|own| own == id))
+        };
+        if !values.iter().all(owned) {
+            return Err(CHECKS.reject(
+                RejectReason::PayloadInvalid,
+                "metadata.phone_number_id is not one of this practice's phone numbers",
+            ));
+        }
     }
 
     let mut event = WhatsAppEvent { messages: Vec::new(), statuses: Vec::new() };

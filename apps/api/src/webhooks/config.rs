@@ -11,6 +11,7 @@
 //! [webhooks.tenants."0190f0a4-1b2c-7d3e-8f40-123456789abc".whatsapp]
 //! app_secrets = ["..."]
 //! verify_tokens = ["..."]
+//! phone_number_ids = ["106540352242922"]   # required when practices share a Meta app
 //! ```
 //!
 //! A practice's endpoint is `/webhooks/{provider}/{practice id}`: the practice comes from the URL
@@ -109,6 +110,11 @@ pub struct WhatsAppWebhook {
     pub app_secrets: Vec<Secret<String>>,
     /// Tokens accepted in the GET subscription handshake (`hub.verify_token`).
     pub verify_tokens: Vec<Secret<String>>,
+    /// The practice's WhatsApp Business phone number ids. Required when practices share a Meta
+    /// app (the same app secret): each delivery must then name one of these in
+    /// `metadata.phone_number_id`, or it is refused, so a delivery signed for one practice
+    /// cannot be posted to another's endpoint.
+    pub phone_number_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -240,6 +246,32 @@ impl WebhooksConfig {
                 }
             }
         }
+        // Practices sharing a Meta app (the same app secret): the signature cannot tell their
+        // deliveries apart, so each must name its phone number ids, and no id two practices.
+        let whatsapp: Vec<(&String, &WhatsAppWebhook)> =
+            self.tenants.iter().filter_map(|(tenant, t)| t.whatsapp.as_ref().map(|w| (tenant, w))).collect();
+        for (i, (tenant, mine)) in whatsapp.iter().enumerate() {
+            for (other, theirs) in &whatsapp[i + 1..] {
+                let shared_secret = mine.app_secrets.iter().any(|a| {
+                    !a.expose_secret().is_empty()
+                        && theirs.app_secrets.iter().any(|b| a.expose_secret() == b.expose_secret())
+                });
+                if shared_secret && (mine.phone_number_ids.is_empty() || theirs.phone_number_ids.is_empty()) {
+                    problems.push(Problem {
+                        field: "webhooks.tenants",
+                        message: format!(
+                            "{tenant} and {other} share a WhatsApp app secret: both need whatsapp.phone_number_ids"
+                        ),
+                    });
+                }
+                if mine.phone_number_ids.iter().any(|id| theirs.phone_number_ids.contains(id)) {
+                    problems.push(Problem {
+                        field: "webhooks.tenants",
+                        message: format!("{tenant} and {other} list the same whatsapp.phone_number_ids entry"),
+                    });
+                }
+            }
+        }
         if self.public_base_url.is_none() && self.tenants.values().any(|t| t.twilio.is_some()) {
             problems.push(Problem {
                 field: "webhooks.public_base_url",
@@ -307,6 +339,32 @@ mod tests {
         // missing Twilio URL.
         let found = messages(&config, Environment::Development);
         assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn practices_sharing_a_meta_app_must_each_name_their_own_phone_numbers() {
+        let whatsapp = |ids: &[&str]| TenantWebhooks {
+            whatsapp: Some(WhatsAppWebhook {
+                app_secrets: vec![secret("one-app-for-both")],
+                verify_tokens: vec![],
+                phone_number_ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            }),
+            ..TenantWebhooks::default()
+        };
+        let (a, b) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+        let mut config = WebhooksConfig::default();
+        config.tenants.insert(a.clone(), whatsapp(&["1001"]));
+        config.tenants.insert(b.clone(), whatsapp(&[]));
+        let found = messages(&config, Environment::Development);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("share a WhatsApp app secret: both need whatsapp.phone_number_ids"), "{found:?}");
+
+        config.tenants.insert(b.clone(), whatsapp(&["1001"]));
+        let found = messages(&config, Environment::Development);
+        assert!(found.iter().any(|m| m.contains("list the same whatsapp.phone_number_ids entry")), "{found:?}");
+
+        config.tenants.insert(b, whatsapp(&["2002"]));
+        assert_eq!(messages(&config, Environment::Development), Vec::<String>::new());
     }
 
     #[test]

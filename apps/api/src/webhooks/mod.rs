@@ -75,7 +75,10 @@ impl Endpoints {
             if let Some(whatsapp) = &providers.whatsapp {
                 endpoints.configs.insert(
                     Provider::WhatsApp,
-                    ProviderConfig::WhatsApp(WhatsAppConfig { app_secrets: whatsapp.app_secrets.clone() }),
+                    ProviderConfig::WhatsApp(WhatsAppConfig {
+                        app_secrets: whatsapp.app_secrets.clone(),
+                        phone_number_ids: whatsapp.phone_number_ids.clone(),
+                    }),
                 );
                 endpoints.whatsapp_verify_tokens.clone_from(&whatsapp.verify_tokens);
             }

@@ -90,6 +90,7 @@ fn configure(config: &mut Config, tenant: TenantId, s: &Secrets) {
             whatsapp: Some(WhatsAppWebhook {
                 app_secrets: secrets(&[&s.whatsapp, &s.whatsapp_old]),
                 verify_tokens: secrets(&[&s.verify_token]),
+                phone_number_ids: Vec::new(),
             }),
             twilio: Some(TwilioWebhook { auth_tokens: secrets(&[&s.twilio, &s.twilio_old]) }),
             vapi: Some(VapiWebhook { secrets: secrets(&[&s.vapi]), ..VapiWebhook::default() }),

@@ -44,7 +44,7 @@ fn whatsapp() -> Case {
     let sig = format!("sha256={}", hmac_sha256_hex(secret.expose_secret().as_bytes(), body));
     Case {
         headers: Headers::new().with("x-hub-signature-256", sig),
-        config: ProviderConfig::WhatsApp(WhatsAppConfig { app_secrets: vec![secret] }),
+        config: ProviderConfig::WhatsApp(WhatsAppConfig { app_secrets: vec![secret], phone_number_ids: Vec::new() }),
         body: body.to_vec(),
         url: URL.into(),
     }

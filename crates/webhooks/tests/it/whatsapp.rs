@@ -18,7 +18,7 @@ fn receive(config: &WhatsAppConfig, header: &str, body: &[u8]) -> Result<WhatsAp
 }
 
 fn config(secrets: &[&Secret<String>]) -> WhatsAppConfig {
-    WhatsAppConfig { app_secrets: secrets.iter().map(|s| (*s).clone()).collect() }
+    WhatsAppConfig { app_secrets: secrets.iter().map(|s| (*s).clone()).collect(), phone_number_ids: Vec::new() }
 }
 
 fn text_message(id: &str, from: &str, text: &str) -> Value {
@@ -230,4 +230,19 @@ fn subscription_handshake() {
     }
 
     assert_rejected(whatsapp::verify_subscription(&query(token, "1"), &[]), RejectReason::NoSecretConfigured, &[]);
+}
+
+#[test]
+fn a_delivery_for_another_practices_phone_number_is_refused_when_numbers_are_bound() {
+    let secret = random_secret("");
+    let body = notification(vec![(vec![text_message("wamid.bound", "4915112345678", "Hallo")], vec![])]);
+    let header = sign(&secret, &body);
+    // The notification names phone_number_id 106540352242922.
+    let mine = WhatsAppConfig { app_secrets: vec![secret.clone()], phone_number_ids: vec!["106540352242922".into()] };
+    assert_eq!(receive(&mine, &header, &body).unwrap().messages.len(), 1);
+    let theirs = WhatsAppConfig { app_secrets: vec![secret.clone()], phone_number_ids: vec!["999".into()] };
+    let error = receive(&theirs, &header, &body).unwrap_err();
+    assert_eq!(error.reason(), RejectReason::PayloadInvalid);
+    // Unbound (one app, one practice): not checked.
+    assert!(receive(&config(&[&secret]), &header, &body).is_ok());
 }
