@@ -327,10 +327,22 @@ async fn handle(
             inbound_message(state, conn, tenant, actor, &inbound, index_key, now).await
         }
         Item::Twilio(event) => twilio(state, conn, tenant, actor, event, index_key, now).await,
-        Item::Stripe(event) => stripe_payment(conn, tenant, event).await,
+        Item::Stripe(event) => {
+            if !payments_apply(state.config.environment, event.livemode) {
+                return Ok(json!({ "payment": "test_mode_ignored" }));
+            }
+            stripe_payment(conn, tenant, event).await
+        }
         // Recorded in the inbox (with their metadata, see `describe`) and acknowledged.
         Item::WhatsAppStatus(_) | Item::Vapi(_) | Item::Standard(_) => Ok(json!({})),
     }
+}
+
+/// Whether a Stripe event may move payment state here: in production only live-mode events,
+/// so a test-mode signing secret left in the list cannot mark a real appointment paid; test mode
+/// everywhere else (development runs against Stripe's test mode).
+fn payments_apply(environment: crate::config::Environment, livemode: bool) -> bool {
+    livemode || environment != crate::config::Environment::Production
 }
 
 /// A verified Stripe payment event moves the payment state of the appointment named in its
@@ -515,4 +527,18 @@ async fn withdraw_marketing(
         }));
     store_postgres::audit::append(conn, with_request(audit_event)).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_production_only_live_stripe_events_move_payment_state() {
+        use crate::config::Environment;
+        assert!(payments_apply(Environment::Production, true));
+        assert!(!payments_apply(Environment::Production, false));
+        assert!(payments_apply(Environment::Development, false));
+        assert!(payments_apply(Environment::Development, true));
+    }
 }
