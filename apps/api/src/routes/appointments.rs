@@ -561,7 +561,7 @@ fn refuse_final(row: &AppointmentRow) -> ApiError {
         (status = 200, description = "Changed; a move replans the reminders (the old ones are skipped as `appointment_moved`); audited as `appointment.update`", body = AppointmentView),
         (status = 400, description = "Malformed body, invalid field, or `status`/`payment_state` given (named)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such appointment, or not one the caller may see", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`slot-unavailable` for the new time, or `conflict`: the appointment is completed, cancelled or a no-show", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`slot-unavailable` for the new time, or `conflict`: the appointment is completed, cancelled or a no-show, was moved by someone else since it was read, or (a patient moving it) has started", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::CommonProblems,
     ))]
 async fn update_appointment(
@@ -708,7 +708,7 @@ async fn update_appointment(
         (status = 200, description = "Cancelled; the slot is free again, pending reminders are skipped as `appointment_cancelled`; audited as `appointment.cancel`", body = AppointmentView),
         (status = 400, description = "Malformed body or invalid field (`reason`, `note`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such appointment, or not one the caller may see", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`illegal-transition`: already completed, cancelled or a no-show (`allowed` lists what is possible)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`illegal-transition`: already completed, cancelled or a no-show (`allowed` lists what is possible); `conflict`: a patient cancelling an appointment that has started, or a concurrent change", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::CommonProblems,
     ))]
 async fn cancel_appointment(
