@@ -943,3 +943,52 @@ async fn payment_state(hooks: &Hooks, id: uuid::Uuid) -> String {
         .await
         .unwrap()
 }
+
+#[actix_web::test]
+async fn a_whatsapp_delivery_for_another_practices_number_is_refused_at_that_practices_endpoint() {
+    // Two practices on one Meta app (one app secret), each with its own phone number.
+    let base = TestApp::start_with(fast_hashing, api::server::no_extra_routes).await;
+    let (a, b) = (create_practice(&base, "Number A").await, create_practice(&base, "Number B").await);
+    let s = Secrets::generate();
+    let app = base
+        .sibling(|config| {
+            configure(config, a.tenant, &s);
+            let bound = |id: &str| TenantWebhooks {
+                whatsapp: Some(WhatsAppWebhook {
+                    app_secrets: secrets(&[&s.whatsapp]),
+                    verify_tokens: Vec::new(),
+                    phone_number_ids: vec![id.to_owned()],
+                }),
+                ..TenantWebhooks::default()
+            };
+            config.webhooks.tenants.insert(a.tenant.to_string(), bound("1001"));
+            config.webhooks.tenants.insert(b.tenant.to_string(), bound("2002"));
+        })
+        .await;
+    // A delivery Meta signed for practice A's number.
+    let body = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "1", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "4930100100", "phone_number_id": "1001" },
+            "messages": [{ "id": "wamid.for_a", "from": "4915123456789", "timestamp": now().to_string(),
+                           "type": "text", "text": { "body": "Hallo" } }]
+        }}]}]
+    })
+    .to_string();
+    let send = |tenant: TenantId| {
+        let request = app
+            .client
+            .post(app.url(&format!("/webhooks/whatsapp/{tenant}")))
+            .header("x-hub-signature-256", whatsapp_signature(&s.whatsapp, &body))
+            .body(body.clone());
+        async move { request.send().await.unwrap() }
+    };
+    // Posted to B's endpoint, the valid signature is not enough: refused, and nothing recorded for B.
+    assert_problem(send(b.tenant).await, 400, "urn:praxis:problem:bad-request").await;
+    // At A's endpoint it is processed.
+    let response = send(a.tenant).await;
+    assert_eq!(response.status(), 200);
+    let receipt: Value = response.json().await.unwrap();
+    assert_eq!(receipt["duplicate"], false);
+}
