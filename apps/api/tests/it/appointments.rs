@@ -395,6 +395,32 @@ fn urlencode(text: &str) -> String {
     text.replace('+', "%2B").replace(':', "%3A")
 }
 
+/// An appointment of the setup's patient written straight to the store, as the practice's admin:
+/// for times the API does not book (the past, one already started).
+async fn insert_unchecked(
+    app: &TestApp,
+    s: &Setup,
+    therapist: &str,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> Uuid {
+    let (id, tenant) = (Uuid::now_v7(), s.practice.tenant);
+    let mut tx = begin(&app.db.app_pool, &DbContext::user(tenant, s.practice.admin, Role::Admin)).await.unwrap();
+    let appointment = store_postgres::appointments::NewAppointment {
+        id,
+        tenant,
+        patient: PatientId::from_uuid(s.patient_id.parse().unwrap()),
+        therapist: UserId::from_uuid(therapist.parse().unwrap()),
+        slot: scheduling::Slot::new(start, end).unwrap(),
+        kind: scheduling::AppointmentKind::FollowUp,
+        notes_enc: None,
+        created_at: SystemClock.now(),
+    };
+    store_postgres::appointments::insert(&mut tx, &appointment).await.unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
 #[actix_web::test]
 async fn illegal_transitions_are_409_listing_what_is_allowed() {
     let app = start().await;
@@ -443,27 +469,9 @@ async fn illegal_transitions_are_409_listing_what_is_allowed() {
     assert!(problem["detail"].as_str().unwrap().contains("cancelled"));
 
     // An appointment that has started (written straight to the store: the API books no past).
-    let past = Uuid::now_v7();
     let tenant = s.practice.tenant;
-    let mut tx = begin(&app.db.app_pool, &DbContext::user(tenant, s.practice.admin, Role::Admin)).await.unwrap();
-    let slot =
-        scheduling::Slot::new(SystemClock.now() - Duration::hours(2), SystemClock.now() - Duration::hours(1)).unwrap();
-    store_postgres::appointments::insert(
-        &mut tx,
-        &store_postgres::appointments::NewAppointment {
-            id: past,
-            tenant,
-            patient: PatientId::from_uuid(s.patient_id.parse().unwrap()),
-            therapist: UserId::from_uuid(s.therapist_a_id.parse().unwrap()),
-            slot,
-            kind: scheduling::AppointmentKind::FollowUp,
-            notes_enc: None,
-            created_at: SystemClock.now(),
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    let now = SystemClock.now();
+    let past = insert_unchecked(&app, &s, &s.therapist_a_id, now - Duration::hours(2), now - Duration::hours(1)).await;
     let past_path = format!("/api/v1/appointments/{past}");
     let done =
         json_of(post(&app, &format!("{past_path}/status"), &s.therapist_a, status("completed")).await, StatusCode::OK)
@@ -475,27 +483,8 @@ async fn illegal_transitions_are_409_listing_what_is_allowed() {
     assert!(allowed(&problem).is_empty());
     // A patient cannot cancel or move an appointment that has started (the practice records
     // what happened), while the practice still can.
-    let started = Uuid::now_v7();
-    let mut tx = begin(&app.db.app_pool, &DbContext::user(tenant, s.practice.admin, Role::Admin)).await.unwrap();
-    let slot =
-        scheduling::Slot::new(SystemClock.now() - Duration::minutes(10), SystemClock.now() + Duration::minutes(40))
-            .unwrap();
-    store_postgres::appointments::insert(
-        &mut tx,
-        &store_postgres::appointments::NewAppointment {
-            id: started,
-            tenant,
-            patient: PatientId::from_uuid(s.patient_id.parse().unwrap()),
-            therapist: UserId::from_uuid(s.therapist_b_id.parse().unwrap()),
-            slot,
-            kind: scheduling::AppointmentKind::FollowUp,
-            notes_enc: None,
-            created_at: SystemClock.now(),
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    let started =
+        insert_unchecked(&app, &s, &s.therapist_b_id, now - Duration::minutes(10), now + Duration::minutes(40)).await;
     let started_path = format!("/api/v1/appointments/{started}");
     let late = json!({ "reason": "patient_request" });
     let problem = assert_problem(
