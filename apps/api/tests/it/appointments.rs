@@ -1445,3 +1445,31 @@ async fn the_providers_notifier_refuses_a_channel_without_its_settings() {
     assert!(about_reminders[1].contains("email is listed but [reminders.email] is not configured"), "{problems:?}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_worker_defers_reminders_when_its_lease_leaves_no_room_for_a_send() {
+    let app = start().await;
+    let s = setup(&app, "Lease").await;
+    let tenant = s.practice.tenant;
+    grant_reminders(&app, &s.receptionist, &s.patient_id, "grant").await;
+    let booked = book(&app, &s.admin, booking(&s.patient_id, &s.therapist_a_id, at(3, 10), 50)).await;
+    let clock = FixedClock::at(at(2, 10));
+    let notifier = Arc::new(RecordingNotifier::default());
+
+    // A lease shorter than one send may take: sending could outlast the claim, and another worker
+    // could then send the same reminder again. The worker leaves it instead.
+    let mut settings = WorkerSettings::from_config(&app.config.reminders);
+    settings.lease = Duration::seconds(10);
+    let worker_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let state = api::AppState::from_config(Arc::new(app.config.clone()), worker_clock.clone()).unwrap();
+    let report = ReminderWorker::new(state, worker_clock, notifier.clone(), settings).tick().await.unwrap();
+    assert_eq!((report.claimed, report.deferred, report.sent), (1, 1, 0), "{report:?}");
+    assert!(notifier.sent().is_empty());
+    assert_eq!(reminders_of(&app, tenant, booked["id"].as_str().unwrap()).await, [("pending".to_owned(), None)]);
+
+    // Once that claim has run out, a worker with a sensible lease sends it.
+    clock.advance(Duration::minutes(1));
+    let report = worker(&app, &clock, notifier.clone()).tick().await.unwrap();
+    assert_eq!((report.claimed, report.sent), (1, 1), "{report:?}");
+    app.stop().await;
+}

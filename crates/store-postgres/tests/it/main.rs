@@ -10,4 +10,5 @@ mod audit_privileges;
 mod audit_query;
 mod audit_retention;
 mod audit_tamper;
+mod errors;
 mod support;
