@@ -38,6 +38,8 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhooks::Endpoints>,
     /// Redis claims that keep concurrent copies of a webhook apart.
     pub idempotency: cache_redis::IdempotencyClaims,
+    /// Verified webhook deliveries waiting for a shared transaction (group commit).
+    pub webhook_batcher: Arc<crate::webhooks::batch::IngestBatcher>,
 }
 
 /// The state's clock as a `kernel::Clock` value, for components generic over the clock.
@@ -111,6 +113,7 @@ impl AppState {
             practice_keys: Arc::new(crate::patients::PracticeKeys::default()),
             webhooks: Arc::new(crate::webhooks::Endpoints::from_config(&config.webhooks)),
             idempotency: cache_redis::IdempotencyClaims::new(redis.clone()),
+            webhook_batcher: Arc::default(),
             kms,
             config,
             db,

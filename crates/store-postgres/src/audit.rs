@@ -113,8 +113,34 @@ pub async fn append(conn: &mut PgConnection, event: AuditEvent) -> Result<Chaine
     let tenant = event.tenant;
     let head = lock_head(conn, tenant).await?;
     let entry = next_entry(&head, event)?;
-    insert_entry(conn, &entry).await?;
+    insert_entries(conn, tenant, std::slice::from_ref(&entry)).await?;
     Ok(entry)
+}
+
+/// Appends `events`, in order, to their tenant's chain inside the caller's transaction: one
+/// head lock and one insert for all of them, however many there are. For work that commits
+/// many changes at once (a batch of webhook deliveries): the lock is taken once per batch, not
+/// once per entry. Every event must belong to the transaction's tenant; an invalid one refuses
+/// the whole call before the lock is taken. As [`append`] otherwise.
+pub async fn append_all(conn: &mut PgConnection, events: Vec<AuditEvent>) -> Result<Vec<ChainedEntry>, AuditStoreError> {
+    let Some(first) = events.first() else { return Ok(Vec::new()) };
+    let tenant = first.tenant;
+    // Refuse invalid events (and a mix of tenants) before taking the practice-wide lock.
+    for event in &events {
+        event.validate()?;
+        if event.tenant != tenant {
+            return Err(AuditStoreError::TenantContext { expected: tenant, found: Some(*event.tenant.as_uuid()) });
+        }
+    }
+    let mut head = lock_head(conn, tenant).await?;
+    let mut entries = Vec::with_capacity(events.len());
+    for event in events {
+        let entry = next_entry(&head, event)?;
+        head = ChainHead { seq: entry.seq, hash: entry.hash };
+        entries.push(entry);
+    }
+    insert_entries(conn, tenant, &entries).await?;
+    Ok(entries)
 }
 
 /// Locks the tenant's head row and returns the head, creating the row on the first append.
@@ -169,44 +195,94 @@ async fn select_head_for_update(
     }))
 }
 
-/// Inserts the entry and moves the head, in one round trip.
-async fn insert_entry(conn: &mut PgConnection, entry: &ChainedEntry) -> Result<(), AuditStoreError> {
-    let event = &entry.event;
-    let tenant = event.tenant;
-    let seq = i64::try_from(entry.seq).map_err(|_| AuditError::SequenceOverflow)?;
-    let actor = ActorColumns::of(&event.actor);
+/// Inserts consecutive entries of one tenant and moves the head to the last, in one round trip
+/// (the columns go as arrays, `UNNEST` makes them rows).
+async fn insert_entries(conn: &mut PgConnection, tenant: TenantId, entries: &[ChainedEntry]) -> Result<(), AuditStoreError> {
+    let Some(last) = entries.last() else { return Ok(()) };
+    let last_seq = i64::try_from(last.seq).map_err(|_| AuditError::SequenceOverflow)?;
+    let mut columns = EntryColumns::default();
+    for entry in entries {
+        columns.push(entry)?;
+    }
     let moved = sqlx::query(
         "WITH entry AS ( \
              INSERT INTO audit_entries (tenant_id, seq, prev_hash, hash, actor_kind, actor_tenant, actor_user, \
                  actor_role, actor_name, action, resource_type, resource_id, outcome, request_id, occurred_at, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             RETURNING tenant_id, seq, hash) \
-         UPDATE audit_heads h SET seq = entry.seq, hash = entry.hash FROM entry WHERE h.tenant_id = entry.tenant_id",
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::uuid[], $7::uuid[], \
+                 $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
+                 $15::timestamptz[], $16::jsonb[]) \
+             RETURNING seq, hash) \
+         UPDATE audit_heads h SET seq = entry.seq, hash = entry.hash FROM entry \
+         WHERE h.tenant_id = $1 AND entry.seq = $17",
     )
     .bind(tenant.as_uuid())
-    .bind(seq)
-    .bind(entry.prev_hash.as_slice())
-    .bind(entry.hash.as_slice())
-    .bind(actor.kind)
-    .bind(actor.tenant)
-    .bind(actor.user)
-    .bind(actor.role)
-    .bind(actor.name)
-    .bind(event.action.as_str())
-    .bind(&event.resource_type)
-    .bind(event.resource_id.as_deref())
-    .bind(event.outcome.as_str())
-    .bind(event.request_id.as_ref().map(|id| id.as_str()))
-    .bind(event.occurred_at)
-    .bind(&event.detail)
+    .bind(&columns.seq)
+    .bind(&columns.prev_hash)
+    .bind(&columns.hash)
+    .bind(&columns.actor_kind)
+    .bind(&columns.actor_tenant)
+    .bind(&columns.actor_user)
+    .bind(&columns.actor_role)
+    .bind(&columns.actor_name)
+    .bind(&columns.action)
+    .bind(&columns.resource_type)
+    .bind(&columns.resource_id)
+    .bind(&columns.outcome)
+    .bind(&columns.request_id)
+    .bind(&columns.occurred_at)
+    .bind(&columns.detail)
+    .bind(last_seq)
     .execute(&mut *conn)
     .await
     .map_err(AuditStoreError::db)?;
     if moved.rows_affected() != 1 {
         // The head row vanished under our lock: only possible if someone bypassed the schema.
-        return Err(AuditStoreError::CorruptRow { tenant, seq, reason: "chain head row missing during append" });
+        return Err(AuditStoreError::CorruptRow { tenant, seq: last_seq, reason: "chain head row missing during append" });
     }
     Ok(())
+}
+
+/// Entries spread over one array per column, for [`insert_entries`].
+#[derive(Default)]
+struct EntryColumns<'a> {
+    seq: Vec<i64>,
+    prev_hash: Vec<&'a [u8]>,
+    hash: Vec<&'a [u8]>,
+    actor_kind: Vec<&'static str>,
+    actor_tenant: Vec<Option<uuid::Uuid>>,
+    actor_user: Vec<Option<uuid::Uuid>>,
+    actor_role: Vec<Option<&'static str>>,
+    actor_name: Vec<Option<&'a str>>,
+    action: Vec<&'static str>,
+    resource_type: Vec<&'a str>,
+    resource_id: Vec<Option<&'a str>>,
+    outcome: Vec<&'static str>,
+    request_id: Vec<Option<&'a str>>,
+    occurred_at: Vec<time::OffsetDateTime>,
+    detail: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> EntryColumns<'a> {
+    fn push(&mut self, entry: &'a ChainedEntry) -> Result<(), AuditStoreError> {
+        let event = &entry.event;
+        let actor = ActorColumns::of(&event.actor);
+        self.seq.push(i64::try_from(entry.seq).map_err(|_| AuditError::SequenceOverflow)?);
+        self.prev_hash.push(entry.prev_hash.as_slice());
+        self.hash.push(entry.hash.as_slice());
+        self.actor_kind.push(actor.kind);
+        self.actor_tenant.push(actor.tenant);
+        self.actor_user.push(actor.user);
+        self.actor_role.push(actor.role);
+        self.actor_name.push(actor.name);
+        self.action.push(event.action.as_str());
+        self.resource_type.push(&event.resource_type);
+        self.resource_id.push(event.resource_id.as_deref());
+        self.outcome.push(event.outcome.as_str());
+        self.request_id.push(event.request_id.as_ref().map(|id| id.as_str()));
+        self.occurred_at.push(event.occurred_at);
+        self.detail.push(&event.detail);
+        Ok(())
+    }
 }
 
 /// The [`AuditLog`] port over Postgres.

@@ -40,6 +40,9 @@ pub enum StoreError {
     /// A stored value this code cannot have written (e.g. an unknown role name).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The caller broke a function's documented contract (e.g. one batch for several practices).
+    #[error("store misused: {0}")]
+    Misuse(&'static str),
 }
 
 impl StoreError {

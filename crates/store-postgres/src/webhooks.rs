@@ -32,21 +32,57 @@ pub struct InboxEvent<'a> {
 /// Inserts the event key unless it is already recorded. `true`: this transaction owns the event
 /// and must process it; `false`: it was processed before (a duplicate).
 pub async fn record_event(conn: &mut PgConnection, event: &InboxEvent<'_>) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let recorded = record_events(conn, std::slice::from_ref(event)).await?;
+    Ok(recorded.first().copied().unwrap_or(false))
+}
+
+/// [`record_event`] for many events of one practice in one statement (a batch of deliveries).
+/// Answers in `events`' order; of several events with the same provider and key, only the first
+/// can be `true`. Keys are inserted in sorted order, so two batches sharing keys queue on the
+/// first shared key instead of deadlocking.
+pub async fn record_events(conn: &mut PgConnection, events: &[InboxEvent<'_>]) -> Result<Vec<bool>, StoreError> {
+    let Some(first) = events.first() else { return Ok(Vec::new()) };
+    let tenant = first.tenant;
+    if events.iter().any(|e| e.tenant != tenant) {
+        return Err(StoreError::Misuse("a batch of inbox events spans several practices"));
+    }
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by(|&a, &b| (events[a].provider, events[a].event_key).cmp(&(events[b].provider, events[b].event_key)));
+    let mut provider = Vec::with_capacity(events.len());
+    let mut event_key = Vec::with_capacity(events.len());
+    let mut event_type = Vec::with_capacity(events.len());
+    let mut body_sha256 = Vec::with_capacity(events.len());
+    let mut received_at = Vec::with_capacity(events.len());
+    let mut detail = Vec::with_capacity(events.len());
+    for &i in &order {
+        let event = &events[i];
+        provider.push(event.provider);
+        event_key.push(event.event_key);
+        event_type.push(event.event_type);
+        body_sha256.push(event.body_sha256.as_slice());
+        received_at.push(event.received_at);
+        detail.push(&event.detail);
+    }
+    let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO webhook_inbox (tenant_id, provider, event_key, event_type, body_sha256, received_at, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, provider, event_key) DO NOTHING",
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[], $7::jsonb[]) \
+         ON CONFLICT (tenant_id, provider, event_key) DO NOTHING \
+         RETURNING provider, event_key",
     )
-    .bind(event.tenant.as_uuid())
-    .bind(event.provider)
-    .bind(event.event_key)
-    .bind(event.event_type)
-    .bind(event.body_sha256.as_slice())
-    .bind(event.received_at)
-    .bind(&event.detail)
-    .execute(&mut *conn)
+    .bind(tenant.as_uuid())
+    .bind(&provider)
+    .bind(&event_key)
+    .bind(&event_type)
+    .bind(&body_sha256)
+    .bind(&received_at)
+    .bind(&detail)
+    .fetch_all(&mut *conn)
     .await
     .map_err(StoreError::classify)?;
-    Ok(result.rows_affected() == 1)
+    let mut unclaimed: std::collections::HashSet<(&str, &str)> =
+        inserted.iter().map(|(provider, key)| (provider.as_str(), key.as_str())).collect();
+    // The first event with an inserted key owns it; later copies in the batch are duplicates.
+    Ok(events.iter().map(|event| unclaimed.remove(&(event.provider, event.event_key))).collect())
 }
 
 /// Whether an event key is recorded (for tests and operators).

@@ -215,7 +215,7 @@ async fn receive_limited(
             return rejected(state, req, endpoint, rejection.reason(), error).await;
         }
     };
-    match ingest::ingest(state, endpoint.tenant, &event, &body).await {
+    match ingest::ingest(state, endpoint.tenant, event, &body).await {
         Ok(Outcome::Duplicate) => HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: true }),
         Ok(Outcome::Processed { .. } | Outcome::Empty) => {
             HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: false })

@@ -20,7 +20,15 @@
 //!
 //! Each runs in the one transaction (context `DbContext::service(practice)`, actor
 //! `Actor::Webhook`) that also records the inbox rows and the `webhook.received` audit entry:
-//! all of it commits, or none of it.
+//! all of it commits, or none of it. The request answers only after that commit.
+//!
+//! # Group commit
+//!
+//! Deliveries of one practice that are ready at the same moment share that transaction
+//! (`super::batch`): one inbox insert, one audit-chain lock and one commit for all of them, so a
+//! practice's webhooks are not queued one commit at a time behind its audit chain. If anything in
+//! a shared transaction fails, it is rolled back whole and each delivery is processed again in a
+//! transaction of its own: a delivery that fails alone still fails alone, and the others commit.
 
 use crate::auth::with_request;
 use crate::error::ApiError;
@@ -29,7 +37,7 @@ use audit::{Action, AuditEvent};
 use cache_redis::{Claim, ClaimToken};
 use consent::{ConsentAction, ConsentCommand, ConsentError, ConsentRecord, Evidence, InboundChannel, NoteRef};
 use crypto::BlindIndexKey;
-use kernel::{Actor, PatientId, Pii, TenantId};
+use kernel::{Actor, PatientId, Pii, RequestId, TenantId};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use std::sync::Arc;
@@ -62,6 +70,7 @@ pub enum Outcome {
 }
 
 /// One unit of a delivery with its own de-duplication key.
+#[derive(Clone, Copy)]
 enum Item<'e> {
     Stripe(&'e StripeEvent),
     WhatsAppMessage(&'e WhatsAppMessage),
@@ -104,11 +113,11 @@ fn claim_namespace(tenant: TenantId, provider: Provider) -> String {
 pub async fn ingest(
     state: &AppState,
     tenant: TenantId,
-    event: &WebhookEvent,
+    event: WebhookEvent,
     body: &[u8],
 ) -> Result<Outcome, ApiError> {
     let provider = event.provider();
-    let items = items(event)?;
+    let items = items(&event)?;
     if items.is_empty() {
         return Ok(Outcome::Empty);
     }
@@ -130,13 +139,40 @@ pub async fn ingest(
     if held.is_empty() {
         return Ok(Outcome::Duplicate);
     }
-    match process(state, tenant, provider, &items, &held, body).await {
-        Ok(outcome) => Ok(outcome),
-        Err(error) => {
-            release_all(state, &namespace, &held).await;
-            Err(error)
-        }
+    let result = prepare_and_process(state, tenant, event, &held, body).await;
+    if result.is_err() {
+        release_all(state, &namespace, &held).await;
     }
+    result
+}
+
+/// Fetches what the handlers need outside the transaction, then hands the delivery to the
+/// practice's next shared transaction and waits for its commit.
+async fn prepare_and_process(
+    state: &AppState,
+    tenant: TenantId,
+    event: WebhookEvent,
+    held: &[Held],
+    body: &[u8],
+) -> Result<Outcome, ApiError> {
+    // Matching senders to patients needs the practice's blind-index key; fetched (or created)
+    // before the transaction, in its own, so no lock waits on the KMS.
+    let needs_index = items(&event)?.iter().any(|(_, item)| matches!(item, Item::WhatsAppMessage(_) | Item::Twilio(_)));
+    let index_key = if needs_index {
+        let actor = Actor::Webhook { provider: event.provider().slug().to_owned() };
+        Some(crate::patients::blind_index_key(state, tenant, &actor).await?)
+    } else {
+        None
+    };
+    let delivery = Delivery {
+        tenant,
+        event,
+        held: held.iter().map(|h| h.key.clone()).collect(),
+        body_sha256: sha256(body),
+        index_key,
+        request_id: crate::error::current_request_id(),
+    };
+    state.webhook_batcher.process(state, delivery).await
 }
 
 /// Claims every key; returns those this request may process, and those another copy claimed.
@@ -196,60 +232,113 @@ fn audit_resource_id(key: &str) -> String {
     if plain { key.to_owned() } else { format!("sha256:{}", hex::encode(&sha256(key.as_bytes())[..16])) }
 }
 
-async fn process(
+/// A verified delivery whose event keys this request holds, ready for a shared transaction.
+pub(super) struct Delivery {
+    pub tenant: TenantId,
+    pub event: WebhookEvent,
+    /// The keys this request processes (claimed, or claimed elsewhere but not recorded).
+    pub held: Vec<String>,
+    pub body_sha256: [u8; 32],
+    /// The practice's blind-index key, when an item matches senders to patients.
+    pub index_key: Option<Arc<BlindIndexKey>>,
+    /// The id of the request that received it, for its audit entries.
+    pub request_id: Option<RequestId>,
+}
+
+/// One held item of a delivery in a batch.
+struct Pending<'d> {
+    delivery: usize,
+    key: &'d str,
+    item: Item<'d>,
+    event_type: String,
+    facts: Value,
+}
+
+/// Processes deliveries of `tenant` in one transaction: their inbox rows in one insert, the
+/// handlers of the new items in order, one `webhook.received` entry per delivery with a new
+/// item (one chain lock for all). Answers in `deliveries`' order. An error rolls back all of it.
+pub(super) async fn process_batch(
     state: &AppState,
     tenant: TenantId,
-    provider: Provider,
-    items: &[(String, Item<'_>)],
-    held: &[Held],
-    body: &[u8],
-) -> Result<Outcome, ApiError> {
-    let actor = Actor::Webhook { provider: provider.slug().to_owned() };
+    deliveries: &[Delivery],
+) -> Result<Vec<Outcome>, ApiError> {
     let now = state.clock.now();
-    let body_sha256 = sha256(body);
-    // Matching senders to patients needs the practice's blind-index key; fetched (or created)
-    // before the transaction, in its own, so no lock waits on the KMS.
-    let needs_index = items.iter().any(|(_, item)| matches!(item, Item::WhatsAppMessage(_) | Item::Twilio(_)));
-    let index_key =
-        if needs_index { Some(crate::patients::blind_index_key(state, tenant, &actor).await?) } else { None };
+    let items_of: Vec<Vec<(String, Item<'_>)>> =
+        deliveries.iter().map(|delivery| items(&delivery.event)).collect::<Result<_, _>>()?;
+    let mut pending = Vec::new();
+    for (index, (delivery, items)) in deliveries.iter().zip(&items_of).enumerate() {
+        for (key, item) in items {
+            if delivery.held.iter().any(|held| held == key) {
+                let (event_type, facts) = describe(item);
+                pending.push(Pending { delivery: index, key, item: *item, event_type, facts });
+            }
+        }
+    }
+    let inbox: Vec<InboxEvent<'_>> = pending
+        .iter()
+        .map(|p| {
+            let delivery = &deliveries[p.delivery];
+            InboxEvent {
+                tenant,
+                provider: delivery.event.provider().slug(),
+                event_key: p.key,
+                event_type: &p.event_type,
+                body_sha256: delivery.body_sha256,
+                received_at: now,
+                detail: p.facts.clone(),
+            }
+        })
+        .collect();
 
     let mut tx = begin(&state.db, &DbContext::service(tenant)).await?;
-    let mut processed: Vec<(&str, String, Value)> = Vec::new();
-    for (key, item) in items {
-        if !held.iter().any(|h| &h.key == key) {
-            continue;
-        }
-        let (event_type, facts) = describe(item);
-        let inbox = InboxEvent {
-            tenant,
-            provider: provider.slug(),
-            event_key: key,
-            event_type: &event_type,
-            body_sha256,
-            received_at: now,
-            detail: facts.clone(),
-        };
-        // First write for the key: a concurrent copy waits here until this transaction ends.
-        if !store_postgres::webhooks::record_event(&mut tx, &inbox).await? {
+    // First write for the keys: a concurrent copy waits on its key until this transaction ends.
+    let new = store_postgres::webhooks::record_events(&mut tx, &inbox).await?;
+    let mut processed: Vec<Vec<(&str, &str, Value)>> = deliveries.iter().map(|_| Vec::new()).collect();
+    for (p, new) in pending.iter().zip(new) {
+        if !new {
             continue; // processed before (its claim was lost, or never asked for)
         }
-        let outcome = handle(state, &mut tx, tenant, &actor, item, index_key.as_ref(), now).await?;
-        processed.push((key.as_str(), event_type, merge(facts, outcome)));
+        let delivery = &deliveries[p.delivery];
+        let actor = Actor::Webhook { provider: delivery.event.provider().slug().to_owned() };
+        let handled = handle(state, &mut tx, tenant, &actor, &p.item, delivery.index_key.as_ref(), now);
+        let outcome = crate::error::in_request_scope(delivery.request_id.clone(), handled).await?;
+        processed[p.delivery].push((p.key, p.event_type.as_str(), merge(p.facts.clone(), outcome)));
     }
-    let Some((first_key, _, _)) = processed.first() else {
-        return Ok(Outcome::Duplicate);
-    };
-    let event_types: Vec<&str> = processed.iter().map(|(_, event_type, _)| event_type.as_str()).collect();
+    let received: Vec<AuditEvent> = deliveries
+        .iter()
+        .zip(&processed)
+        .filter_map(|(delivery, processed)| received_event(state, tenant, delivery, processed))
+        .collect();
+    store_postgres::audit::append_all(&mut tx, received).await?;
+    tx.commit().await?;
+    Ok(processed
+        .iter()
+        .map(|p| if p.is_empty() { Outcome::Duplicate } else { Outcome::Processed { events: p.len() } })
+        .collect())
+}
+
+/// The `webhook.received` entry of a delivery: its first processed key, the event types, and
+/// for a single event its facts. `None` when nothing in it was new.
+fn received_event(
+    state: &AppState,
+    tenant: TenantId,
+    delivery: &Delivery,
+    processed: &[(&str, &str, Value)],
+) -> Option<AuditEvent> {
+    let (first_key, _, _) = processed.first()?;
+    let event_types: Vec<&str> = processed.iter().map(|(_, event_type, _)| *event_type).collect();
     let mut detail = json!({ "events": processed.len(), "event_types": dedup_sorted(event_types) });
-    if let [(_, _, only)] = processed.as_slice() {
+    if let [(_, _, only)] = processed {
         detail = merge(detail, only.clone());
     }
+    let actor = Actor::Webhook { provider: delivery.event.provider().slug().to_owned() };
     let event = AuditEvent::new(tenant, actor, Action::WebhookReceived, "webhook_event", &*state.clock)
         .with_resource_id(audit_resource_id(first_key))
         .with_detail(detail);
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
-    Ok(Outcome::Processed { events: processed.len() })
+    Some(match &delivery.request_id {
+        Some(id) => event.with_request_id(id.clone()),
+        None => event,
+    })
 }
 
 /// `base` with the members of `more` added (both JSON objects).

@@ -3,6 +3,7 @@
 //! handlers. The HTTP side is `crate::routes::webhooks`; verification and parsing are the pure
 //! `webhooks` crate.
 
+pub mod batch;
 pub mod config;
 pub mod ingest;
 

@@ -1,0 +1,315 @@
+//! Group commit for webhook deliveries.
+//!
+//! A delivery's work is a short transaction that ends by appending to its practice's audit chain,
+//! whose head stays locked until the commit. One transaction per delivery therefore lets a
+//! practice's webhooks through one commit at a time, however many arrive together. Instead,
+//! each verified delivery joins a queue, and up to [`MAX_RUNNERS`] runners take everything
+//! waiting (at most [`MAX_BATCH`] deliveries) and process it in one transaction per practice
+//! (`ingest::process_batch`): one inbox insert, one chain lock, one commit. A delivery's request
+//! waits for that commit before it answers, so an acknowledged event is durably processed, as
+//! before.
+//!
+//! Nothing waits for a batch to fill: a delivery that finds a runner free is processed at once
+//! (a batch of one), and batches grow only while the runners are busy, that is, under load. The
+//! queue holds only deliveries whose requests are waiting; the API stays stateless.
+//!
+//! A shared transaction that fails is rolled back whole; its deliveries are then processed one
+//! transaction each, so one delivery's failing handler (or a lost race with another batch) fails
+//! that delivery alone.
+//!
+//! A runner is a task of its own: a client that hangs up does not cancel a transaction other
+//! deliveries share (its event is still processed; the provider's retry finds it recorded).
+
+use super::ingest::{Delivery, Outcome, process_batch};
+use crate::error::ApiError;
+use crate::state::AppState;
+use kernel::TenantId;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use tokio::sync::oneshot;
+
+/// Most deliveries in one shared transaction: bounds how long its chain lock is held and how
+/// much one rollback costs.
+pub const MAX_BATCH: usize = 64;
+
+/// Most batches processed at once (each holds one database connection). Batches of one practice
+/// still commit one after another (the chain lock), but overlap everything before it.
+pub const MAX_RUNNERS: usize = 4;
+
+/// The queue of deliveries waiting for a shared transaction.
+#[derive(Debug, Default)]
+pub struct IngestBatcher {
+    queue: Mutex<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// Runners started and not yet finished.
+    runners: usize,
+}
+
+struct Waiting {
+    delivery: Delivery,
+    reply: oneshot::Sender<Result<Outcome, ApiError>>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting").field("tenant", &self.delivery.tenant).finish_non_exhaustive()
+    }
+}
+
+impl IngestBatcher {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding the lock; a poisoned queue is still a consistent one.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Processes `delivery` in the next shared transaction of its practice and returns its
+    /// outcome once that transaction has committed (or its error).
+    pub(super) async fn process(&self, state: &AppState, delivery: Delivery) -> Result<Outcome, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let start_runner = {
+            let mut queue = self.queue();
+            queue.waiting.push(Waiting { delivery, reply });
+            let free = queue.runners < MAX_RUNNERS;
+            if free {
+                queue.runners += 1;
+            }
+            free
+        };
+        if start_runner {
+            tokio::spawn(run(state.clone()));
+        }
+        answer.await.map_err(|_| ApiError::ServiceUnavailable {
+            detail: "The server stopped before the webhook was processed; retry the delivery.".into(),
+        })?
+    }
+
+    /// Up to [`MAX_BATCH`] waiting deliveries, oldest first; `None` when none wait, in which
+    /// case the calling runner is counted out in the same critical section (so a delivery queued
+    /// just after always finds a runner, or starts one).
+    fn next_batch(&self) -> Option<Vec<Waiting>> {
+        let mut queue = self.queue();
+        if queue.waiting.is_empty() {
+            queue.runners -= 1;
+            return None;
+        }
+        let take = queue.waiting.len().min(MAX_BATCH);
+        Some(queue.waiting.drain(..take).collect())
+    }
+}
+
+/// Counts a runner out if it ends without emptying the queue (its task panicked or was dropped
+/// with the runtime).
+struct RunnerSlot<'b> {
+    batcher: &'b IngestBatcher,
+    counted: bool,
+}
+
+impl Drop for RunnerSlot<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.batcher.queue().runners -= 1;
+        }
+    }
+}
+
+async fn run(state: AppState) {
+    let batcher = state.webhook_batcher.clone();
+    let mut slot = RunnerSlot { batcher: &batcher, counted: true };
+    loop {
+        let Some(batch) = batcher.next_batch() else {
+            slot.counted = false; // counted out by next_batch
+            return;
+        };
+        for (tenant, group) in by_tenant(batch) {
+            process_group(&state, tenant, group).await;
+        }
+    }
+}
+
+/// The batch split by practice (one transaction each), in order of arrival.
+fn by_tenant(batch: Vec<Waiting>) -> Vec<(TenantId, Vec<Waiting>)> {
+    let mut groups: Vec<(TenantId, Vec<Waiting>)> = Vec::new();
+    for waiting in batch {
+        let tenant = waiting.delivery.tenant;
+        match groups.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, group)) => group.push(waiting),
+            None => groups.push((tenant, vec![waiting])),
+        }
+    }
+    groups
+}
+
+async fn process_group(state: &AppState, tenant: TenantId, group: Vec<Waiting>) {
+    let (deliveries, replies): (Vec<Delivery>, Vec<_>) = group.into_iter().map(|w| (w.delivery, w.reply)).unzip();
+    match process_batch(state, tenant, &deliveries).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A request that is gone (the client hung up) has nobody to answer.
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(error) if deliveries.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(error));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(
+                deliveries = deliveries.len(),
+                error = %error,
+                "a shared webhook transaction failed; processing its deliveries one by one"
+            );
+            for (delivery, reply) in deliveries.iter().zip(replies) {
+                let result = process_batch(state, tenant, std::slice::from_ref(delivery)).await;
+                let outcome = result.and_then(|mut outcomes| {
+                    outcomes.pop().ok_or_else(|| ApiError::internal(anyhow::anyhow!("a batch of one had no outcome")))
+                });
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::config::Config;
+    use kernel::{Role, Secret, SystemClock, UserId};
+    use std::sync::Arc;
+    use store_postgres::{DbContext, begin};
+    use webhooks::{StandardEvent, WebhookEvent};
+
+    async fn state_with_practice() -> (testkit::TestDb, AppState, TenantId) {
+        let db = testkit::TestDb::new().await;
+        let redis = testkit::TestRedis::new();
+        let mut config = Config::default();
+        config.database.url = Some(Secret::new(db.app_url.clone()));
+        config.redis.url = Some(Secret::new(redis.url.clone()));
+        config.redis.key_prefix = redis.prefix.clone();
+        let state = AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap();
+        let tenant = TenantId::new();
+        let mut tx = begin(&db.app_pool, &DbContext::user(tenant, UserId::new(), Role::Admin)).await.unwrap();
+        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Batch')")
+            .bind(tenant.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        (db, state, tenant)
+    }
+
+    /// A Standard Webhooks delivery built past the parser, so a test can hand the database a key
+    /// the parser would never let through.
+    fn delivery(tenant: TenantId, webhook_id: &str) -> Delivery {
+        let event = StandardEvent {
+            webhook_id: webhook_id.to_owned(),
+            timestamp: time::OffsetDateTime::now_utc(),
+            event_type: Some("invoice.paid".to_owned()),
+            payload: serde_json::json!({}),
+        };
+        Delivery {
+            tenant,
+            event: WebhookEvent::Standard(event),
+            held: vec![webhook_id.to_owned()],
+            body_sha256: [7; 32],
+            index_key: None,
+            request_id: None,
+        }
+    }
+
+    /// Runs `deliveries` as one group, as a runner would, and returns their answers in order.
+    async fn run_as_one_group(state: &AppState, tenant: TenantId, deliveries: Vec<Delivery>) -> Vec<Result<Outcome, ApiError>> {
+        let mut answers = Vec::new();
+        let mut group = Vec::new();
+        for delivery in deliveries {
+            let (reply, answer) = oneshot::channel();
+            group.push(Waiting { delivery, reply });
+            answers.push(answer);
+        }
+        process_group(state, tenant, group).await;
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.expect("every delivery is answered"));
+        }
+        results
+    }
+
+    async fn count(db: &testkit::TestDb, tenant: TenantId, sql: &str) -> i64 {
+        let mut tx = begin(&db.app_pool, &DbContext::service(tenant)).await.unwrap();
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(tenant.as_uuid()).fetch_one(&mut *tx).await.unwrap()
+    }
+
+    #[actix_web::test]
+    async fn deliveries_sharing_a_transaction_are_each_processed_once_and_audited_once() {
+        let (db, state, tenant) = state_with_practice().await;
+        let results = run_as_one_group(
+            &state,
+            tenant,
+            vec![delivery(tenant, "msg_1"), delivery(tenant, "msg_2"), delivery(tenant, "msg_1"), delivery(tenant, "msg_3")],
+        )
+        .await;
+        let outcomes: Vec<Outcome> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Processed { events: 1 },
+                Outcome::Processed { events: 1 },
+                Outcome::Duplicate, // the second copy of msg_1 in the same batch
+                Outcome::Processed { events: 1 },
+            ]
+        );
+        assert_eq!(count(&db, tenant, "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await, 3);
+        let received = "SELECT count(*) FROM audit_entries WHERE tenant_id = $1 AND action = 'webhook.received'";
+        assert_eq!(count(&db, tenant, received).await, 3);
+        // The entries appended together chain like any others.
+        assert!(state.audit.verify_chain(tenant).await.unwrap().is_intact());
+
+        // A later batch finds them recorded.
+        let again = run_as_one_group(&state, tenant, vec![delivery(tenant, "msg_2"), delivery(tenant, "msg_4")]).await;
+        let again: Vec<Outcome> = again.into_iter().map(Result::unwrap).collect();
+        assert_eq!(again, [Outcome::Duplicate, Outcome::Processed { events: 1 }]);
+        assert!(state.audit.verify_chain(tenant).await.unwrap().is_intact());
+    }
+
+    #[actix_web::test]
+    async fn a_delivery_that_fails_in_a_shared_transaction_fails_alone() {
+        let (db, state, tenant) = state_with_practice().await;
+        // An event key longer than the inbox accepts (the parser caps ids far below): its insert
+        // fails, and with it the shared transaction.
+        let too_long = "k".repeat(700);
+        let results = run_as_one_group(
+            &state,
+            tenant,
+            vec![delivery(tenant, "msg_a"), delivery(tenant, &too_long), delivery(tenant, "msg_b")],
+        )
+        .await;
+        assert_eq!(results[0].as_ref().unwrap(), &Outcome::Processed { events: 1 });
+        assert!(results[1].is_err(), "the failing delivery is refused");
+        assert_eq!(results[2].as_ref().unwrap(), &Outcome::Processed { events: 1 });
+        // Nothing of the failed one was written; the others were written once.
+        assert_eq!(count(&db, tenant, "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await, 2);
+        let received = "SELECT count(*) FROM audit_entries WHERE tenant_id = $1 AND action = 'webhook.received'";
+        assert_eq!(count(&db, tenant, received).await, 2);
+        assert!(state.audit.verify_chain(tenant).await.unwrap().is_intact());
+    }
+
+    #[actix_web::test]
+    async fn deliveries_queued_at_once_are_all_answered() {
+        let (db, state, tenant) = state_with_practice().await;
+        // More than a batch holds and more than the runners take at once.
+        let requests = (0..3 * MAX_BATCH).map(|i| {
+            let state = state.clone();
+            async move { state.webhook_batcher.process(&state, delivery(tenant, &format!("evt_{i}"))).await }
+        });
+        let outcomes = futures_util::future::join_all(requests).await;
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(Outcome::Processed { events: 1 }))));
+        assert_eq!(count(&db, tenant, "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await, i64::try_from(3 * MAX_BATCH).unwrap());
+        assert_eq!(state.webhook_batcher.queue().runners, 0, "every runner is counted out once the queue is empty");
+        assert!(state.audit.verify_chain(tenant).await.unwrap().is_intact());
+    }
+}
