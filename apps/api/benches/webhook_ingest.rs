@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store_postgres::{DbContext, begin};
 
-/// Signed requests generated for each run: more than either server answers in 15 s, so (nearly)
-/// every request is a new event.
-const REQUESTS: usize = 60_000;
+/// Signed requests generated for each run: more than either server answers in 15 s, so every
+/// request is a new event (a server that ran out would be measured on the duplicate path).
+const REQUESTS: usize = 150_000;
 
 struct Load {
     rps: f64,
@@ -74,6 +74,20 @@ fn parse_wrk(output: &str) -> Load {
 
 fn load(dir: &PathBuf, url: &str, requests_file: &str) -> Load {
     let output = run_sh(dir).args(["load", url, requests_file]).output().expect("run.sh load");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+    println!("{text}");
+    parse_wrk(&text)
+}
+
+/// The same `wrk` load (1 thread, 32 connections, 15 s) on a route that does no work: Praxis's
+/// `GET /health/live` (no Redis, no Postgres). What this machine and load generator allow for
+/// any HTTP server here, measured in the same run: the ceiling the two servers share.
+fn ceiling(url: &str) -> Load {
+    let output = Command::new("wrk")
+        .args(["-t1", "-c32", "-d15s", "--latency", &format!("{url}/health/live")])
+        .output()
+        .expect("wrk");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
     println!("{text}");
@@ -214,6 +228,8 @@ async fn main() {
     println!("== Praxis ({praxis_url})");
     let praxis_load = load(&dir, &praxis_url, &file);
     let _ = std::fs::remove_file(&file);
+    println!("== HTTP ceiling: Praxis GET /health/live");
+    let ceiling = ceiling(&praxis_url);
 
     let stored: i64 = {
         let mut tx = begin(&db.app_pool, &DbContext::service(tenant)).await.unwrap();
@@ -226,12 +242,15 @@ async fn main() {
     println!();
     println!("| Stripe ingestion, wrk -t1 -c32 -d15s | requests/s | p50 | p99 | non-2xx | requests |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    for (name, run) in [("Express baseline", &express), ("Praxis", &praxis_load)] {
+    let runs =
+        [("Express baseline", &express), ("Praxis", &praxis_load), ("Ceiling: GET /health/live (no work)", &ceiling)];
+    for (name, run) in runs {
         println!("| {name} | {:.0} | {} | {} | {} | {} |", run.rps, run.p50, run.p99, run.non_2xx, run.requests);
     }
     println!(
-        "Praxis / baseline throughput: {:.2}x; Praxis stored {stored} events",
-        praxis_load.rps / express.rps.max(1.0)
+        "Praxis / baseline throughput: {:.2}x; Praxis stored {stored} events; the no-work ceiling is {:.2}x the baseline",
+        praxis_load.rps / express.rps.max(1.0),
+        ceiling.rps / express.rps.max(1.0)
     );
     drop(baseline);
     praxis_handle.stop(true).await;

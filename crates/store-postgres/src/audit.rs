@@ -122,7 +122,10 @@ pub async fn append(conn: &mut PgConnection, event: AuditEvent) -> Result<Chaine
 /// many changes at once (a batch of webhook deliveries): the lock is taken once per batch, not
 /// once per entry. Every event must belong to the transaction's tenant; an invalid one refuses
 /// the whole call before the lock is taken. As [`append`] otherwise.
-pub async fn append_all(conn: &mut PgConnection, events: Vec<AuditEvent>) -> Result<Vec<ChainedEntry>, AuditStoreError> {
+pub async fn append_all(
+    conn: &mut PgConnection,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<ChainedEntry>, AuditStoreError> {
     let Some(first) = events.first() else { return Ok(Vec::new()) };
     let tenant = first.tenant;
     // Refuse invalid events (and a mix of tenants) before taking the practice-wide lock.
@@ -197,7 +200,11 @@ async fn select_head_for_update(
 
 /// Inserts consecutive entries of one tenant and moves the head to the last, in one round trip
 /// (the columns go as arrays, `UNNEST` makes them rows).
-async fn insert_entries(conn: &mut PgConnection, tenant: TenantId, entries: &[ChainedEntry]) -> Result<(), AuditStoreError> {
+async fn insert_entries(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    entries: &[ChainedEntry],
+) -> Result<(), AuditStoreError> {
     let Some(last) = entries.last() else { return Ok(()) };
     let last_seq = i64::try_from(last.seq).map_err(|_| AuditError::SequenceOverflow)?;
     let mut columns = EntryColumns::default();
@@ -237,7 +244,11 @@ async fn insert_entries(conn: &mut PgConnection, tenant: TenantId, entries: &[Ch
     .map_err(AuditStoreError::db)?;
     if moved.rows_affected() != 1 {
         // The head row vanished under our lock: only possible if someone bypassed the schema.
-        return Err(AuditStoreError::CorruptRow { tenant, seq: last_seq, reason: "chain head row missing during append" });
+        return Err(AuditStoreError::CorruptRow {
+            tenant,
+            seq: last_seq,
+            reason: "chain head row missing during append",
+        });
     }
     Ok(())
 }

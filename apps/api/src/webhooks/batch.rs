@@ -223,7 +223,11 @@ mod tests {
     }
 
     /// Runs `deliveries` as one group, as a runner would, and returns their answers in order.
-    async fn run_as_one_group(state: &AppState, tenant: TenantId, deliveries: Vec<Delivery>) -> Vec<Result<Outcome, ApiError>> {
+    async fn run_as_one_group(
+        state: &AppState,
+        tenant: TenantId,
+        deliveries: Vec<Delivery>,
+    ) -> Vec<Result<Outcome, ApiError>> {
         let mut answers = Vec::new();
         let mut group = Vec::new();
         for delivery in deliveries {
@@ -241,7 +245,11 @@ mod tests {
 
     async fn count(db: &testkit::TestDb, tenant: TenantId, sql: &str) -> i64 {
         let mut tx = begin(&db.app_pool, &DbContext::service(tenant)).await.unwrap();
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(tenant.as_uuid()).fetch_one(&mut *tx).await.unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(tenant.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
     }
 
     #[actix_web::test]
@@ -250,7 +258,12 @@ mod tests {
         let results = run_as_one_group(
             &state,
             tenant,
-            vec![delivery(tenant, "msg_1"), delivery(tenant, "msg_2"), delivery(tenant, "msg_1"), delivery(tenant, "msg_3")],
+            vec![
+                delivery(tenant, "msg_1"),
+                delivery(tenant, "msg_2"),
+                delivery(tenant, "msg_1"),
+                delivery(tenant, "msg_3"),
+            ],
         )
         .await;
         let outcomes: Vec<Outcome> = results.into_iter().map(Result::unwrap).collect();
@@ -308,7 +321,10 @@ mod tests {
         });
         let outcomes = futures_util::future::join_all(requests).await;
         assert!(outcomes.iter().all(|o| matches!(o, Ok(Outcome::Processed { events: 1 }))));
-        assert_eq!(count(&db, tenant, "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await, i64::try_from(3 * MAX_BATCH).unwrap());
+        assert_eq!(
+            count(&db, tenant, "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await,
+            i64::try_from(3 * MAX_BATCH).unwrap()
+        );
         assert_eq!(state.webhook_batcher.queue().runners, 0, "every runner is counted out once the queue is empty");
         assert!(state.audit.verify_chain(tenant).await.unwrap().is_intact());
     }

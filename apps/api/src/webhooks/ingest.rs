@@ -110,12 +110,7 @@ fn claim_namespace(tenant: TenantId, provider: Provider) -> String {
 }
 
 /// Processes a verified delivery for `tenant` exactly once; see the module docs.
-pub async fn ingest(
-    state: &AppState,
-    tenant: TenantId,
-    event: WebhookEvent,
-    body: &[u8],
-) -> Result<Outcome, ApiError> {
+pub async fn ingest(state: &AppState, tenant: TenantId, event: WebhookEvent, body: &[u8]) -> Result<Outcome, ApiError> {
     let provider = event.provider();
     let items = items(&event)?;
     if items.is_empty() {

@@ -133,3 +133,59 @@ async fn the_head_follows_the_chain() {
     assert_eq!(ChainHead { seq: seq as u64, hash: hash.try_into().unwrap() }, entries[2].head());
     assert_eq!(entries[0].prev_hash, audit::GENESIS_HASH);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_appended_with_append_all_interleave_with_single_appends_into_one_chain() {
+    let db = TestDb::new().await;
+    let tenant = seed_tenant(&db).await;
+    let log = PgAuditLog::new(db.app_pool.clone());
+    let clock = clock();
+    // 10 batches of 5 racing 10 single appends, including for the very first entry.
+    let batches = (0..10u64).map(|b| {
+        let pool = db.app_pool.clone();
+        let events: Vec<_> = (0..5).map(|i| read_event(tenant, 100 + b * 5 + i, &clock)).collect();
+        tokio::spawn(async move {
+            let mut tx = begin(&pool, &DbContext::tenant(tenant)).await.unwrap();
+            let entries = store_postgres::audit::append_all(&mut tx, events).await.unwrap();
+            tx.commit().await.unwrap();
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>()
+        })
+    });
+    let singles = (0..10u64).map(|i| {
+        let log = log.clone();
+        let event = read_event(tenant, i, &clock);
+        tokio::spawn(async move { vec![log.append(event).await.unwrap().seq] })
+    });
+    let mut batch_seqs = Vec::new();
+    for seqs in join_all(batches).await {
+        let seqs = seqs.unwrap();
+        // A batch takes consecutive seqs: nothing interleaves inside it.
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        batch_seqs.extend(seqs);
+    }
+    assert_eq!(batch_seqs.len(), 50);
+    for seqs in join_all(singles).await {
+        seqs.unwrap();
+    }
+    assert_eq!(stored_seqs(&db, tenant).await, (1..=60).collect::<Vec<i64>>());
+    let report = log.verify(tenant).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.entries_checked, 60);
+}
+
+#[tokio::test]
+async fn append_all_refuses_a_batch_spanning_two_tenants_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let tenant = seed_tenant(&db).await;
+    let other = seed_tenant(&db).await;
+    let clock = clock();
+    let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
+    let mixed = vec![read_event(tenant, 1, &clock), read_event(other, 2, &clock)];
+    let refused = store_postgres::audit::append_all(&mut tx, mixed).await;
+    assert!(matches!(refused, Err(AuditStoreError::TenantContext { .. })), "{refused:?}");
+    // An empty batch is no append at all.
+    assert!(store_postgres::audit::append_all(&mut tx, Vec::new()).await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+    assert!(stored_seqs(&db, tenant).await.is_empty());
+    assert!(stored_seqs(&db, other).await.is_empty());
+}
