@@ -208,7 +208,7 @@ mod tests {
     fn delivery(tenant: TenantId, webhook_id: &str) -> Delivery {
         let event = StandardEvent {
             webhook_id: webhook_id.to_owned(),
-            timestamp: time::OffsetDateTime::now_utc(),
+            timestamp: kernel::Clock::now(&SystemClock),
             event_type: Some("invoice.paid".to_owned()),
             payload: serde_json::json!({}),
         };
