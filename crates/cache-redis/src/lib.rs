@@ -3,7 +3,7 @@
 //! Every key Praxis writes starts with a configured prefix (`praxis:` by default), so several
 //! deployments or test runs can share one Redis without seeing each other's keys.
 //!
-//! On top of [`RedisStore`] (pool, prefix, timeout, health):
+//! On top of [`RedisStore`] (one multiplexed connection, prefix, timeout, health):
 //!
 //! - [`RateLimiter`]: GCRA in one Lua script, timed by the Redis server's clock, so every app
 //!   instance enforces one shared limit. [`FallbackLimiter`] is the same algorithm in process for
@@ -23,7 +23,8 @@
 //! The block list is the exception: it must list addresses, so its keys end with the address in
 //! its canonical text form (which [`std::net::IpAddr`] parsing has already validated).
 
-use deadpool_redis::{Config, Pool, Runtime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 mod blocklist;
@@ -49,10 +50,21 @@ pub enum CacheError {
     Redis(#[from] redis::RedisError),
 }
 
-/// A Redis pool and the key prefix for this deployment.
+/// The Redis connection and the key prefix for this deployment.
+///
+/// # One multiplexed connection, not a pool
+///
+/// Every command goes over one connection per store (redis-rs' `ConnectionManager`): commands
+/// that tasks send at the same moment are written together and their replies read together, so
+/// under load Redis and Praxis each make one read and one write for many commands instead of one
+/// pair per command on a connection of a pool. Every command Praxis sends is short and
+/// non-blocking (no `BLPOP`, no `SUBSCRIBE`, no `MULTI` spanning awaits), which is what makes
+/// sharing one connection safe. The manager reconnects after the connection breaks.
 #[derive(Clone)]
 pub struct RedisStore {
-    pool: Pool,
+    client: redis::Client,
+    /// Created on first use, inside the async runtime (the manager spawns its I/O task there).
+    connection: Arc<OnceLock<ConnectionManager>>,
     prefix: String,
     timeout: Duration,
 }
@@ -64,21 +76,11 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Builds the pool without connecting: the first command connects. `timeout` bounds how long
+    /// Checks the URL without connecting: the first command connects. `timeout` bounds how long
     /// any one command may wait for a connection and an answer.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
-        let mut config = Config::from_url(url);
-        let mut pool_config = deadpool_redis::PoolConfig::new(32);
-        pool_config.timeouts.wait = Some(timeout);
-        pool_config.timeouts.create = Some(timeout);
-        pool_config.timeouts.recycle = Some(timeout);
-        config.pool = Some(pool_config);
-        let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
-        Ok(Self { pool, prefix: prefix.to_owned(), timeout })
-    }
-
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+        let client = redis::Client::open(url).map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
+        Ok(Self { client, connection: Arc::new(OnceLock::new()), prefix: prefix.to_owned(), timeout })
     }
 
     /// `prefix` + `key`: the only way adapters should name keys.
@@ -96,8 +98,23 @@ impl RedisStore {
         self.timeout
     }
 
-    pub async fn connection(&self) -> Result<deadpool_redis::Connection, CacheError> {
-        self.pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))
+    /// The shared connection (cheap to clone: clones send over the same connection).
+    pub async fn connection(&self) -> Result<ConnectionManager, CacheError> {
+        if let Some(connection) = self.connection.get() {
+            return Ok(connection.clone());
+        }
+        // Lazy: nothing is sent until the first command, which connects (within `timeout`).
+        // One connection attempt per command: a Redis that is down fails the command within
+        // its timeout instead of retrying behind it; the next command tries again.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        // Two tasks racing here may both build one; the first stored wins, the other is dropped
+        // before it ever connected.
+        Ok(self.connection.get_or_init(|| manager).clone())
     }
 
     /// Readiness probe: PING within the configured timeout.
@@ -117,12 +134,24 @@ impl RedisStore {
     /// Redis that accepts connections but never answers must not hold a request hostage.
     pub(crate) async fn with_connection<T, F, Fut>(&self, operation: F) -> Result<T, CacheError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, CacheError>>,
     {
         tokio_timeout(self.timeout, async {
             let conn = self.connection().await?;
-            operation(conn).await
+            match operation(conn).await {
+                // No connection (refused, dropped, timed out): Redis is unavailable, as opposed
+                // to a command it answered with an error.
+                Err(CacheError::Redis(error))
+                    if error.is_io_error()
+                        || error.is_connection_refusal()
+                        || error.is_connection_dropped()
+                        || error.is_timeout() =>
+                {
+                    Err(CacheError::Unavailable(error.to_string()))
+                }
+                other => other,
+            }
         })
         .await
     }
@@ -132,7 +161,7 @@ async fn tokio_timeout<T>(
     timeout: Duration,
     future: impl std::future::Future<Output = Result<T, CacheError>>,
 ) -> Result<T, CacheError> {
-    // deadpool's timeouts cover getting a connection; this also bounds the command itself.
+    // The manager's timeouts cover connecting and each reply; this bounds the whole operation.
     match tokio::time::timeout(timeout, future).await {
         Ok(result) => result,
         Err(_) => Err(CacheError::Unavailable(format!("no answer within {timeout:?}"))),
