@@ -18,6 +18,7 @@ use scheduling::{
     ReminderChannel, ReminderSkipReason, Slot, TimeRange, WeeklyHours,
 };
 use sqlx::{PgConnection, Row, postgres::PgRow};
+use std::collections::HashMap;
 use time::{OffsetDateTime, Time, Weekday};
 use uuid::Uuid;
 
@@ -372,26 +373,56 @@ pub async fn cancel(
 /// Returns `None` when no such appointment is visible, else `(state before the event, what the
 /// event did)`; the state after is `update.state_after(before)`. The row is locked while the
 /// rule ([`PaymentState::apply`]) runs, so concurrent deliveries are applied one after the other
-/// and the order-independent rule gives the same result whatever their order. Only this function
-/// marks its transaction so that the database's guard lets the payment state change: no API
-/// handler can set it.
+/// and the order-independent rule gives the same result whatever their order. Only this module
+/// ([`apply_locked_payment_event`]) marks its transaction so that the database's guard lets the
+/// payment state change: no API handler can set it.
 pub async fn apply_payment_event(
     conn: &mut PgConnection,
     tenant: TenantId,
     appointment_id: Uuid,
     event: PaymentEvent,
 ) -> Result<Option<(PaymentState, PaymentUpdate)>, StoreError> {
-    let current: Option<String> =
-        sqlx::query_scalar("SELECT payment_state FROM appointments WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-            .bind(tenant.as_uuid())
-            .bind(appointment_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(StoreError::classify)?;
-    let Some(current) = current else {
+    let mut states = lock_payment_states(conn, tenant, &[appointment_id]).await?;
+    apply_locked_payment_event(conn, tenant, &mut states, appointment_id, event).await
+}
+
+/// The payment states of a practice's appointments among `ids`, locked (`FOR UPDATE`) until the
+/// transaction ends; ids the practice does not have are absent. Rows are locked in id order, so
+/// two transactions locking overlapping sets queue instead of deadlocking. For many payment
+/// events in one transaction: one round trip for all of them, then
+/// [`apply_locked_payment_event`] for each.
+pub async fn lock_payment_states(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, PaymentState>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, payment_state FROM appointments WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+    )
+    .bind(tenant.as_uuid())
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::classify)?;
+    rows.into_iter().map(|(id, state)| Ok((id, state.parse().map_err(|_| corrupt("payment_state"))?))).collect()
+}
+
+/// Applies `event` to an appointment whose state [`lock_payment_states`] locked into `states`,
+/// writing the row (and `states`) only when the state changes. `None` when the appointment is
+/// not among them.
+pub async fn apply_locked_payment_event(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    states: &mut HashMap<Uuid, PaymentState>,
+    appointment_id: Uuid,
+    event: PaymentEvent,
+) -> Result<Option<(PaymentState, PaymentUpdate)>, StoreError> {
+    let Some(before) = states.get(&appointment_id).copied() else {
         return Ok(None);
     };
-    let before: PaymentState = current.parse().map_err(|_| corrupt("payment_state"))?;
     let update = before.apply(event);
     if let PaymentUpdate::Changed(next) = update {
         sqlx::query("SELECT set_config('app.payment_event', 'on', true)")
@@ -409,6 +440,7 @@ pub async fn apply_payment_event(
             .execute(&mut *conn)
             .await
             .map_err(StoreError::classify)?;
+        states.insert(appointment_id, next);
     }
     Ok(Some((before, update)))
 }

@@ -288,6 +288,8 @@ pub(super) async fn process_batch(
     let mut tx = begin(&state.db, &DbContext::service(tenant)).await?;
     // First write for the keys: a concurrent copy waits on its key until this transaction ends.
     let new = store_postgres::webhooks::record_events(&mut tx, &inbox).await?;
+    let new_items: Vec<&Item<'_>> = pending.iter().zip(&new).filter(|(_, new)| **new).map(|(p, _)| &p.item).collect();
+    let mut payments = lock_payments(state, &mut tx, tenant, &new_items).await?;
     let mut processed: Vec<Vec<(&str, &str, Value)>> = deliveries.iter().map(|_| Vec::new()).collect();
     for (p, new) in pending.iter().zip(new) {
         if !new {
@@ -295,7 +297,7 @@ pub(super) async fn process_batch(
         }
         let delivery = &deliveries[p.delivery];
         let actor = Actor::Webhook { provider: delivery.event.provider().slug().to_owned() };
-        let handled = handle(state, &mut tx, tenant, &actor, &p.item, delivery.index_key.as_ref(), now);
+        let handled = handle(state, &mut tx, tenant, &actor, &p.item, delivery.index_key.as_ref(), &mut payments, now);
         let outcome = crate::error::in_request_scope(delivery.request_id.clone(), handled).await?;
         processed[p.delivery].push((p.key, p.event_type.as_str(), merge(p.facts.clone(), outcome)));
     }
@@ -395,6 +397,7 @@ async fn handle(
     actor: &Actor,
     item: &Item<'_>,
     index_key: Option<&Arc<BlindIndexKey>>,
+    payments: &mut PaymentStates,
     now: OffsetDateTime,
 ) -> Result<Value, ApiError> {
     match item {
@@ -415,7 +418,7 @@ async fn handle(
             if !payments_apply(state.config.environment, event.livemode) {
                 return Ok(json!({ "payment": "test_mode_ignored" }));
             }
-            stripe_payment(conn, tenant, event).await
+            stripe_payment(conn, tenant, event, payments).await
         }
         // Recorded in the inbox (with their metadata, see `describe`) and acknowledged.
         Item::WhatsAppStatus(_) | Item::Vapi(_) | Item::Standard(_) => Ok(json!({})),
@@ -429,11 +432,9 @@ fn payments_apply(environment: crate::config::Environment, livemode: bool) -> bo
     livemode || environment != crate::config::Environment::Production
 }
 
-/// A verified Stripe payment event moves the payment state of the appointment named in its
-/// metadata, through the order-independent rule of `scheduling::PaymentState` (the only way the
-/// state changes). Events of other types, without an appointment id, or naming an appointment
-/// this practice does not have are recorded in the inbox and acknowledged.
-async fn stripe_payment(conn: &mut PgConnection, tenant: TenantId, event: &StripeEvent) -> Result<Value, ApiError> {
+/// The payment event a Stripe event carries, with the appointment it names (if any); `None` for
+/// other event types.
+fn payment_event_of(event: &StripeEvent) -> Option<(Option<uuid::Uuid>, scheduling::PaymentEvent)> {
     let (payment, payment_event) = match &event.kind {
         StripeEventKind::CheckoutSessionCompleted(payment) => {
             let paid = payment.payment_status.as_deref() == Some("paid");
@@ -441,12 +442,57 @@ async fn stripe_payment(conn: &mut PgConnection, tenant: TenantId, event: &Strip
         }
         StripeEventKind::PaymentIntentSucceeded(payment) => (payment, scheduling::PaymentEvent::PaymentSucceeded),
         StripeEventKind::PaymentIntentPaymentFailed(payment) => (payment, scheduling::PaymentEvent::PaymentFailed),
-        StripeEventKind::Other { .. } => return Ok(json!({})),
+        StripeEventKind::Other { .. } => return None,
     };
-    let Some(appointment) = payment.appointment_id else {
+    Some((payment.appointment_id, payment_event))
+}
+
+/// The appointments whose payment state the new Stripe items of a batch may move: locked in
+/// one round trip before the handlers run (`appointments::lock_payment_states`).
+async fn lock_payments(
+    state: &AppState,
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    items: &[&Item<'_>],
+) -> Result<PaymentStates, ApiError> {
+    let mut ids: Vec<uuid::Uuid> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Stripe(event) if payments_apply(state.config.environment, event.livemode) => {
+                payment_event_of(event).and_then(|(appointment, _)| appointment)
+            }
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(store_postgres::appointments::lock_payment_states(conn, tenant, &ids).await?)
+}
+
+/// Payment states locked for a batch's Stripe handlers.
+type PaymentStates = std::collections::HashMap<uuid::Uuid, scheduling::PaymentState>;
+
+/// A verified Stripe payment event moves the payment state of the appointment named in its
+/// metadata, through the order-independent rule of `scheduling::PaymentState` (the only way the
+/// state changes). Events of other types, without an appointment id, or naming an appointment
+/// this practice does not have are recorded in the inbox and acknowledged. `payments` holds the
+/// locked states of every appointment the batch's events name (see [`lock_payments`]).
+async fn stripe_payment(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    event: &StripeEvent,
+    payments: &mut PaymentStates,
+) -> Result<Value, ApiError> {
+    let Some((appointment, payment_event)) = payment_event_of(event) else {
+        return Ok(json!({}));
+    };
+    let Some(appointment) = appointment else {
         return Ok(json!({ "payment": "no_appointment_id" }));
     };
-    match store_postgres::appointments::apply_payment_event(conn, tenant, appointment, payment_event).await? {
+    let applied =
+        store_postgres::appointments::apply_locked_payment_event(conn, tenant, payments, appointment, payment_event)
+            .await?;
+    match applied {
         None => Ok(json!({ "payment": "unknown_appointment" })),
         Some((state, update)) => Ok(json!({
             "payment": payment_event.as_str(),
