@@ -34,8 +34,9 @@ pub const MAX_BATCH: usize = 64;
 /// Most batches processed at once (each holds one database connection). Batches of one practice
 /// still commit one after another (the chain lock), but overlap everything before it. Two, not
 /// more: more runners make smaller batches, and more commits competing for the same chain lock
-/// (webhook_ingest benchmark, one practice: 4 runners 2,467 events/s, 2 runners 3,391, 1 runner
-/// 3,463; two keep a second practice from waiting behind the first).
+/// (webhook_ingest benchmark, one practice: 4 runners 2,467 events/s where 2 made 3,391; 1 and 2
+/// runners are within run-to-run noise of each other). Two keep one practice's batch from
+/// waiting behind another practice's.
 pub const MAX_RUNNERS: usize = 2;
 
 /// The queue of deliveries waiting for a shared transaction.

@@ -885,7 +885,7 @@ async fn stripe_payment_events_set_the_payment_state_of_the_named_appointment() 
     .await
     .unwrap();
     let mut appointments = Vec::new();
-    for day in [3, 4] {
+    for day in [3, 4, 5] {
         let id = uuid::Uuid::now_v7();
         let start = at + time::Duration::days(day);
         store_postgres::appointments::insert(
@@ -928,6 +928,21 @@ async fn stripe_payment_events_set_the_payment_state_of_the_named_appointment() 
     assert_eq!(payment_state(&hooks, appointments[1]).await, "failed");
     // An appointment this practice does not have is acknowledged and changes nothing.
     deliver_stripe(&hooks, event("evt_pay_5", "payment_intent.succeeded", "pi_3", uuid::Uuid::now_v7(), None)).await;
+
+    // Twenty events for one appointment at once, which the server processes in shared
+    // transactions (group commit): each is applied once, one after the other, and the
+    // order-independent rule ends where it would for any order: one success among failures is paid.
+    let racing: Vec<String> = (0..20)
+        .map(|i| {
+            let event_type = if i == 13 { "payment_intent.succeeded" } else { "payment_intent.payment_failed" };
+            event(&format!("evt_race_{i}"), event_type, "pi_4", appointments[2], None)
+        })
+        .collect();
+    futures_util::future::join_all(racing.into_iter().map(|body| deliver_stripe(&hooks, body))).await;
+    assert_eq!(payment_state(&hooks, appointments[2]).await, "paid");
+    let raced =
+        hooks.count("SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1 AND event_key LIKE 'evt_race_%'").await;
+    assert_eq!(raced, 20);
     hooks.app.stop().await;
 }
 
