@@ -24,7 +24,7 @@
 //! its canonical text form (which [`std::net::IpAddr`] parsing has already validated).
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 mod blocklist;
@@ -63,8 +63,10 @@ pub enum CacheError {
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
-    /// Created on first use, inside the async runtime (the manager spawns its I/O task there).
-    connection: Arc<OnceLock<ConnectionManager>>,
+    /// Created on first use, inside the async runtime (the manager spawns its I/O task there),
+    /// and dropped after a connection-level failure so the next command builds a new one (see
+    /// [`RedisStore::with_connection`]).
+    connection: Arc<Mutex<Option<ConnectionManager>>>,
     prefix: String,
     timeout: Duration,
 }
@@ -80,7 +82,7 @@ impl RedisStore {
     /// any one command may wait for a connection and an answer.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
         let client = redis::Client::open(url).map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
-        Ok(Self { client, connection: Arc::new(OnceLock::new()), prefix: prefix.to_owned(), timeout })
+        Ok(Self { client, connection: Arc::default(), prefix: prefix.to_owned(), timeout })
     }
 
     /// `prefix` + `key`: the only way adapters should name keys.
@@ -100,21 +102,28 @@ impl RedisStore {
 
     /// The shared connection (cheap to clone: clones send over the same connection).
     pub async fn connection(&self) -> Result<ConnectionManager, CacheError> {
-        if let Some(connection) = self.connection.get() {
+        let mut slot = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        // Lazy: nothing is sent until the first command, which connects (within `timeout`).
-        // One connection attempt per command: a Redis that is down fails the command within
-        // its timeout instead of retrying behind it; the next command tries again.
+        // Lazy: nothing is sent until the first command, which connects (within `timeout`), one
+        // attempt only: a Redis that is down fails the command within its timeout instead of
+        // retrying behind it, and the next command tries again with a new manager.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
+            .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             .map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        // Two tasks racing here may both build one; the first stored wins, the other is dropped
-        // before it ever connected.
-        Ok(self.connection.get_or_init(|| manager).clone())
+        *slot = Some(manager.clone());
+        Ok(manager)
+    }
+
+    /// Forgets the shared connection after a connection-level failure. The manager reconnects by
+    /// itself only after I/O errors; a failed AUTH, a connection that stopped answering, or an
+    /// I/O task whose runtime stopped would otherwise fail every later command.
+    fn discard_connection(&self) {
+        *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Readiness probe: PING within the configured timeout.
@@ -137,23 +146,28 @@ impl RedisStore {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, CacheError>>,
     {
-        tokio_timeout(self.timeout, async {
+        let result = tokio_timeout(self.timeout, async {
             let conn = self.connection().await?;
             match operation(conn).await {
-                // No connection (refused, dropped, timed out): Redis is unavailable, as opposed
-                // to a command it answered with an error.
+                // No usable connection (refused, dropped, timed out, AUTH refused): Redis is
+                // unavailable, as opposed to a command it answered with an error.
                 Err(CacheError::Redis(error))
                     if error.is_io_error()
                         || error.is_connection_refusal()
                         || error.is_connection_dropped()
-                        || error.is_timeout() =>
+                        || error.is_timeout()
+                        || error.is_unrecoverable_error() =>
                 {
                     Err(CacheError::Unavailable(error.to_string()))
                 }
                 other => other,
             }
         })
-        .await
+        .await;
+        if matches!(result, Err(CacheError::Unavailable(_))) {
+            self.discard_connection();
+        }
+        result
     }
 }
 

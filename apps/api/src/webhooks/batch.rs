@@ -20,7 +20,7 @@
 //! A runner is a task of its own: a client that hangs up does not cancel a transaction other
 //! deliveries share (its event is still processed; the provider's retry finds it recorded).
 
-use super::ingest::{Delivery, Outcome, process_batch};
+use super::ingest::{BatchError, Delivery, Outcome, process_batch};
 use crate::error::ApiError;
 use crate::state::AppState;
 use kernel::TenantId;
@@ -83,7 +83,10 @@ impl IngestBatcher {
             free
         };
         if start_runner {
-            tokio::spawn(run(state.clone()));
+            // The slot exists before the task does: a task dropped before it first runs still
+            // counts itself out.
+            let slot = RunnerSlot { batcher: state.webhook_batcher.clone(), counted: true };
+            tokio::spawn(run(state.clone(), slot));
         }
         answer.await.map_err(|_| ApiError::ServiceUnavailable {
             detail: "The server stopped before the webhook was processed; retry the delivery.".into(),
@@ -104,24 +107,32 @@ impl IngestBatcher {
     }
 }
 
-/// Counts a runner out if it ends without emptying the queue (its task panicked or was dropped
-/// with the runtime).
-struct RunnerSlot<'b> {
-    batcher: &'b IngestBatcher,
+/// Counts a runner out if it ends without emptying the queue: its task panicked, or was dropped
+/// with the runtime it ran on (a worker stopping). When it was the last runner, the deliveries
+/// still waiting are answered with an error rather than left waiting for a runner that may never
+/// come (their requests then release their claims, and the providers retry).
+struct RunnerSlot {
+    batcher: std::sync::Arc<IngestBatcher>,
     counted: bool,
 }
 
-impl Drop for RunnerSlot<'_> {
+impl Drop for RunnerSlot {
     fn drop(&mut self) {
-        if self.counted {
-            self.batcher.queue().runners -= 1;
+        if !self.counted {
+            return;
         }
+        let stranded = {
+            let mut queue = self.batcher.queue();
+            queue.runners -= 1;
+            if queue.runners == 0 { std::mem::take(&mut queue.waiting) } else { Vec::new() }
+        };
+        // Dropping a delivery's reply sender answers its request with 503.
+        drop(stranded);
     }
 }
 
-async fn run(state: AppState) {
-    let batcher = state.webhook_batcher.clone();
-    let mut slot = RunnerSlot { batcher: &batcher, counted: true };
+async fn run(state: AppState, mut slot: RunnerSlot) {
+    let batcher = slot.batcher.clone();
     loop {
         let Some(batch) = batcher.next_batch() else {
             slot.counted = false; // counted out by next_batch
@@ -155,25 +166,50 @@ async fn process_group(state: &AppState, tenant: TenantId, group: Vec<Waiting>) 
                 let _ = reply.send(Ok(outcome));
             }
         }
-        Err(error) if deliveries.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(error));
-            }
-        }
-        Err(error) => {
+        // Nothing of any delivery ran (no database connection): trying each alone would only
+        // wait out the same failure once per delivery.
+        Err(BatchError::NotStarted(error)) => answer_all(replies, error),
+        Err(BatchError::Failed(error)) if deliveries.len() == 1 => answer_all(replies, error),
+        Err(BatchError::Failed(error)) => {
             tracing::warn!(
                 deliveries = deliveries.len(),
                 error = %error,
                 "a shared webhook transaction failed; processing its deliveries one by one"
             );
-            for (delivery, reply) in deliveries.iter().zip(replies) {
-                let result = process_batch(state, tenant, std::slice::from_ref(delivery)).await;
-                let outcome = result.and_then(|mut outcomes| {
-                    outcomes.pop().ok_or_else(|| ApiError::internal(anyhow::anyhow!("a batch of one had no outcome")))
-                });
-                let _ = reply.send(outcome);
+            let mut pending = deliveries.iter().zip(replies);
+            while let Some((delivery, reply)) = pending.next() {
+                match process_batch(state, tenant, std::slice::from_ref(delivery)).await {
+                    Ok(mut outcomes) => {
+                        let outcome = outcomes
+                            .pop()
+                            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a batch of one had no outcome")));
+                        let _ = reply.send(outcome);
+                    }
+                    Err(BatchError::Failed(error)) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Err(BatchError::NotStarted(error)) => {
+                        // The database went away meanwhile: the rest would fail the same way.
+                        answer_all(std::iter::once(reply).chain(pending.map(|(_, reply)| reply)), error);
+                        return;
+                    }
+                }
             }
         }
+    }
+}
+
+/// Answers every request with a failure: the first with `error`, the others with a 503 (the
+/// provider retries), which says the same as `error` when that is a 503 too.
+fn answer_all(replies: impl IntoIterator<Item = oneshot::Sender<Result<Outcome, ApiError>>>, error: ApiError) {
+    let detail = match &error {
+        ApiError::ServiceUnavailable { detail } => detail.clone(),
+        _ => "The webhook could not be processed now; retry the delivery.".to_owned(),
+    };
+    let mut first = Some(error);
+    for reply in replies {
+        let error = first.take().unwrap_or_else(|| ApiError::ServiceUnavailable { detail: detail.clone() });
+        let _ = reply.send(Err(error));
     }
 }
 
@@ -313,6 +349,24 @@ mod tests {
         let received = "SELECT count(*) FROM audit_entries WHERE tenant_id = $1 AND action = 'webhook.received'";
         assert_eq!(count(&db, tenant, received).await, 2);
         assert!(state.audit.verify_chain(tenant).await.unwrap().is_intact());
+    }
+
+    #[actix_web::test]
+    async fn without_a_database_every_delivery_of_a_batch_is_answered_503_at_once() {
+        let redis = testkit::TestRedis::new();
+        let mut config = Config::default();
+        // Port 1 on loopback: nothing listens there.
+        config.database.url = Some(Secret::new("postgres://praxis@127.0.0.1:1/praxis".into()));
+        config.database.acquire_timeout_ms = 300;
+        config.redis.url = Some(Secret::new(redis.url.clone()));
+        let state = AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap();
+        let tenant = TenantId::new();
+        let deliveries = (0..5).map(|i| delivery(tenant, &format!("evt_{i}"))).collect();
+        // One failed start answers all five (they are not tried one by one, each waiting out the
+        // same unavailable database).
+        for result in run_as_one_group(&state, tenant, deliveries).await {
+            assert!(matches!(result, Err(ApiError::ServiceUnavailable { .. })), "{result:?}");
+        }
     }
 
     #[actix_web::test]

@@ -256,10 +256,13 @@ pub(super) async fn process_batch(
     state: &AppState,
     tenant: TenantId,
     deliveries: &[Delivery],
-) -> Result<Vec<Outcome>, ApiError> {
+) -> Result<Vec<Outcome>, BatchError> {
     let now = state.clock.now();
-    let items_of: Vec<Vec<(String, Item<'_>)>> =
-        deliveries.iter().map(|delivery| items(&delivery.event)).collect::<Result<_, _>>()?;
+    let items_of: Vec<Vec<(String, Item<'_>)>> = deliveries
+        .iter()
+        .map(|delivery| items(&delivery.event))
+        .collect::<Result<_, _>>()
+        .map_err(BatchError::Failed)?;
     let mut pending = Vec::new();
     for (index, (delivery, items)) in deliveries.iter().zip(&items_of).enumerate() {
         for (key, item) in items {
@@ -285,28 +288,55 @@ pub(super) async fn process_batch(
         })
         .collect();
 
-    let mut tx = begin(&state.db, &DbContext::service(tenant)).await?;
+    let tx = begin(&state.db, &DbContext::service(tenant)).await.map_err(|e| BatchError::NotStarted(e.into()))?;
+    process_in(state, tenant, deliveries, &pending, &inbox, now, tx).await.map_err(BatchError::Failed)
+}
+
+/// Why a batch failed: before any of its work began (no transaction: the database is
+/// unavailable, and each delivery alone would fail the same way), or during it.
+pub(super) enum BatchError {
+    NotStarted(ApiError),
+    Failed(ApiError),
+}
+
+/// The transaction of [`process_batch`]. Audit entries are appended last, all at once: the
+/// practice's chain head is the last lock the transaction takes, after any patient or
+/// appointment row a handler locks, the order every other writer follows too.
+async fn process_in(
+    state: &AppState,
+    tenant: TenantId,
+    deliveries: &[Delivery],
+    pending: &[Pending<'_>],
+    inbox: &[InboxEvent<'_>],
+    now: OffsetDateTime,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+) -> Result<Vec<Outcome>, ApiError> {
     // First write for the keys: a concurrent copy waits on its key until this transaction ends.
-    let new = store_postgres::webhooks::record_events(&mut tx, &inbox).await?;
+    let new = store_postgres::webhooks::record_events(&mut tx, inbox).await?;
     let new_items: Vec<&Item<'_>> = pending.iter().zip(&new).filter(|(_, new)| **new).map(|(p, _)| &p.item).collect();
     let mut payments = lock_payments(state, &mut tx, tenant, &new_items).await?;
     let mut processed: Vec<Vec<(&str, &str, Value)>> = deliveries.iter().map(|_| Vec::new()).collect();
+    // The audit entries the handlers ask for (a consent withdrawal), per delivery.
+    let mut handler_audit: Vec<Vec<AuditEvent>> = deliveries.iter().map(|_| Vec::new()).collect();
     for (p, new) in pending.iter().zip(new) {
         if !new {
             continue; // processed before (its claim was lost, or never asked for)
         }
         let delivery = &deliveries[p.delivery];
         let actor = Actor::Webhook { provider: delivery.event.provider().slug().to_owned() };
-        let handled = handle(state, &mut tx, tenant, &actor, &p.item, delivery.index_key.as_ref(), &mut payments, now);
+        let audit = &mut handler_audit[p.delivery];
+        let handled =
+            handle(state, &mut tx, tenant, &actor, &p.item, delivery.index_key.as_ref(), &mut payments, audit, now);
         let outcome = crate::error::in_request_scope(delivery.request_id.clone(), handled).await?;
         processed[p.delivery].push((p.key, p.event_type.as_str(), merge(p.facts.clone(), outcome)));
     }
-    let received: Vec<AuditEvent> = deliveries
-        .iter()
-        .zip(&processed)
-        .filter_map(|(delivery, processed)| received_event(state, tenant, delivery, processed))
-        .collect();
-    store_postgres::audit::append_all(&mut tx, received).await?;
+    // Per delivery: what its handlers did, then its receipt.
+    let mut entries = Vec::new();
+    for ((delivery, processed), handled) in deliveries.iter().zip(&processed).zip(handler_audit) {
+        entries.extend(handled);
+        entries.extend(received_event(state, tenant, delivery, processed));
+    }
+    store_postgres::audit::append_all(&mut tx, entries).await?;
     tx.commit().await?;
     Ok(processed
         .iter()
@@ -398,6 +428,7 @@ async fn handle(
     item: &Item<'_>,
     index_key: Option<&Arc<BlindIndexKey>>,
     payments: &mut PaymentStates,
+    audit: &mut Vec<AuditEvent>,
     now: OffsetDateTime,
 ) -> Result<Value, ApiError> {
     match item {
@@ -411,9 +442,9 @@ async fn handle(
                 text: message.text.as_ref().map(Pii::expose).map(String::as_str),
                 sent_at: Some(message.timestamp),
             };
-            inbound_message(state, conn, tenant, actor, &inbound, index_key, now).await
+            inbound_message(state, conn, tenant, actor, &inbound, index_key, audit, now).await
         }
-        Item::Twilio(event) => twilio(state, conn, tenant, actor, event, index_key, now).await,
+        Item::Twilio(event) => twilio(state, conn, tenant, actor, event, index_key, audit, now).await,
         Item::Stripe(event) => {
             if !payments_apply(state.config.environment, event.livemode) {
                 return Ok(json!({ "payment": "test_mode_ignored" }));
@@ -506,6 +537,7 @@ async fn stripe_payment(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the handler's context, passed down as `handle` has it
 async fn twilio(
     state: &AppState,
     conn: &mut PgConnection,
@@ -513,6 +545,7 @@ async fn twilio(
     actor: &Actor,
     event: &TwilioEvent,
     index_key: Option<&Arc<BlindIndexKey>>,
+    audit: &mut Vec<AuditEvent>,
     now: OffsetDateTime,
 ) -> Result<Value, ApiError> {
     match &event.resource {
@@ -536,7 +569,7 @@ async fn twilio(
                 text: event.body.as_ref().map(Pii::expose).map(String::as_str),
                 sent_at: None,
             };
-            inbound_message(state, conn, tenant, actor, &inbound, index_key, now).await
+            inbound_message(state, conn, tenant, actor, &inbound, index_key, audit, now).await
         }
         TwilioResource::Message { .. } | TwilioResource::Call { .. } => Ok(json!({})),
     }
@@ -556,6 +589,7 @@ struct Inbound<'a> {
 
 /// Logs the message (digest only) once per matched patient (or once unmatched), and for an
 /// opt-out keyword withdraws the channel's marketing consent of every matched patient.
+#[allow(clippy::too_many_arguments)] // the handler's context, passed down as `handle` has it
 async fn inbound_message(
     state: &AppState,
     conn: &mut PgConnection,
@@ -563,6 +597,7 @@ async fn inbound_message(
     actor: &Actor,
     message: &Inbound<'_>,
     index_key: Option<&Arc<BlindIndexKey>>,
+    audit: &mut Vec<AuditEvent>,
     now: OffsetDateTime,
 ) -> Result<Value, ApiError> {
     let patients = match index_key {
@@ -598,7 +633,7 @@ async fn inbound_message(
     let mut withdrawn = 0;
     for patient in &patients {
         store_postgres::webhooks::log_message(conn, &row(Some(patient.id))).await?;
-        if stop && withdraw_marketing(state, conn, tenant, actor, patient.id, message, now).await? {
+        if stop && withdraw_marketing(state, conn, tenant, actor, patient.id, message, audit, now).await? {
             withdrawn += 1;
         }
     }
@@ -608,6 +643,7 @@ async fn inbound_message(
 /// Withdraws the marketing consent of `message`'s channel for `patient`, through the consent
 /// domain with the message as evidence, when withdrawing is allowed from its current state
 /// (a consent never given, or already withdrawn, is left as it is). Returns whether it did.
+#[allow(clippy::too_many_arguments)] // the handler's context, passed down as `handle` has it
 async fn withdraw_marketing(
     state: &AppState,
     conn: &mut PgConnection,
@@ -615,6 +651,7 @@ async fn withdraw_marketing(
     actor: &Actor,
     patient: PatientId,
     message: &Inbound<'_>,
+    audit: &mut Vec<AuditEvent>,
     now: OffsetDateTime,
 ) -> Result<bool, ApiError> {
     let purpose = consent::marketing_purpose_for_channel(message.channel);
@@ -655,7 +692,8 @@ async fn withdraw_marketing(
             "to": event.to_state().as_str(),
             "channel": message.channel.evidence_channel().as_str(),
         }));
-    store_postgres::audit::append(conn, with_request(audit_event)).await?;
+    // Appended with the batch's other entries at the end of the transaction (`process_in`).
+    audit.push(with_request(audit_event));
     Ok(true)
 }
 

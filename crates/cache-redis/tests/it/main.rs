@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod blocklist;
+mod connection;
 mod failures;
 mod fallback;
 mod idempotency;
