@@ -29,6 +29,8 @@
 //! practice's webhooks are not queued one commit at a time behind its audit chain. If anything in
 //! a shared transaction fails, it is rolled back whole and each delivery is processed again in a
 //! transaction of its own: a delivery that fails alone still fails alone, and the others commit.
+//! A shared transaction that cannot even begin (the database is unavailable) fails every delivery
+//! in it with 503 at once.
 
 use crate::auth::with_request;
 use crate::error::ApiError;
@@ -134,7 +136,9 @@ pub async fn ingest(state: &AppState, tenant: TenantId, event: WebhookEvent, bod
     if held.is_empty() {
         return Ok(Outcome::Duplicate);
     }
-    let result = prepare_and_process(state, tenant, event, &held, body).await;
+    // Matching senders to patients needs the practice's blind-index key.
+    let needs_index = items.iter().any(|(_, item)| matches!(item, Item::WhatsAppMessage(_) | Item::Twilio(_)));
+    let result = prepare_and_process(state, tenant, event, needs_index, &held, body).await;
     if result.is_err() {
         release_all(state, &namespace, &held).await;
     }
@@ -147,12 +151,12 @@ async fn prepare_and_process(
     state: &AppState,
     tenant: TenantId,
     event: WebhookEvent,
+    needs_index: bool,
     held: &[Held],
     body: &[u8],
 ) -> Result<Outcome, ApiError> {
-    // Matching senders to patients needs the practice's blind-index key; fetched (or created)
-    // before the transaction, in its own, so no lock waits on the KMS.
-    let needs_index = items(&event)?.iter().any(|(_, item)| matches!(item, Item::WhatsAppMessage(_) | Item::Twilio(_)));
+    // The blind-index key is fetched (or created) before the transaction, in its own, so no lock
+    // waits on the KMS.
     let index_key = if needs_index {
         let actor = Actor::Webhook { provider: event.provider().slug().to_owned() };
         Some(crate::patients::blind_index_key(state, tenant, &actor).await?)
