@@ -148,18 +148,21 @@ pub async fn guard(
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     let ip = crate::auth::client_ip(req.request(), &state);
-    // The block list lives in Redis. While the limiter knows Redis is down it is not asked
-    // (each request would otherwise wait out the Redis timeout); serving stays up on the
-    // in-process limiter and readiness reports the outage.
-    if state.limiter.redis_healthy() {
-        match state.blocklist.is_blocked(ip).await {
-            Ok(true) => return Ok(req.into_response(ApiError::Forbidden.error_response())),
-            Ok(false) => {}
-            Err(error) => tracing::warn!(error = %error, "ip block list unavailable"),
-        }
-    }
+    // The block list and the shared limit live in Redis and are asked in one round trip. While
+    // the limiter knows Redis is down, neither is asked (each request would otherwise wait out the
+    // Redis timeout): serving stays up on the in-process limiter, the block list fails open, and
+    // readiness reports the outage.
     let limit = cache_redis::Limit::new(state.config.rate_limits.global_per_minute, std::time::Duration::from_secs(60));
-    let (decision, _) = state.limiter.check("global", &ip.to_string(), limit).await;
+    let check = state.limiter.check_ip(&state.blocklist, ip, "global", limit).await;
+    match check.blocked {
+        Some(true) => return Ok(req.into_response(ApiError::Forbidden.error_response())),
+        Some(false) => {}
+        // Redis answered the limit but refused the block-list lookup.
+        None if check.backend == cache_redis::Backend::Redis => tracing::warn!("ip block list unavailable"),
+        // Redis is unavailable; the limiter logged the outage once.
+        None => {}
+    }
+    let decision = check.decision;
     let reset_at = state.clock.now().unix_timestamp() + i64::try_from(decision.reset_after_secs()).unwrap_or(0);
     let mut response = if decision.allowed {
         next.call(req).await?.map_into_boxed_body()

@@ -75,13 +75,21 @@ impl IpBlockList {
 
     /// Whether `ip` is blocked now. On error the caller decides whether to fail open or closed.
     pub async fn is_blocked(&self, ip: IpAddr) -> Result<bool, CacheError> {
-        let key = self.key_for(ip);
+        let command = self.is_blocked_command(ip);
         self.store
             .with_connection(|mut conn| async move {
-                let exists: i64 = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await?;
+                let exists: i64 = command.query_async(&mut conn).await?;
                 Ok(exists > 0)
             })
             .await
+    }
+
+    /// The `EXISTS` of [`Self::is_blocked`] (its reply: 1 when blocked), for sending in a
+    /// pipeline (`ResilientLimiter::check_ip`).
+    pub(crate) fn is_blocked_command(&self, ip: IpAddr) -> redis::Cmd {
+        let mut command = redis::cmd("EXISTS");
+        command.arg(self.key_for(ip));
+        command
     }
 
     /// Every blocked address with its remaining time and reason, ordered by address.

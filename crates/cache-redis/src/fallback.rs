@@ -10,11 +10,12 @@
 //! [`Backend::Fallback`], or use the [`RateLimiter`] directly and refuse on error.
 
 use crate::rate_limit::gcra_step;
-use crate::{Decision, Limit, RateLimiter};
+use crate::{CacheError, Claim, Decision, IdempotencyClaims, IpBlockList, Limit, RateLimiter};
 use kernel::Clock;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -134,6 +135,36 @@ pub enum Backend {
     Fallback,
 }
 
+/// The answer of [`ResilientLimiter::check_ip`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpCheck {
+    /// Whether the address is blocked; `None` when the block list could not be read (Redis
+    /// unavailable): the caller decides whether to fail open or closed.
+    pub blocked: Option<bool>,
+    pub decision: Decision,
+    pub backend: Backend,
+}
+
+/// The idempotency claims [`ResilientLimiter::check_and_claim`] makes: `event_ids` under
+/// `namespace`, each for `ttl`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimsToMake<'a> {
+    pub store: &'a IdempotencyClaims,
+    pub namespace: &'a str,
+    pub event_ids: &'a [&'a str],
+    pub ttl: Duration,
+}
+
+/// The answer of [`ResilientLimiter::check_and_claim`].
+#[derive(Debug)]
+pub struct ClaimCheck {
+    pub decision: Decision,
+    pub backend: Backend,
+    /// When the request is within its limit, one answer per event id, in order; empty when the
+    /// limit denied it (its claims were released).
+    pub claims: Vec<Result<Claim, CacheError>>,
+}
+
 /// Redis first, the in-process limiter when Redis fails.
 ///
 /// After a failure, Redis is not tried again for `retry_interval` (a small circuit breaker): a
@@ -199,6 +230,84 @@ impl ResilientLimiter {
             }
         }
         (self.fallback.check(class_key, subject, limit), Backend::Fallback)
+    }
+
+    /// [`Self::check`] with `companions` sent in the same Redis round trip; their replies are
+    /// `None` when Redis was not asked or did not answer (the fallback decided).
+    async fn check_with(
+        &self,
+        class_key: &str,
+        subject: &str,
+        limit: Limit,
+        companions: Vec<redis::Cmd>,
+    ) -> (Decision, Backend, Option<Vec<redis::Value>>) {
+        let now = now_micros(self.fallback.clock());
+        if now >= self.skip_redis_until.load(Ordering::Relaxed) {
+            match self.redis.check_with(class_key, subject, limit, companions).await {
+                Ok((decision, replies)) => {
+                    self.mark_healthy();
+                    return (decision, Backend::Redis, Some(replies));
+                }
+                Err(error) => self.mark_unhealthy(now, &error),
+            }
+        }
+        (self.fallback.check(class_key, subject, limit), Backend::Fallback, None)
+    }
+
+    /// The request guard's two questions about a client address, in one Redis round trip: is
+    /// it on `blocklist`, and is it within `limit` in `class_key`? `blocklist` must use the same
+    /// Redis as this limiter. A blocked address's request counts against its limit too.
+    pub async fn check_ip(&self, blocklist: &IpBlockList, ip: IpAddr, class_key: &str, limit: Limit) -> IpCheck {
+        let companions = vec![blocklist.is_blocked_command(ip)];
+        let (decision, backend, replies) = self.check_with(class_key, &ip.to_string(), limit, companions).await;
+        let blocked = replies
+            .and_then(|mut replies| replies.pop())
+            .and_then(|reply| redis::from_redis_value::<i64>(reply).ok())
+            .map(|exists| exists > 0);
+        IpCheck { blocked, decision, backend }
+    }
+
+    /// A rate-limit check and idempotency claims, in one Redis round trip. `claims.store` must use
+    /// the same Redis as this limiter.
+    ///
+    /// When the check denies the request, the claims it made are released again (the request is
+    /// refused, so the provider's retry must find the events unclaimed) and none are returned.
+    /// Otherwise there is one answer per event id, in order: the claim, or the reason Redis could
+    /// not give one (unavailable: the fallback limiter decided), for the caller to decide without.
+    pub async fn check_and_claim(
+        &self,
+        class_key: &str,
+        subject: &str,
+        limit: Limit,
+        claims: ClaimsToMake<'_>,
+    ) -> ClaimCheck {
+        let ClaimsToMake { store, namespace, event_ids, ttl } = claims;
+        let (commands, tokens): (Vec<_>, Vec<_>) =
+            event_ids.iter().map(|id| store.claim_command(namespace, id, ttl)).unzip();
+        let (decision, backend, replies) = self.check_with(class_key, subject, limit, commands).await;
+        let answers: Vec<Result<Claim, CacheError>> = match replies {
+            Some(replies) => replies
+                .into_iter()
+                .zip(tokens)
+                .map(|(reply, token)| {
+                    redis::from_redis_value::<Option<String>>(reply)
+                        .map(|reply| IdempotencyClaims::claim_from_reply(reply, token))
+                        .map_err(|error| CacheError::Redis(error.into()))
+                })
+                .collect(),
+            None => event_ids.iter().map(|_| Err(CacheError::Unavailable("redis was not asked".into()))).collect(),
+        };
+        if decision.allowed {
+            return ClaimCheck { decision, backend, claims: answers };
+        }
+        for (id, answer) in event_ids.iter().zip(&answers) {
+            if let Ok(Claim::Claimed(token)) = answer {
+                // A claim that cannot be released expires after `ttl`; until then a retry finds
+                // it taken, checks the durable record, finds nothing, and is processed anyway.
+                let _ = store.release(namespace, id, token).await;
+            }
+        }
+        ClaimCheck { decision, backend, claims: Vec::new() }
     }
 
     /// Whether the last attempt to reach Redis succeeded: readiness reports "degraded" when not.

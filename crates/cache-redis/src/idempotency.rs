@@ -89,24 +89,24 @@ impl IdempotencyClaims {
     /// Choose `ttl` longer than the provider's retry horizon, or longer than the handler may run
     /// at the least.
     pub async fn claim(&self, provider: &str, event_id: &str, ttl: Duration) -> Result<Claim, CacheError> {
-        let key = self.key_for(provider, event_id);
+        let (command, token) = self.claim_command(provider, event_id, ttl);
+        let reply: Option<String> =
+            self.store.with_connection(|mut conn| async move { Ok(command.query_async(&mut conn).await?) }).await?;
+        Ok(Self::claim_from_reply(reply, token))
+    }
+
+    /// The `SET key token NX PX ttl` of a claim and its token, for sending in a pipeline
+    /// (`ResilientLimiter::check_and_claim`).
+    pub(crate) fn claim_command(&self, provider: &str, event_id: &str, ttl: Duration) -> (redis::Cmd, ClaimToken) {
         let token = ClaimToken::random();
-        let ttl_ms = millis_ceil(ttl);
-        let value = token.as_str();
-        let reply: Option<String> = self
-            .store
-            .with_connection(|mut conn| async move {
-                Ok(redis::cmd("SET")
-                    .arg(&key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut conn)
-                    .await?)
-            })
-            .await?;
-        Ok(if reply.is_some() { Claim::Claimed(token) } else { Claim::Duplicate })
+        let mut command = redis::cmd("SET");
+        command.arg(self.key_for(provider, event_id)).arg(token.as_str()).arg("NX").arg("PX").arg(millis_ceil(ttl));
+        (command, token)
+    }
+
+    /// `SET ... NX` answers OK when it set the key, nil when the key existed.
+    pub(crate) fn claim_from_reply(reply: Option<String>, token: ClaimToken) -> Claim {
+        if reply.is_some() { Claim::Claimed(token) } else { Claim::Duplicate }
     }
 
     /// Releases a claim so the event can be claimed again, if and only if it is still held by

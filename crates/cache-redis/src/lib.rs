@@ -36,7 +36,7 @@ mod rate_limit;
 
 pub use blocklist::{BlockEntry, IpBlockList};
 pub use failures::{FailureCounter, FailureStatus};
-pub use fallback::{Backend, FallbackLimiter, ResilientLimiter};
+pub use fallback::{Backend, ClaimCheck, ClaimsToMake, FallbackLimiter, IpCheck, ResilientLimiter};
 pub use idempotency::{Claim, ClaimToken, IdempotencyClaims};
 pub use rate_limit::{Decision, Limit, RateLimiter};
 

@@ -163,6 +163,9 @@ local remaining = math.floor((capacity - (new_tat - now)) / interval)
 return {1, remaining, new_tat - now, -1}
 ";
 
+/// The script's reply: allowed (0|1), remaining, reset after (µs), retry after (µs, -1 if allowed).
+type GcraReply = (i64, i64, i64, i64);
+
 /// The shared, Redis-backed rate limiter.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -210,6 +213,62 @@ impl RateLimiter {
             })
             .await?;
         Ok(Decision::from_gcra(limit.max, allowed == 1, remaining, reset_us, retry_us))
+    }
+
+    /// [`check`](Self::check) with other commands sent in the same round trip: a pipeline, not a
+    /// transaction. Each command is still atomic on its own, nothing is atomic across them, and
+    /// the keys may live in different Redis Cluster slots. Returns the decision and the
+    /// companions' replies in order; a companion Redis refused is returned as its error value
+    /// (`redis::Value::ServerError`), for the caller to judge.
+    ///
+    /// The script is sent by hash. When Redis does not have it cached (a restart, `SCRIPT
+    /// FLUSH`), the companions have run already; only the check is sent again, loading the script.
+    pub(crate) async fn check_with(
+        &self,
+        class_key: &str,
+        subject: &str,
+        limit: Limit,
+        companions: Vec<redis::Cmd>,
+    ) -> Result<(Decision, Vec<redis::Value>), CacheError> {
+        let params = limit.gcra_params();
+        let expected = companions.len();
+        let key = self.key_for(class_key, subject);
+        let script = &self.script;
+        let (gcra, replies): (Option<GcraReply>, Vec<redis::Value>) = self
+            .store
+            .with_connection(|mut conn| async move {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for command in companions {
+                    pipe.add_command(command);
+                }
+                // A limit that admits nothing needs no script (see `check`).
+                let Some((interval, capacity)) = params else {
+                    let replies: Vec<redis::Value> =
+                        if expected == 0 { Vec::new() } else { pipe.query_async(&mut conn).await? };
+                    return Ok((None, replies));
+                };
+                pipe.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(&key).arg(interval).arg(capacity);
+                let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+                let check = replies.pop().filter(|_| replies.len() == expected).ok_or_else(|| {
+                    CacheError::Unavailable(format!("a pipeline of {} commands got other replies", expected + 1))
+                })?;
+                let gcra: GcraReply = match check {
+                    redis::Value::ServerError(error) if error.kind() == Some(redis::ServerErrorKind::NoScript) => {
+                        script.key(&key).arg(interval).arg(capacity).invoke_async(&mut conn).await?
+                    }
+                    reply => redis::from_redis_value(reply).map_err(redis::RedisError::from)?,
+                };
+                Ok((Some(gcra), replies))
+            })
+            .await?;
+        let decision = match gcra {
+            Some((allowed, remaining, reset_us, retry_us)) => {
+                Decision::from_gcra(limit.max, allowed == 1, remaining, reset_us, retry_us)
+            }
+            None => limit.deny_all(),
+        };
+        Ok((decision, replies))
     }
 
     /// Forgets `subject`'s usage in `class_key` (an operator's "unthrottle").

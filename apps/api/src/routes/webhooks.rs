@@ -7,14 +7,18 @@
 //!
 //! 1. The endpoint: the provider must be configured for the practice named in the path
 //!    (`[webhooks.tenants]`), else 404. The practice is never read from the body.
-//! 2. The provider's rate limit for the practice (`webhooks.rate_limits`): 429 + `Retry-After`
-//!    before the body is read; `X-RateLimit-*` on every answer.
-//! 3. The body, at most 256 KiB: a larger declared length is refused before a byte is read, a
+//! 2. The body, at most 256 KiB: a larger declared length is refused before a byte is read, a
 //!    longer stream as soon as it passes the limit (413).
-//! 4. Verification and parsing (`webhooks::receive`). A rejection answers 400 (payload) or 401
+//! 3. Verification and parsing (`webhooks::receive`). A rejection answers 400 (payload) or 401
 //!    (authentication) with a generic problem, and writes `webhook.rejected` to the practice's
 //!    audit trail with the provider, the reason class and the source IP, at most
-//!    `webhooks.rejection_audits_per_ip_per_minute` times per address and minute.
+//!    `webhooks.rejection_audits_per_ip_per_minute` times per address and minute. Unverified
+//!    requests are limited per address by the global limit (the request guard), not by the
+//!    practice's budget, so forged requests cannot use that budget up.
+//! 4. The provider's budget for the practice (`webhooks.rate_limits`), counted for verified
+//!    deliveries only, in the same Redis round trip as the event keys' claims
+//!    (`crate::webhooks::ingest`): 429 + `Retry-After` over it; its `X-RateLimit-*` on the
+//!    answer (the global limit's on answers that never reached it).
 //! 5. De-duplication and the handlers (`crate::webhooks::ingest`): 200 `{"received": true,
 //!    "duplicate": false}`, or `"duplicate": true` for an event processed before.
 
@@ -76,24 +80,14 @@ fn endpoint<'s>(state: &'s AppState, provider: &str, practice: Option<&str>) -> 
     Ok(Endpoint { tenant, provider, endpoints })
 }
 
-/// The practice's budget for the provider: `Err` is the 429 (with `Retry-After`); either way the
-/// `X-RateLimit-*` values to send.
-async fn rate_limit(state: &AppState, endpoint: &Endpoint<'_>) -> (Result<(), ApiError>, [(&'static str, String); 3]) {
-    let limit = Endpoints::rate_limit(&state.config.webhooks, endpoint.provider);
-    let subject = format!("{}:{}", endpoint.tenant, endpoint.provider.slug());
-    let (decision, _) = state.limiter.check("webhook", &subject, limit).await;
+/// The `X-RateLimit-*` values of a decision on the provider's budget for the practice.
+fn limit_headers(state: &AppState, decision: &cache_redis::Decision) -> [(&'static str, String); 3] {
     let reset_at = state.clock.now().unix_timestamp() + i64::try_from(decision.reset_after_secs()).unwrap_or(0);
-    let headers = [
+    [
         ("x-ratelimit-limit", decision.limit.to_string()),
         ("x-ratelimit-remaining", decision.remaining.to_string()),
         ("x-ratelimit-reset", reset_at.to_string()),
-    ];
-    let verdict = if decision.allowed {
-        Ok(())
-    } else {
-        Err(ApiError::TooManyRequests { retry_after_secs: decision.retry_after_secs().unwrap_or(1) })
-    };
-    (verdict, headers)
+    ]
 }
 
 fn with_headers(mut response: HttpResponse, headers: &[(&'static str, String)]) -> HttpResponse {
@@ -181,15 +175,10 @@ async fn receive_at(
     endpoint: Endpoint<'_>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (verdict, limit_headers) = rate_limit(state, &endpoint).await;
-    let response = match verdict {
-        Ok(()) => receive_limited(req, state, &endpoint, payload).await,
-        Err(error) => error.error_response(),
-    };
-    Ok(with_headers(response, &limit_headers))
+    Ok(receive_verified(req, state, &endpoint, payload).await)
 }
 
-async fn receive_limited(
+async fn receive_verified(
     req: &HttpRequest,
     state: &AppState,
     endpoint: &Endpoint<'_>,
@@ -215,13 +204,18 @@ async fn receive_limited(
             return rejected(state, req, endpoint, rejection.reason(), error).await;
         }
     };
-    match ingest::ingest(state, endpoint.tenant, event, &body).await {
+    // Only a verified delivery counts against the practice's budget: forged requests cannot use
+    // it up and lock the real provider out (they are limited per address by the global limit).
+    let limit = Endpoints::rate_limit(&state.config.webhooks, endpoint.provider);
+    let ingested = ingest::ingest(state, endpoint.tenant, event, &body, limit).await;
+    let response = match ingested.result {
         Ok(Outcome::Duplicate) => HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: true }),
         Ok(Outcome::Processed { .. } | Outcome::Empty) => {
             HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: false })
         }
         Err(error) => error.error_response(),
-    }
+    };
+    with_headers(response, &limit_headers(state, &ingested.decision))
 }
 
 /// The generic answer to a rejection: nothing in it says which check failed.
@@ -326,26 +320,29 @@ async fn subscribe_at(req: &HttpRequest, state: &AppState, endpoint: Endpoint<'_
     if endpoint.provider != Provider::WhatsApp {
         return Err(ApiError::MethodNotAllowed);
     }
-    let (verdict, limit_headers) = rate_limit(state, &endpoint).await;
-    let response = match verdict {
-        Err(error) => error.error_response(),
-        Ok(()) => {
-            let tokens = endpoint.endpoints.whatsapp_verify_tokens().unwrap_or_default();
-            match webhooks::whatsapp::verify_subscription(req.query_string(), tokens) {
-                Ok(challenge) => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(challenge),
-                Err(rejection) => {
-                    let answer = match rejection.reason() {
-                        RejectReason::PayloadInvalid => {
-                            ApiError::BadRequest { detail: "The subscription request was not accepted.".into() }
-                        }
-                        _ => ApiError::Unauthorized,
-                    };
-                    rejected(state, req, &endpoint, rejection.reason(), answer).await
+    let tokens = endpoint.endpoints.whatsapp_verify_tokens().unwrap_or_default();
+    let challenge = match webhooks::whatsapp::verify_subscription(req.query_string(), tokens) {
+        Ok(challenge) => challenge,
+        Err(rejection) => {
+            let answer = match rejection.reason() {
+                RejectReason::PayloadInvalid => {
+                    ApiError::BadRequest { detail: "The subscription request was not accepted.".into() }
                 }
-            }
+                _ => ApiError::Unauthorized,
+            };
+            return Ok(rejected(state, req, &endpoint, rejection.reason(), answer).await);
         }
     };
-    Ok(with_headers(response, &limit_headers))
+    // Counted against the practice's WhatsApp budget once verified, as deliveries are.
+    let limit = Endpoints::rate_limit(&state.config.webhooks, endpoint.provider);
+    let subject = format!("{}:{}", endpoint.tenant, endpoint.provider.slug());
+    let (decision, _) = state.limiter.check("webhook", &subject, limit).await;
+    let response = if decision.allowed {
+        HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(challenge)
+    } else {
+        ApiError::TooManyRequests { retry_after_secs: decision.retry_after_secs().unwrap_or(1) }.error_response()
+    };
+    Ok(with_headers(response, &limit_headers(state, &decision)))
 }
 
 /// A logged inbound message as the patient's GDPR export shows it.

@@ -36,7 +36,7 @@ use crate::auth::with_request;
 use crate::error::ApiError;
 use crate::state::AppState;
 use audit::{Action, AuditEvent};
-use cache_redis::{Claim, ClaimToken};
+use cache_redis::{Backend, CacheError, Claim, ClaimToken, ClaimsToMake, Decision, Limit};
 use consent::{ConsentAction, ConsentCommand, ConsentError, ConsentRecord, Evidence, InboundChannel, NoteRef};
 use crypto::BlindIndexKey;
 use kernel::{Actor, PatientId, Pii, RequestId, TenantId};
@@ -111,15 +111,49 @@ fn claim_namespace(tenant: TenantId, provider: Provider) -> String {
     format!("webhook:{tenant}:{}", provider.slug())
 }
 
-/// Processes a verified delivery for `tenant` exactly once; see the module docs.
-pub async fn ingest(state: &AppState, tenant: TenantId, event: WebhookEvent, body: &[u8]) -> Result<Outcome, ApiError> {
+/// A verified delivery's outcome, and the provider budget it was counted against (for the
+/// `X-RateLimit-*` headers).
+#[derive(Debug)]
+pub struct Ingested {
+    pub decision: Decision,
+    pub result: Result<Outcome, ApiError>,
+}
+
+/// Counts a verified delivery against the practice's budget for its provider (`limit`) and,
+/// within it, processes the delivery exactly once; see the module docs. The budget check and the
+/// event keys' claims are one Redis round trip; a delivery over the budget is refused with 429
+/// and its claims are released, so the provider's retry is processed.
+pub async fn ingest(state: &AppState, tenant: TenantId, event: WebhookEvent, body: &[u8], limit: Limit) -> Ingested {
     let provider = event.provider();
-    let items = items(&event)?;
-    if items.is_empty() {
+    let keys = event.dedupe_keys();
+    let namespace = claim_namespace(tenant, provider);
+    let subject = format!("{tenant}:{}", provider.slug());
+    let event_ids: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let claims =
+        ClaimsToMake { store: &state.idempotency, namespace: &namespace, event_ids: &event_ids, ttl: CLAIM_TTL };
+    let check = state.limiter.check_and_claim("webhook", &subject, limit, claims).await;
+    let decision = check.decision;
+    if !decision.allowed {
+        let retry_after_secs = decision.retry_after_secs().unwrap_or(1);
+        return Ingested { decision, result: Err(ApiError::TooManyRequests { retry_after_secs }) };
+    }
+    let claims = sort_claims(keys, check.claims, check.backend);
+    Ingested { decision, result: process_claimed(state, tenant, event, body, &namespace, claims).await }
+}
+
+/// Processes a delivery whose keys were claimed ([`sort_claims`]).
+async fn process_claimed(
+    state: &AppState,
+    tenant: TenantId,
+    event: WebhookEvent,
+    body: &[u8],
+    namespace: &str,
+    (mut held, claimed_elsewhere): (Vec<Held>, Vec<String>),
+) -> Result<Outcome, ApiError> {
+    let provider = event.provider();
+    if held.is_empty() && claimed_elsewhere.is_empty() {
         return Ok(Outcome::Empty);
     }
-    let namespace = claim_namespace(tenant, provider);
-    let (mut held, claimed_elsewhere) = claim_all(state, &namespace, &items).await;
     // A Redis claim says another copy started, not that it finished: it outlives a crash, a
     // dropped request or a failed release for its whole TTL. Only the inbox proves an event was
     // processed; a key claimed but not recorded is processed here, and the inbox's key decides
@@ -137,10 +171,10 @@ pub async fn ingest(state: &AppState, tenant: TenantId, event: WebhookEvent, bod
         return Ok(Outcome::Duplicate);
     }
     // Matching senders to patients needs the practice's blind-index key.
-    let needs_index = items.iter().any(|(_, item)| matches!(item, Item::WhatsAppMessage(_) | Item::Twilio(_)));
+    let needs_index = items(&event)?.iter().any(|(_, item)| matches!(item, Item::WhatsAppMessage(_) | Item::Twilio(_)));
     let result = prepare_and_process(state, tenant, event, needs_index, &held, body).await;
     if result.is_err() {
-        release_all(state, &namespace, &held).await;
+        release_all(state, namespace, &held).await;
     }
     result
 }
@@ -174,24 +208,26 @@ async fn prepare_and_process(
     state.webhook_batcher.process(state, delivery).await
 }
 
-/// Claims every key; returns those this request may process, and those another copy claimed.
-/// When Redis cannot answer, every key is kept and Postgres alone decides.
-async fn claim_all(state: &AppState, namespace: &str, items: &[(String, Item<'_>)]) -> (Vec<Held>, Vec<String>) {
-    let mut held = Vec::with_capacity(items.len());
+/// The keys this request may process (claimed here, or not claimable: Redis could not answer,
+/// and the Postgres inbox alone decides), and those another copy claimed.
+fn sort_claims(
+    keys: Vec<String>,
+    answers: Vec<Result<Claim, CacheError>>,
+    backend: Backend,
+) -> (Vec<Held>, Vec<String>) {
+    let mut held = Vec::with_capacity(keys.len());
     let mut claimed_elsewhere = Vec::new();
-    for (key, _) in items {
-        // While the limiter knows Redis is down, it is not asked (each claim would wait out the
-        // Redis timeout); the inbox's primary key still decides.
-        if !state.limiter.redis_healthy() {
-            held.push(Held { key: key.clone(), token: None });
-            continue;
-        }
-        match state.idempotency.claim(namespace, key, CLAIM_TTL).await {
-            Ok(Claim::Claimed(token)) => held.push(Held { key: key.clone(), token: Some(token) }),
-            Ok(Claim::Duplicate) => claimed_elsewhere.push(key.clone()),
+    for (key, answer) in keys.into_iter().zip(answers) {
+        match answer {
+            Ok(Claim::Claimed(token)) => held.push(Held { key, token: Some(token) }),
+            Ok(Claim::Duplicate) => claimed_elsewhere.push(key),
             Err(error) => {
-                tracing::warn!(%error, "webhook idempotency claim unavailable; relying on the Postgres inbox");
-                held.push(Held { key: key.clone(), token: None });
+                // With Redis down the limiter has logged the outage once; a claim Redis refused
+                // while answering otherwise is worth a line of its own.
+                if backend == Backend::Redis {
+                    tracing::warn!(%error, "webhook idempotency claim unavailable; relying on the Postgres inbox");
+                }
+                held.push(Held { key, token: None });
             }
         }
     }

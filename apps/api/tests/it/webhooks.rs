@@ -370,29 +370,57 @@ async fn unknown_endpoints_are_404_and_bodies_over_256_kib_are_413() {
 }
 
 #[actix_web::test]
-async fn provider_rate_limits_answer_429_with_headers_and_rejections_are_audited_within_a_budget() {
+async fn provider_budgets_count_verified_deliveries_only_and_rejections_are_audited_within_a_budget() {
     let hooks = start_with(|config| {
         config.webhooks.rate_limits.stripe = 3;
         config.webhooks.rejection_audits_per_ip_per_minute = 2;
     })
     .await;
-    for i in 0..3 {
+    let secret = hooks.s.stripe.clone();
+    // Forged deliveries are refused without touching the practice's budget: the headers are the
+    // global limit's, and the real provider still gets its three.
+    for _ in 0..5 {
         let response = hooks.stripe(None, "{}").await;
         assert_eq!(response.status(), 401);
+        let global = hooks.app.config.rate_limits.global_per_minute.to_string();
+        assert_eq!(response.headers()["x-ratelimit-limit"], global.as_str());
+    }
+    // Five rejections, two audited: the budget per source address.
+    assert_eq!(hooks.rejections().await.len(), 2);
+    for i in 0..3 {
+        let body = stripe_body(&format!("evt_budget_{i}"), "payment_intent.created");
+        let response = hooks.stripe(Some(stripe_header(&secret, now(), &body)), &body).await;
         assert_eq!(response.headers()["x-ratelimit-limit"], "3");
         assert_eq!(response.headers()["x-ratelimit-remaining"], (2 - i).to_string().as_str());
         assert!(response.headers().contains_key("x-ratelimit-reset"));
+        assert_received(response, false).await;
     }
-    let response = hooks.stripe(None, "{}").await;
+    // Over the budget: 429, the event is not processed, and its claim is given back, so the
+    // provider's retry (once the budget allows) is processed rather than taken for a copy.
+    let over = stripe_body("evt_budget_over", "payment_intent.created");
+    let response = hooks.stripe(Some(stripe_header(&secret, now(), &over)), &over).await;
     assert_eq!(response.headers()["x-ratelimit-limit"], "3");
     assert!(response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     assert_problem(response, 429, "urn:praxis:problem:rate-limited").await;
-    // Three rejections, two audited: the budget per source address.
-    assert_eq!(hooks.rejections().await.len(), 2);
+    let recorded = "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1 AND event_key = 'evt_budget_over'";
+    assert_eq!(hooks.count(recorded).await, 0);
+    let redis = &hooks.app.redis;
+    let claims = cache_redis::IdempotencyClaims::new(
+        cache_redis::RedisStore::new(&redis.url, &redis.prefix, std::time::Duration::from_secs(2)).unwrap(),
+    );
+    let namespace = format!("webhook:{}:stripe", hooks.tenant);
+    let again = claims.claim(&namespace, "evt_budget_over", std::time::Duration::from_secs(60)).await.unwrap();
+    assert!(again.is_claimed(), "the refused delivery's claim was released");
+    let taken = claims.claim(&namespace, "evt_budget_0", std::time::Duration::from_secs(60)).await.unwrap();
+    assert!(!taken.is_claimed(), "a processed delivery's claim stays");
     // Another provider has its own budget.
-    let response = hooks.post("vapi", "", &[], "{}".into()).await;
-    assert_eq!(response.status(), 401);
+    let body = json!({ "message": { "type": "status-update", "call": { "id": "call_budget" }, "status": "ringing" } })
+        .to_string();
+    let ts = now().to_string();
+    let headers = [("x-timestamp", ts.clone()), ("x-signature", vapi_signature(&hooks.s.vapi, &ts, &body))];
+    let response = hooks.post("vapi", "", &headers, body).await;
     assert_eq!(response.headers()["x-ratelimit-limit"], "10000");
+    assert_received(response, false).await;
 }
 
 #[actix_web::test]

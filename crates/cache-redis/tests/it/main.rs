@@ -9,6 +9,7 @@ mod connection;
 mod failures;
 mod fallback;
 mod idempotency;
+mod pipelined;
 mod rate_limit;
 
 use cache_redis::RedisStore;
