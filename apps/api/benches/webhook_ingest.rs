@@ -158,7 +158,7 @@ async fn main() {
     config.redis.key_prefix = redis.prefix.clone();
     config.rate_limits.global_per_minute = 100_000_000;
     config.webhooks.rate_limits.stripe = 100_000_000;
-    config.server.workers = 2;
+    config.server.workers = std::env::var("PRAXIS_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
     config.webhooks.tenants.insert(
         tenant.to_string(),
         TenantWebhooks {

@@ -63,7 +63,25 @@ impl DbContext {
 /// The settings are transaction-local (`set_config(name, value, true)`): they vanish at COMMIT
 /// or ROLLBACK, so a connection returned to the pool carries no identity. Unset values are set
 /// to the empty string, which the policies read as NULL and therefore as "no access".
+///
+/// One round trip when every value is an id, a role or a digest (every context but a login):
+/// `BEGIN` and the settings go as one simple query, the values written as literals, which
+/// [`plain_literal`] admits only when they consist of ASCII letters, digits, `-` and `_` (no
+/// quote, no backslash: nothing in them can end the literal). A login's email is user input and
+/// is always sent as a bound parameter, in a second round trip.
 pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'static, Postgres>, StoreError> {
+    let values = context_values(context);
+    if let [Some(tenant), Some(user), Some(role), Some(token_hash), Some(login_email)] =
+        values.each_ref().map(|v| plain_literal(v))
+    {
+        let statement = format!(
+            "BEGIN; SELECT set_config('app.tenant_id', {tenant}, true), set_config('app.user_id', {user}, true), \
+             set_config('app.role', {role}, true), set_config('app.token_hash', {token_hash}, true), \
+             set_config('app.login_email', {login_email}, true)"
+        );
+        return pool.begin_with(sqlx::AssertSqlSafe(statement)).await.map_err(StoreError::classify);
+    }
+    let [tenant, user, role, token_hash, login_email] = values;
     let mut tx = pool.begin().await.map_err(StoreError::classify)?;
     sqlx::query(
         "SELECT set_config('app.tenant_id', $1, true), \
@@ -72,21 +90,59 @@ pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'st
                 set_config('app.token_hash', $4, true), \
                 set_config('app.login_email', $5, true)",
     )
-    .bind(context.tenant.map(|t| t.to_string()).unwrap_or_default())
-    .bind(context.user.map(|u| u.to_string()).unwrap_or_default())
-    .bind(match (context.role, context.service) {
-        (Some(role), _) => role.as_str(),
-        (None, true) => "service",
-        (None, false) => "",
-    })
-    .bind(context.token_hash.map(hex_lower).unwrap_or_default())
-    .bind(context.login_email.clone().unwrap_or_default())
+    .bind(tenant)
+    .bind(user)
+    .bind(role)
+    .bind(token_hash)
+    .bind(login_email)
     .execute(&mut *tx)
     .await
     .map_err(StoreError::classify)?;
     Ok(tx)
 }
 
+/// The values of `app.tenant_id`, `app.user_id`, `app.role`, `app.token_hash` and
+/// `app.login_email`, in that order.
+fn context_values(context: &DbContext) -> [String; 5] {
+    [
+        context.tenant.map(|t| t.to_string()).unwrap_or_default(),
+        context.user.map(|u| u.to_string()).unwrap_or_default(),
+        match (context.role, context.service) {
+            (Some(role), _) => role.as_str(),
+            (None, true) => "service",
+            (None, false) => "",
+        }
+        .to_owned(),
+        context.token_hash.map(hex_lower).unwrap_or_default(),
+        context.login_email.clone().unwrap_or_default(),
+    ]
+}
+
+/// `value` as a SQL string literal, if it is made of ASCII letters, digits, `-` and `_` only
+/// (ids, roles, hex digests): such a literal needs no escaping and cannot be broken out of,
+/// whatever the server's `standard_conforming_strings`. `None` for anything else.
+fn plain_literal(value: &str) -> Option<String> {
+    value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_').then(|| format!("'{value}'"))
+}
+
 fn hex_lower(bytes: [u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_literal;
+
+    #[test]
+    fn only_ids_roles_and_digests_become_literals() {
+        assert_eq!(
+            plain_literal("8f0c2c4e-1d2b-4c1a-9d55-2f7d6f1e0a11").as_deref(),
+            Some("'8f0c2c4e-1d2b-4c1a-9d55-2f7d6f1e0a11'")
+        );
+        assert_eq!(plain_literal("service").as_deref(), Some("'service'"));
+        assert_eq!(plain_literal("").as_deref(), Some("''"));
+        for value in ["o'brien", r"a\b", "a b", "x;y", "a@b.org", "é", "a\0b", "$$"] {
+            assert_eq!(plain_literal(value), None, "{value:?}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ pub mod webhooks;
 
 pub use crate::audit::{AuditStoreError, PgAuditLog};
 pub use context::{DbContext, begin};
-pub use pool::{PoolOptions, connect, connect_lazy, migrate, ping};
+pub use pool::{PING_IF_IDLE_FOR, PoolOptions, connect, connect_lazy, migrate, ping};
 pub use role_check::{RoleProblem, verify_runtime_role};
 
 /// Migrations embedded at compile time from `migrations/` at the workspace root.

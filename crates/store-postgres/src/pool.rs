@@ -23,11 +23,31 @@ impl Default for PoolOptions {
     }
 }
 
+/// A pooled connection idle at least this long is pinged before it is handed out; one in use
+/// more recently is handed out as it is.
+///
+/// sqlx's default pings on every acquire: one more round trip per transaction, which on a busy
+/// instance is a sixth of a webhook batch's. A connection that was in use a moment ago is as
+/// good as known to be alive; one that sat idle may have been cut (a database restart, a
+/// failover, an idle timeout in a proxy), and a ping finds that before a request does. What is
+/// left, a connection broken in the last second, fails its first query: the request answers 503
+/// and sqlx drops the connection.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 fn pool_options(options: &PoolOptions) -> PgPoolOptions {
     let statement_timeout_ms = options.statement_timeout.as_millis();
     PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute(AssertSqlSafe(format!("SET statement_timeout = {statement_timeout_ms}"))).await?;

@@ -10,5 +10,6 @@ mod audit_privileges;
 mod audit_query;
 mod audit_retention;
 mod audit_tamper;
+mod context;
 mod errors;
 mod support;

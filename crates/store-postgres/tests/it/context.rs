@@ -1,0 +1,68 @@
+//! The RLS context a transaction starts with, as the database sees it: every form of
+//! `DbContext`, including a login whose email is not a plain token (it is bound, never written
+//! into the statement), and none of it left on the connection after the transaction.
+
+use kernel::{Role, TenantId, UserId};
+use store_postgres::{DbContext, begin};
+use testkit::TestDb;
+
+async fn settings(db: &TestDb, context: &DbContext) -> Vec<String> {
+    let mut tx = begin(&db.app_pool, context).await.unwrap();
+    let row: (String, String, String, String, String) = sqlx::query_as(
+        "SELECT current_setting('app.tenant_id'), current_setting('app.user_id'), current_setting('app.role'), \
+                current_setting('app.token_hash'), current_setting('app.login_email')",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    vec![row.0, row.1, row.2, row.3, row.4]
+}
+
+#[tokio::test]
+async fn every_context_is_set_exactly_and_only_for_its_transaction() {
+    let db = TestDb::new().await;
+    let tenant = TenantId::new();
+    let user = UserId::new();
+    let (t, u) = (tenant.to_string(), user.to_string());
+
+    assert_eq!(settings(&db, &DbContext::user(tenant, user, Role::Therapist)).await, [&t, &u, "therapist", "", ""]);
+    assert_eq!(settings(&db, &DbContext::service(tenant)).await, [&t, "", "service", "", ""]);
+    let hash = [0xab; 32];
+    assert_eq!(settings(&db, &DbContext::token_lookup(tenant, hash)).await, [&t, "", "", &"ab".repeat(32), ""]);
+    // Quotes, a backslash and a semicolon: bound as a parameter, stored as given.
+    let email = r"o'brien\'; SELECT 1; --@example.org";
+    assert_eq!(settings(&db, &DbContext::login_lookup(tenant, email)).await, [&t, "", "", "", email]);
+    assert_eq!(settings(&db, &DbContext::anonymous()).await, ["", "", "", "", ""]);
+
+    // Outside a transaction begun with a context, nothing is set.
+    let mut conn = db.app_pool.acquire().await.unwrap();
+    let tenant_after: Option<String> = sqlx::query_scalar("SELECT nullif(current_setting('app.tenant_id', true), '')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(tenant_after, None);
+}
+
+/// The pool hands out a connection in use a moment ago without a ping, and pings one that sat
+/// idle: a connection cut while idle (a restart, a failover) is replaced before a request uses it.
+#[tokio::test]
+async fn a_connection_cut_while_idle_is_replaced_before_it_is_used() {
+    let db = TestDb::new().await;
+    let options = store_postgres::PoolOptions { max_connections: 1, ..store_postgres::PoolOptions::default() };
+    let pool = store_postgres::connect(&db.app_url, &options).await.unwrap();
+    let mut tx = begin(&pool, &DbContext::anonymous()).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // The database ends the pooled connection's session while it is idle in the pool.
+    let ended: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&db.app_pool).await.unwrap();
+    assert!(ended);
+    tokio::time::sleep(store_postgres::PING_IF_IDLE_FOR + std::time::Duration::from_millis(300)).await;
+
+    let mut tx = begin(&pool, &DbContext::anonymous()).await.unwrap();
+    let new_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_ne!(new_pid, pid, "a new connection replaced the one that was cut");
+}
