@@ -9,7 +9,8 @@
 //! 15 s) with its `wrk_stripe.lua`, which posts to `/webhooks/stripe`: Praxis serves that path
 //! for the one practice configuring Stripe. Both servers get the same randomly generated signing
 //! secret. Praxis runs with request logging off (the baseline logs nothing) and with its rate
-//! limits raised out of the way (the baseline's limit is unlimited by default too).
+//! limits raised out of the way (the baseline's limit is unlimited by default too). Praxis runs
+//! 2 HTTP workers (`PRAXIS_BENCH_WORKERS` sets another number).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // a benchmark program
 
 use api::webhooks::config::{StripeWebhook, TenantWebhooks};
