@@ -4,9 +4,10 @@
 //!
 //! Each of the event's de-duplication keys (`WebhookEvent::dedupe_keys`) is
 //!
-//! 1. claimed in Redis (`SET NX`, 24 h, namespaced by practice and provider): of several copies
-//!    arriving at once, one gets the claim and the others are acknowledged as duplicates at the
-//!    cost of one Redis round trip;
+//! 1. claimed in Redis (`SET NX`, 24 h, namespaced by practice and provider), in the same round
+//!    trip as the practice's budget check for the provider (`ResilientLimiter::check_and_claim`;
+//!    a delivery over budget gets 429 and its claims are released): of several copies arriving at
+//!    once, one gets the claim and the others are acknowledged as duplicates;
 //! 2. recorded in the Postgres inbox (`webhook_inbox`, primary key (practice, provider, key)) as
 //!    the first write of the handler's transaction: the durable decision. A copy that got a
 //!    claim although the key was processed before (Redis flushed, failed over, evicted, or down:
