@@ -364,10 +364,15 @@ async fn process_in(
             continue; // processed before (its claim was lost, or never asked for)
         }
         let delivery = &deliveries[p.delivery];
-        let actor = Actor::Webhook { provider: delivery.event.provider().slug().to_owned() };
-        let audit = &mut handler_audit[p.delivery];
-        let handled =
-            handle(state, &mut tx, tenant, &actor, &p.item, delivery.index_key.as_ref(), &mut payments, audit, now);
+        let mut handling = Handling {
+            state,
+            tenant,
+            actor: Actor::Webhook { provider: delivery.event.provider().slug().to_owned() },
+            index_key: delivery.index_key.as_ref(),
+            now,
+            audit: &mut handler_audit[p.delivery],
+        };
+        let handled = handle(&mut handling, &mut tx, &p.item, &mut payments);
         let outcome = crate::error::in_request_scope(delivery.request_id.clone(), handled).await?;
         processed[p.delivery].push((p.key, p.event_type.as_str(), merge(p.facts.clone(), outcome)));
     }
@@ -459,18 +464,25 @@ fn describe(item: &Item<'_>) -> (String, Value) {
     }
 }
 
-/// Handles one new item; returns non-personal facts about what it did (for the audit entry).
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    state: &AppState,
-    conn: &mut PgConnection,
+/// What the handlers of one delivery's items work with, besides the batch's transaction.
+struct Handling<'a> {
+    state: &'a AppState,
     tenant: TenantId,
-    actor: &Actor,
-    item: &Item<'_>,
-    index_key: Option<&Arc<BlindIndexKey>>,
-    payments: &mut PaymentStates,
-    audit: &mut Vec<AuditEvent>,
+    actor: Actor,
+    /// The practice's blind-index key, when an item matches senders to patients.
+    index_key: Option<&'a Arc<BlindIndexKey>>,
     now: OffsetDateTime,
+    /// The audit entries the handlers ask for, appended with the delivery's receipt at the end of
+    /// the transaction (`process_in`).
+    audit: &'a mut Vec<AuditEvent>,
+}
+
+/// Handles one new item; returns non-personal facts about what it did (for the audit entry).
+async fn handle(
+    cx: &mut Handling<'_>,
+    conn: &mut PgConnection,
+    item: &Item<'_>,
+    payments: &mut PaymentStates,
 ) -> Result<Value, ApiError> {
     match item {
         Item::WhatsAppMessage(message) => {
@@ -483,14 +495,14 @@ async fn handle(
                 text: message.text.as_ref().map(Pii::expose).map(String::as_str),
                 sent_at: Some(message.timestamp),
             };
-            inbound_message(state, conn, tenant, actor, &inbound, index_key, audit, now).await
+            inbound_message(cx, conn, &inbound).await
         }
-        Item::Twilio(event) => twilio(state, conn, tenant, actor, event, index_key, audit, now).await,
+        Item::Twilio(event) => twilio(cx, conn, event).await,
         Item::Stripe(event) => {
-            if !payments_apply(state.config.environment, event.livemode) {
+            if !payments_apply(cx.state.config.environment, event.livemode) {
                 return Ok(json!({ "payment": "test_mode_ignored" }));
             }
-            stripe_payment(conn, tenant, event, payments).await
+            stripe_payment(conn, cx.tenant, event, payments).await
         }
         // Recorded in the inbox (with their metadata, see `describe`) and acknowledged.
         Item::WhatsAppStatus(_) | Item::Vapi(_) | Item::Standard(_) => Ok(json!({})),
@@ -578,17 +590,7 @@ async fn stripe_payment(
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the handler's context, passed down as `handle` has it
-async fn twilio(
-    state: &AppState,
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    actor: &Actor,
-    event: &TwilioEvent,
-    index_key: Option<&Arc<BlindIndexKey>>,
-    audit: &mut Vec<AuditEvent>,
-    now: OffsetDateTime,
-) -> Result<Value, ApiError> {
+async fn twilio(cx: &mut Handling<'_>, conn: &mut PgConnection, event: &TwilioEvent) -> Result<Value, ApiError> {
     match &event.resource {
         // An inbound message (Twilio sends `SmsStatus=received` with it); anything else is a
         // status callback for a message Praxis sent, or a call, recorded in the inbox only.
@@ -610,7 +612,7 @@ async fn twilio(
                 text: event.body.as_ref().map(Pii::expose).map(String::as_str),
                 sent_at: None,
             };
-            inbound_message(state, conn, tenant, actor, &inbound, index_key, audit, now).await
+            inbound_message(cx, conn, &inbound).await
         }
         TwilioResource::Message { .. } | TwilioResource::Call { .. } => Ok(json!({})),
     }
@@ -630,18 +632,13 @@ struct Inbound<'a> {
 
 /// Logs the message (digest only) once per matched patient (or once unmatched), and for an
 /// opt-out keyword withdraws the channel's marketing consent of every matched patient.
-#[allow(clippy::too_many_arguments)] // the handler's context, passed down as `handle` has it
 async fn inbound_message(
-    state: &AppState,
+    cx: &mut Handling<'_>,
     conn: &mut PgConnection,
-    tenant: TenantId,
-    actor: &Actor,
     message: &Inbound<'_>,
-    index_key: Option<&Arc<BlindIndexKey>>,
-    audit: &mut Vec<AuditEvent>,
-    now: OffsetDateTime,
 ) -> Result<Value, ApiError> {
-    let patients = match index_key {
+    let (tenant, now) = (cx.tenant, cx.now);
+    let patients = match cx.index_key {
         Some(key) => {
             let query = PatientQuery {
                 phone_index: Some(crate::patients::phone_index(key, message.from)),
@@ -674,7 +671,7 @@ async fn inbound_message(
     let mut withdrawn = 0;
     for patient in &patients {
         store_postgres::webhooks::log_message(conn, &row(Some(patient.id))).await?;
-        if stop && withdraw_marketing(state, conn, tenant, actor, patient.id, message, audit, now).await? {
+        if stop && withdraw_marketing(cx, conn, patient.id, message).await? {
             withdrawn += 1;
         }
     }
@@ -684,17 +681,13 @@ async fn inbound_message(
 /// Withdraws the marketing consent of `message`'s channel for `patient`, through the consent
 /// domain with the message as evidence, when withdrawing is allowed from its current state
 /// (a consent never given, or already withdrawn, is left as it is). Returns whether it did.
-#[allow(clippy::too_many_arguments)] // the handler's context, passed down as `handle` has it
 async fn withdraw_marketing(
-    state: &AppState,
+    cx: &mut Handling<'_>,
     conn: &mut PgConnection,
-    tenant: TenantId,
-    actor: &Actor,
     patient: PatientId,
     message: &Inbound<'_>,
-    audit: &mut Vec<AuditEvent>,
-    now: OffsetDateTime,
 ) -> Result<bool, ApiError> {
+    let (tenant, now, actor) = (cx.tenant, cx.now, &cx.actor);
     let purpose = consent::marketing_purpose_for_channel(message.channel);
     // Locks the patient: consent changes of one patient happen one at a time.
     let Some(row) = store_postgres::patients::get(conn, tenant, patient, true).await? else {
@@ -724,7 +717,7 @@ async fn withdraw_marketing(
         Err(error) => return Err(ApiError::internal(error)),
     };
     store_postgres::patients::record_consent(conn, tenant, &event, &record).await?;
-    let audit_event = AuditEvent::new(tenant, actor.clone(), Action::ConsentWithdrawn, "consent", &*state.clock)
+    let audit_event = AuditEvent::new(tenant, actor.clone(), Action::ConsentWithdrawn, "consent", &*cx.state.clock)
         .with_resource_id(patient.to_string())
         .with_detail(json!({
             "purpose": purpose.as_str(),
@@ -734,7 +727,7 @@ async fn withdraw_marketing(
             "channel": message.channel.evidence_channel().as_str(),
         }));
     // Appended with the batch's other entries at the end of the transaction (`process_in`).
-    audit.push(with_request(audit_event));
+    cx.audit.push(with_request(audit_event));
     Ok(true)
 }
 
