@@ -142,7 +142,8 @@ pub async fn ingest(state: &AppState, tenant: TenantId, event: WebhookEvent, bod
     Ingested { decision, result: process_claimed(state, tenant, event, body, &namespace, claims).await }
 }
 
-/// Processes a delivery whose keys were claimed ([`sort_claims`]).
+/// Processes a delivery whose keys were claimed ([`sort_claims`]); on failure gives the claims
+/// back, so the provider's retry is processed.
 async fn process_claimed(
     state: &AppState,
     tenant: TenantId,
@@ -151,10 +152,25 @@ async fn process_claimed(
     namespace: &str,
     (mut held, claimed_elsewhere): (Vec<Held>, Vec<String>),
 ) -> Result<Outcome, ApiError> {
-    let provider = event.provider();
     if held.is_empty() && claimed_elsewhere.is_empty() {
         return Ok(Outcome::Empty);
     }
+    let result = process_held(state, tenant, event, body, &mut held, claimed_elsewhere).await;
+    if result.is_err() {
+        release_all(state, namespace, &held).await;
+    }
+    result
+}
+
+async fn process_held(
+    state: &AppState,
+    tenant: TenantId,
+    event: WebhookEvent,
+    body: &[u8],
+    held: &mut Vec<Held>,
+    claimed_elsewhere: Vec<String>,
+) -> Result<Outcome, ApiError> {
+    let provider = event.provider();
     // A Redis claim says another copy started, not that it finished: it outlives a crash, a
     // dropped request or a failed release for its whole TTL. Only the inbox proves an event was
     // processed; a key claimed but not recorded is processed here, and the inbox's key decides
@@ -173,11 +189,7 @@ async fn process_claimed(
     }
     // Matching senders to patients needs the practice's blind-index key.
     let needs_index = items(&event)?.iter().any(|(_, item)| matches!(item, Item::WhatsAppMessage(_) | Item::Twilio(_)));
-    let result = prepare_and_process(state, tenant, event, needs_index, &held, body).await;
-    if result.is_err() {
-        release_all(state, namespace, &held).await;
-    }
-    result
+    prepare_and_process(state, tenant, event, needs_index, held, body).await
 }
 
 /// Fetches what the handlers need outside the transaction, then hands the delivery to the
