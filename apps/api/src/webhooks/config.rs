@@ -32,7 +32,8 @@ pub struct WebhooksConfig {
     /// prefix). Twilio signs the full URL it called; it is rebuilt from this, never from the
     /// request's Host header. Required when any practice configures Twilio.
     pub public_base_url: Option<String>,
-    /// Requests per minute, per practice and provider.
+    /// Verified deliveries per minute, per practice and provider (forged requests fall under the
+    /// global per-address limit instead).
     pub rate_limits: WebhookRateLimits,
     /// Rejected webhooks written to the audit trail per source IP and minute; further rejections
     /// from that address are still refused, and counted in the log, but not audited one by one.
@@ -52,7 +53,7 @@ impl Default for WebhooksConfig {
     }
 }
 
-/// Per-provider budgets (requests per minute per practice). The defaults are issue #5's:
+/// Per-provider budgets (verified deliveries per minute per practice). The defaults are issue #5's:
 /// `identity::RateLimits`; Standard Webhooks senders get Vapi's budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
