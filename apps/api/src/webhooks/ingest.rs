@@ -83,9 +83,28 @@ enum Item<'e> {
     Standard(&'e StandardEvent),
 }
 
+/// The keys an event is de-duplicated by, as stored (`webhook_inbox.event_key`) and claimed:
+/// the provider's ids (`WebhookEvent::dedupe_keys`), except WhatsApp's, which are digested.
+/// A WhatsApp message id (`wamid.` + base64) encodes the sender's phone number, and the inbox
+/// row outlives the erasure of the patient who sent it; the id's digest still tells a redelivery
+/// apart. `migrations/20261123000011_webhook_inbox_whatsapp_key_digests.sql` rewrote the keys
+/// stored before, with the same digest.
+fn dedupe_keys(event: &WebhookEvent) -> Vec<String> {
+    let keys = event.dedupe_keys();
+    match event {
+        WebhookEvent::WhatsApp(_) => keys.iter().map(|key| key_digest(key)).collect(),
+        _ => keys,
+    }
+}
+
+/// `sha256:` and the lower-case hex SHA-256 of `key`'s UTF-8 bytes.
+fn key_digest(key: &str) -> String {
+    format!("sha256:{}", hex::encode(sha256(key.as_bytes())))
+}
+
 /// The items of `event`, each with its key, in `dedupe_keys` order (messages, then statuses).
 fn items(event: &WebhookEvent) -> Result<Vec<(String, Item<'_>)>, ApiError> {
-    let keys = event.dedupe_keys();
+    let keys = dedupe_keys(event);
     let items: Vec<Item<'_>> = match event {
         WebhookEvent::Stripe(e) => vec![Item::Stripe(e)],
         WebhookEvent::WhatsApp(e) => {
@@ -126,7 +145,7 @@ pub struct Ingested {
 /// and its claims are released, so the provider's retry is processed.
 pub async fn ingest(state: &AppState, tenant: TenantId, event: WebhookEvent, body: &[u8], limit: Limit) -> Ingested {
     let provider = event.provider();
-    let keys = event.dedupe_keys();
+    let keys = dedupe_keys(&event);
     let namespace = claim_namespace(tenant, provider);
     let subject = format!("{tenant}:{}", provider.slug());
     let event_ids: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -270,8 +289,9 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 const MAX_AUDIT_ID_BYTES: usize = 128;
 
 /// An audit resource id for an event key: the key itself when it is a plain token, else a
-/// digest. WhatsApp message ids (`wamid.` + base64) are always digested: they encode the
-/// sender's phone number, and the audit trail is kept after a patient is erased.
+/// digest. WhatsApp message ids (`wamid.` + base64) encode the sender's phone number and the
+/// audit trail is kept after a patient is erased: their keys arrive digested ([`dedupe_keys`]),
+/// and a raw one would be digested here.
 fn audit_resource_id(key: &str) -> String {
     let plain = !key.starts_with("wamid")
         && !key.is_empty()

@@ -431,6 +431,13 @@ async fn whatsapp_signatures_handshake_and_bounds() {
     let sign = |secret: &str, body: &str| vec![("x-hub-signature-256", whatsapp_signature(secret, body))];
     assert_received(hooks.post("whatsapp", "", &sign(&s.whatsapp, &body), body.clone()).await, false).await;
     assert_received(hooks.post("whatsapp", "", &sign(&s.whatsapp, &body), body.clone()).await, true).await;
+    // The inbox keys a WhatsApp message by its id's digest (the id encodes the sender's number
+    // and the row outlives an erasure), the same digest the migration gave keys stored before.
+    let raw = "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1 AND event_key LIKE '%wamid%'";
+    assert_eq!(hooks.count(raw).await, 0);
+    let digest = "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1 \
+                  AND event_key = 'sha256:' || encode(sha256(convert_to('wamid.HBgLNDkxNTE=', 'UTF8')), 'hex')";
+    assert_eq!(hooks.count(digest).await, 1);
     let rotated = whatsapp_body("wamid.second", "4915100000001", "Hallo");
     assert_received(hooks.post("whatsapp", "", &sign(&s.whatsapp_old, &rotated), rotated.clone()).await, false).await;
     let other = whatsapp_body("wamid.third", "4915100000001", "Hallo");

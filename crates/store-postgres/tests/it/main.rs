@@ -12,4 +12,5 @@ mod audit_retention;
 mod audit_tamper;
 mod context;
 mod errors;
+mod migrations;
 mod support;
