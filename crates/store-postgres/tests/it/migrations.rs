@@ -1,23 +1,17 @@
 //! Data migrations, run again over rows written the way the code before them wrote.
 
-use kernel::{Role, TenantId, UserId};
+use crate::support::seed_tenant;
 use store_postgres::webhooks::{InboxEvent, record_events};
 use store_postgres::{DbContext, begin};
 use testkit::TestDb;
 
 /// `20261123000011`: WhatsApp inbox keys stored raw (message ids encode the sender's number)
-/// become digests, across every practice, and the table forces row-level security again after.
+/// become digests, rewritten by the owner without a practice context, and the table forces
+/// row-level security again after.
 #[tokio::test]
 async fn whatsapp_inbox_keys_stored_raw_are_rewritten_as_digests() {
     let db = TestDb::new().await;
-    let tenant = TenantId::new();
-    let mut tx = begin(&db.app_pool, &DbContext::user(tenant, UserId::new(), Role::Admin)).await.unwrap();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Migrated')")
-        .bind(tenant.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let tenant = seed_tenant(&db).await;
     let event = |provider, event_key| InboxEvent {
         tenant,
         provider,
