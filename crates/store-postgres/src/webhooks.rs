@@ -85,7 +85,8 @@ pub async fn record_events(conn: &mut PgConnection, events: &[InboxEvent<'_>]) -
     Ok(events.iter().map(|event| unclaimed.remove(&(event.provider, event.event_key))).collect())
 }
 
-/// Whether an event key is recorded (for tests and operators).
+/// Whether an event key is recorded: the ingest path asks it for keys another copy claimed in
+/// Redis (a claim alone does not prove the event was processed); tests and operators use it too.
 pub async fn is_recorded(
     conn: &mut PgConnection,
     tenant: TenantId,
