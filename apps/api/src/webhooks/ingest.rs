@@ -737,7 +737,7 @@ async fn withdraw_marketing(
     if !record.allowed_actions(now).contains(&ConsentAction::Withdraw) {
         return Ok(false);
     }
-    let note = NoteRef::parse(message.message_id).map_err(ApiError::internal)?;
+    let note = NoteRef::parse(&evidence_ref(message)).map_err(ApiError::internal)?;
     let evidence = Evidence::new(text, message.channel.evidence_channel(), actor.clone()).with_note_ref(note);
     let event = match record.apply(ConsentCommand::Withdraw, evidence, now) {
         Ok(event) => event,
@@ -761,6 +761,14 @@ async fn withdraw_marketing(
     // Appended with the batch's other entries at the end of the transaction (`process_in`).
     cx.audit.push(with_request(audit_event));
     Ok(true)
+}
+
+/// How a withdrawal's evidence names the message that asked for it: as the inbox keys it
+/// ([`dedupe_keys`]). A WhatsApp message id encodes the sender's phone number, and consent
+/// events are append-only evidence kept after the patient's erasure, so WhatsApp's is digested;
+/// Twilio's `MessageSid` is an opaque id and stays as it is.
+fn evidence_ref(message: &Inbound<'_>) -> String {
+    if message.provider == "whatsapp" { key_digest(message.message_id) } else { message.message_id.to_owned() }
 }
 
 #[cfg(test)]

@@ -804,7 +804,9 @@ async fn stop_over_whatsapp_withdraws_whatsapp_marketing_with_the_message_as_evi
     assert_eq!(view["state"], "withdrawn");
     assert_eq!(view["active"], false);
 
-    // The withdrawal's evidence: the channel, the webhook as recorder, the message id.
+    // The withdrawal's evidence: the channel, the webhook as recorder, and the message as the
+    // inbox keys it. Consent events outlive an erasure; a WhatsApp message id encodes the
+    // sender's number, so the evidence holds its SHA-256, never the id.
     let response = hooks
         .app
         .client
@@ -816,7 +818,12 @@ async fn stop_over_whatsapp_withdraws_whatsapp_marketing_with_the_message_as_evi
     let history: Vec<Value> = response.json().await.unwrap();
     let withdrawal = history.iter().find(|e| e["action"] == "withdraw").unwrap();
     assert_eq!(withdrawal["channel"], "whatsapp");
-    assert_eq!(withdrawal["evidence_ref"], "wamid.stop");
+    let wamid_digest = format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, b"wamid.stop")));
+    assert_eq!(withdrawal["evidence_ref"], wamid_digest);
+    assert!(!serde_json::to_string(&history).unwrap().contains("wamid"), "{history:?}");
+    let inbox_keyed = "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1 \
+                       AND event_key = 'sha256:' || encode(sha256(convert_to('wamid.stop', 'UTF8')), 'hex')";
+    assert_eq!(hooks.count(inbox_keyed).await, 1, "the evidence names the message as the inbox keys it");
     assert_eq!(withdrawal["recorded_by"], json!({ "kind": "webhook", "provider": "whatsapp" }));
     let withdrawn =
         hooks.count("SELECT count(*) FROM audit_entries WHERE tenant_id = $1 AND action = 'consent.withdrawn'").await;
