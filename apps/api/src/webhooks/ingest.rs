@@ -519,7 +519,7 @@ async fn handle(
     match item {
         Item::WhatsAppMessage(message) => {
             let inbound = Inbound {
-                provider: "whatsapp",
+                provider: Provider::WhatsApp,
                 channel: InboundChannel::WhatsApp,
                 message_id: &message.id,
                 from: message.from.expose(),
@@ -636,7 +636,7 @@ async fn twilio(cx: &mut Handling<'_>, conn: &mut PgConnection, event: &TwilioEv
                 None => (InboundChannel::Sms, from.as_str()),
             };
             let inbound = Inbound {
-                provider: "twilio",
+                provider: Provider::Twilio,
                 channel,
                 message_id: sid,
                 from: number,
@@ -652,7 +652,7 @@ async fn twilio(cx: &mut Handling<'_>, conn: &mut PgConnection, event: &TwilioEv
 
 /// An inbound message, whichever provider delivered it.
 struct Inbound<'a> {
-    provider: &'static str,
+    provider: Provider,
     channel: InboundChannel,
     message_id: &'a str,
     /// The sender's number (E.164).
@@ -687,7 +687,7 @@ async fn inbound_message(
     };
     let row = |patient: Option<PatientId>| NewMessage {
         tenant,
-        provider: message.provider,
+        provider: message.provider.slug(),
         channel,
         message_id: message.message_id.to_owned(),
         patient,
@@ -768,7 +768,7 @@ async fn withdraw_marketing(
 /// events are append-only evidence kept after the patient's erasure, so WhatsApp's is digested;
 /// Twilio's `MessageSid` is an opaque id and stays as it is.
 fn evidence_ref(message: &Inbound<'_>) -> String {
-    if message.provider == "whatsapp" { key_digest(message.message_id) } else { message.message_id.to_owned() }
+    if message.provider == Provider::WhatsApp { key_digest(message.message_id) } else { message.message_id.to_owned() }
 }
 
 #[cfg(test)]
