@@ -19,6 +19,25 @@ fn install_interrupt_flag() -> Result<Arc<AtomicBool>, String> {
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root());
+    // `cargo run` set these for xtask itself. Build scripts that watch one of them (ring's
+    // watches CARGO_MANIFEST_DIR) would see a value plain `cargo` never has, and rebuild, with
+    // everything above them, whenever a build alternates between `cargo xtask` and plain cargo,
+    // or runs from another checkout sharing the target directory (CI's clean clone).
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str()
+            && (name.starts_with("CARGO_PKG_")
+                || matches!(
+                    name,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                ))
+        {
+            command.env_remove(name);
+        }
+    }
     command
 }
 
