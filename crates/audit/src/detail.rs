@@ -69,36 +69,52 @@ const PII_WORDS: &[&str] = &[
 /// harmless key that trips it (`content_type`) is renamed (`media_type`), which costs a minute; a
 /// leaked phone number in a permanent log costs far more.
 pub fn is_pii_key(key: &str) -> bool {
-    let words = split_words(key);
-    let joined: String = words.concat();
-    PII_FRAGMENTS.iter().any(|fragment| joined.contains(fragment))
-        || words.iter().any(|word| PII_WORDS.contains(&word.as_str()))
+    let words = Words::of(key);
+    PII_FRAGMENTS.iter().any(|fragment| words.joined.contains(fragment))
+        || words.iter().any(|word| PII_WORDS.contains(&word))
 }
 
-/// Splits a key into lower-case words at non-alphanumerics and at lower-to-upper camelCase
-/// boundaries: `patientFirst_name` -> `patient`, `first`, `name`.
-fn split_words(key: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut prev_lower_or_digit = false;
-    for ch in key.chars() {
-        if !ch.is_alphanumeric() {
-            if !current.is_empty() {
-                words.push(std::mem::take(&mut current));
+/// A key split into lower-case words at non-alphanumerics and at lower-to-upper camelCase
+/// boundaries (`patientFirst_name` -> `patient`, `first`, `name`), held as the words joined
+/// (`patientfirstname`) and where each ends: two allocations per key, not one per word (every
+/// key of every audit entry's detail passes through here, twice per append).
+struct Words {
+    joined: String,
+    ends: Vec<usize>,
+}
+
+impl Words {
+    fn of(key: &str) -> Self {
+        let mut joined = String::with_capacity(key.len());
+        let mut ends = Vec::new();
+        let mut word_start = 0;
+        let mut prev_lower_or_digit = false;
+        for ch in key.chars() {
+            if !ch.is_alphanumeric() {
+                if joined.len() > word_start {
+                    ends.push(joined.len());
+                    word_start = joined.len();
+                }
+                prev_lower_or_digit = false;
+                continue;
             }
-            prev_lower_or_digit = false;
-            continue;
+            if ch.is_uppercase() && prev_lower_or_digit && joined.len() > word_start {
+                ends.push(joined.len());
+                word_start = joined.len();
+            }
+            prev_lower_or_digit = ch.is_lowercase() || ch.is_numeric();
+            joined.extend(ch.to_lowercase());
         }
-        if ch.is_uppercase() && prev_lower_or_digit && !current.is_empty() {
-            words.push(std::mem::take(&mut current));
+        if joined.len() > word_start {
+            ends.push(joined.len());
         }
-        prev_lower_or_digit = ch.is_lowercase() || ch.is_numeric();
-        current.extend(ch.to_lowercase());
+        Self { joined, ends }
     }
-    if !current.is_empty() {
-        words.push(current);
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.joined[start..end])
     }
-    words
 }
 
 /// Checks a detail against every rule: a JSON object, at most [`MAX_DETAIL_DEPTH`] levels, no
@@ -273,6 +289,18 @@ mod tests {
             let err = validate_detail(&json!({ key: "x" })).unwrap_err();
             assert!(matches!(err, AuditError::DetailPiiKey { .. }), "{key}: {err:?}");
         }
+    }
+
+    #[test]
+    fn keys_split_into_lower_case_words() {
+        let words = |key: &str| Words::of(key).iter().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(words("patientFirst_name"), ["patient", "first", "name"]);
+        assert_eq!(words("__x--Y__"), ["x", "y"]);
+        assert_eq!(words("HTTPStatus2xx"), ["httpstatus2xx"]);
+        assert_eq!(words("a1B"), ["a1", "b"]);
+        assert_eq!(words("ÄrztinName"), ["ärztin", "name"]);
+        assert!(words("").is_empty());
+        assert!(words("-_.").is_empty());
     }
 
     #[test]
