@@ -3,7 +3,7 @@
 //! Every key Praxis writes starts with a configured prefix (`praxis:` by default), so several
 //! deployments or test runs can share one Redis without seeing each other's keys.
 //!
-//! On top of [`RedisStore`] (one multiplexed connection, prefix, timeout, health):
+//! On top of [`RedisStore`] (one multiplexed connection per thread, prefix, timeout, health):
 //!
 //! - [`RateLimiter`]: GCRA in one Lua script, timed by the Redis server's clock, so every app
 //!   instance enforces one shared limit. [`FallbackLimiter`] is the same algorithm in process for
@@ -24,7 +24,9 @@
 //! its canonical text form (which [`std::net::IpAddr`] parsing has already validated).
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 mod blocklist;
@@ -52,21 +54,26 @@ pub enum CacheError {
 
 /// The Redis connection and the key prefix for this deployment.
 ///
-/// # One multiplexed connection, not a pool
+/// # One multiplexed connection per thread, not a pool
 ///
-/// Every command goes over one connection per store (redis-rs' `ConnectionManager`): commands
+/// Every command goes over its thread's connection (redis-rs' `ConnectionManager`): commands
 /// that tasks send at the same moment are written together and their replies read together, so
 /// under load Redis and Praxis each make one read and one write for many commands instead of one
 /// pair per command on a connection of a pool. Every command Praxis sends is short and
 /// non-blocking (no `BLPOP`, no `SUBSCRIBE`, no `MULTI` spanning awaits), which is what makes
-/// sharing one connection safe. The manager reconnects after the connection breaks.
+/// sharing one connection safe. The manager reconnects after the connection breaks. An HTTP
+/// worker is one thread, so each worker has its own connection (see `connections`).
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
-    /// Created on first use, inside the async runtime (the manager spawns its I/O task there),
-    /// and dropped after a connection-level failure so the next command builds a new one (see
-    /// [`RedisStore::with_connection`]).
-    connection: Arc<Mutex<Option<ConnectionManager>>>,
+    /// One connection per thread that sends commands, created on that thread's first command,
+    /// inside its async runtime (the manager spawns its I/O task there), and dropped after a
+    /// connection-level failure so the next command builds a new one (see
+    /// [`RedisStore::with_connection`]). Per thread because each HTTP worker is a
+    /// single-threaded runtime: a connection shared by all of them would have its I/O task on
+    /// one worker, every other worker's commands would wait for that worker to be scheduled
+    /// (twice per round trip), and a worker that stopped would take the others' connection down.
+    connections: Arc<Mutex<HashMap<ThreadId, ConnectionManager>>>,
     prefix: String,
     timeout: Duration,
 }
@@ -82,7 +89,7 @@ impl RedisStore {
     /// any one command may wait for a connection and an answer.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
         let client = redis::Client::open(url).map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
-        Ok(Self { client, connection: Arc::default(), prefix: prefix.to_owned(), timeout })
+        Ok(Self { client, connections: Arc::default(), prefix: prefix.to_owned(), timeout })
     }
 
     /// `prefix` + `key`: the only way adapters should name keys.
@@ -100,10 +107,14 @@ impl RedisStore {
         self.timeout
     }
 
-    /// The shared connection (cheap to clone: clones send over the same connection).
+    /// This thread's connection (cheap to clone: clones send over the same connection).
     pub async fn connection(&self) -> Result<ConnectionManager, CacheError> {
-        let mut slot = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(connection) = slot.as_ref() {
+        self.connection_of(std::thread::current().id())
+    }
+
+    fn connection_of(&self, thread: ThreadId) -> Result<ConnectionManager, CacheError> {
+        let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(connection) = connections.get(&thread) {
             return Ok(connection.clone());
         }
         // Lazy: nothing is sent until the first command, which connects (within `timeout`), one
@@ -115,15 +126,15 @@ impl RedisStore {
             .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             .map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        *slot = Some(manager.clone());
+        connections.insert(thread, manager.clone());
         Ok(manager)
     }
 
     /// Forgets the shared connection after a connection-level failure. The manager reconnects by
     /// itself only after I/O errors; a failed AUTH, a connection that stopped answering, or an
     /// I/O task whose runtime stopped would otherwise fail every later command.
-    fn discard_connection(&self) {
-        *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    fn discard_connection(&self, thread: ThreadId) {
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner).remove(&thread);
     }
 
     /// Readiness probe: PING within the configured timeout.
@@ -146,8 +157,9 @@ impl RedisStore {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, CacheError>>,
     {
+        let thread = std::thread::current().id();
         let result = tokio_timeout(self.timeout, async {
-            let conn = self.connection().await?;
+            let conn = self.connection_of(thread)?;
             match operation(conn).await {
                 // No usable connection (refused, dropped, timed out, AUTH refused): Redis is
                 // unavailable, as opposed to a command it answered with an error.
@@ -165,7 +177,7 @@ impl RedisStore {
         })
         .await;
         if matches!(result, Err(CacheError::Unavailable(_))) {
-            self.discard_connection();
+            self.discard_connection(thread);
         }
         result
     }

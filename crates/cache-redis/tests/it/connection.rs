@@ -1,4 +1,4 @@
-//! The shared connection is replaced after it stops answering.
+//! Connections: one per thread that sends commands, replaced after it stops answering.
 
 use cache_redis::{CacheError, RedisStore};
 use std::time::Duration;
@@ -81,4 +81,25 @@ async fn a_connection_that_stops_answering_is_replaced_by_the_next_command() {
     // ...and the next command does not queue behind it on the same connection: it connects anew.
     store.ping().await.unwrap();
     store.ping().await.unwrap();
+}
+
+/// Each HTTP worker is a single-threaded runtime, and a connection's I/O task runs on the
+/// runtime that first used it. A worker whose runtime stops (a panic, a restart) takes only its
+/// own connection with it: another thread's first command after that succeeds.
+#[test]
+fn a_stopped_runtime_takes_only_its_own_connection_down() {
+    let redis = testkit::TestRedis::new();
+    let store = crate::store(&redis);
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let worker = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            // The runtime, and with it the I/O task of this thread's connection, ends with the thread.
+            runtime().block_on(store.ping()).unwrap();
+        })
+    };
+    worker.join().unwrap();
+    runtime().block_on(async {
+        store.ping().await.expect("this thread's first command has a live connection");
+    });
 }
