@@ -135,8 +135,20 @@ fn from_status(status: StatusCode, limit: usize) -> ApiError {
     }
 }
 
+/// Marks a response of a route that applied the request guard's checks itself: [`guard`] leaves
+/// it as it is. The webhook routes do (see `crate::routes::webhooks`): a provider's verified
+/// delivery is checked against the block list in the same Redis round trip as its event claims,
+/// and is limited by the practice's budget for the provider rather than per address, since all
+/// of a provider's deliveries, for every practice of a deployment, come from a few addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedByRoute;
+
 /// Inside the edge: the IP block list (403) and the global per-IP rate limit (429), with the
 /// `X-RateLimit-*` headers on every answer. Health probes are exempt: a load balancer polls them.
+///
+/// Under `/webhooks/` the route runs first and applies the checks itself (its responses carry
+/// [`GuardedByRoute`]); an answer without the mark did no work (the router's 404 or 405), and is
+/// checked here afterwards, as any other request is before.
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -148,14 +160,44 @@ pub async fn guard(
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     let ip = crate::auth::client_ip(req.request(), &state);
-    // The block list and the shared limit live in Redis and are asked in one round trip. While
-    // the limiter knows Redis is down, neither is asked (each request would otherwise wait out the
-    // Redis timeout): serving stays up on the in-process limiter, the block list fails open, and
-    // readiness reports the outage.
+    if req.path() == "/webhooks" || req.path().starts_with("/webhooks/") {
+        let response = next.call(req).await?.map_into_boxed_body();
+        if response.response().extensions().contains::<GuardedByRoute>() {
+            return Ok(response);
+        }
+        let (request, response) = response.into_parts();
+        let mut response = match check_client(&state, ip).await {
+            Ok(decision) => with_global_limit(&state, response, &decision),
+            Err(refusal) => refusal,
+        };
+        response.extensions_mut().insert(GuardedByRoute);
+        return Ok(ServiceResponse::new(request, response));
+    }
+    match check_client(&state, ip).await {
+        Ok(decision) => {
+            let response = next.call(req).await?.map_into_boxed_body();
+            let (request, response) = response.into_parts();
+            Ok(ServiceResponse::new(request, with_global_limit(&state, response, &decision)))
+        }
+        Err(refusal) => Ok(req.into_response(refusal)),
+    }
+}
+
+/// The request guard's checks of a client address: its decision on the global limit, or the
+/// answer that refuses the request (403 blocked, 429 over the limit, with the limit's headers).
+///
+/// The block list and the shared limit live in Redis and are asked in one round trip. While the
+/// limiter knows Redis is down, neither is asked (each request would otherwise wait out the Redis
+/// timeout): serving stays up on the in-process limiter, the block list fails open, and readiness
+/// reports the outage.
+pub async fn check_client(
+    state: &crate::state::AppState,
+    ip: std::net::IpAddr,
+) -> Result<cache_redis::Decision, actix_web::HttpResponse> {
     let limit = cache_redis::Limit::new(state.config.rate_limits.global_per_minute, std::time::Duration::from_secs(60));
     let check = state.limiter.check_ip(&state.blocklist, ip, "global", limit).await;
     match check.blocked {
-        Some(true) => return Ok(req.into_response(ApiError::Forbidden.error_response())),
+        Some(true) => return Err(ApiError::Forbidden.error_response()),
         Some(false) => {}
         // Redis answered the limit but refused the block-list lookup.
         None if check.backend == cache_redis::Backend::Redis => tracing::warn!("ip block list unavailable"),
@@ -163,26 +205,34 @@ pub async fn guard(
         None => {}
     }
     let decision = check.decision;
-    let reset_at = state.clock.now().unix_timestamp() + i64::try_from(decision.reset_after_secs()).unwrap_or(0);
-    let mut response = if decision.allowed {
-        next.call(req).await?.map_into_boxed_body()
-    } else {
-        let retry_after_secs = decision.retry_after_secs().unwrap_or(1);
-        req.into_response(ApiError::TooManyRequests { retry_after_secs }.error_response())
-    };
+    if decision.allowed {
+        return Ok(decision);
+    }
+    let retry_after_secs = decision.retry_after_secs().unwrap_or(1);
+    Err(with_global_limit(state, ApiError::TooManyRequests { retry_after_secs }.error_response(), &decision))
+}
+
+/// `response` with the global limit's `X-RateLimit-*` headers, unless it carries a route's own
+/// (the webhook providers' budgets): the limit that applies to the route is the one reported.
+pub fn with_global_limit(
+    state: &crate::state::AppState,
+    mut response: actix_web::HttpResponse,
+    decision: &cache_redis::Decision,
+) -> actix_web::HttpResponse {
     let headers = response.headers_mut();
-    // A route with a budget of its own (the webhook providers') has set these already: its
-    // limit is the one that applies to the route, so it is the one reported.
-    let route_limited = headers.contains_key("x-ratelimit-limit");
+    if headers.contains_key("x-ratelimit-limit") {
+        return response;
+    }
+    let reset_at = state.clock.now().unix_timestamp() + i64::try_from(decision.reset_after_secs()).unwrap_or(0);
     let global = [
         ("x-ratelimit-limit", decision.limit.to_string()),
         ("x-ratelimit-remaining", decision.remaining.to_string()),
         ("x-ratelimit-reset", reset_at.to_string()),
     ];
-    for (name, value) in global.into_iter().filter(|_| !route_limited) {
+    for (name, value) in global {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    Ok(response)
+    response
 }

@@ -146,13 +146,15 @@ pub struct IpCheck {
 }
 
 /// The idempotency claims [`ResilientLimiter::check_and_claim`] makes: `event_ids` under
-/// `namespace`, each for `ttl`.
+/// `namespace`, each for `ttl`; and, when `sender` is set, whether that address is on the block
+/// list, asked in the same round trip.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimsToMake<'a> {
     pub store: &'a IdempotencyClaims,
     pub namespace: &'a str,
     pub event_ids: &'a [&'a str],
     pub ttl: Duration,
+    pub sender: Option<(&'a IpBlockList, IpAddr)>,
 }
 
 /// The answer of [`ResilientLimiter::check_and_claim`].
@@ -160,8 +162,11 @@ pub struct ClaimsToMake<'a> {
 pub struct ClaimCheck {
     pub decision: Decision,
     pub backend: Backend,
-    /// When the request is within its limit, one answer per event id, in order; empty when the
-    /// limit denied it (its claims were released).
+    /// Whether the sender is blocked: `None` when no sender was given or the block list could
+    /// not be read (Redis unavailable), for the caller to decide whether to fail open or closed.
+    pub blocked: Option<bool>,
+    /// When the request is within its limit and its sender not blocked, one answer per event id,
+    /// in order; empty otherwise (its claims were released).
     pub claims: Vec<Result<Claim, CacheError>>,
 }
 
@@ -267,13 +272,15 @@ impl ResilientLimiter {
         IpCheck { blocked, decision, backend }
     }
 
-    /// A rate-limit check and idempotency claims, in one Redis round trip. `claims.store` must use
-    /// the same Redis as this limiter.
+    /// A rate-limit check and idempotency claims (and, with `claims.sender`, the sender's block
+    /// list entry), in one Redis round trip. `claims.store` and the block list must use the same
+    /// Redis as this limiter.
     ///
-    /// When the check denies the request, the claims it made are released again (the request is
-    /// refused, so the provider's retry must find the events unclaimed) and none are returned.
-    /// Otherwise there is one answer per event id, in order: the claim, or the reason Redis could
-    /// not give one (unavailable: the fallback limiter decided), for the caller to decide without.
+    /// When the check denies the request or the sender is blocked, the claims it made are released
+    /// again (the request is refused, so the provider's retry must find the events unclaimed) and
+    /// none are returned. Otherwise there is one answer per event id, in order: the claim, or the
+    /// reason Redis could not give one (unavailable: the fallback limiter decided), for the caller
+    /// to decide without.
     pub async fn check_and_claim(
         &self,
         class_key: &str,
@@ -281,24 +288,38 @@ impl ResilientLimiter {
         limit: Limit,
         claims: ClaimsToMake<'_>,
     ) -> ClaimCheck {
-        let ClaimsToMake { store, namespace, event_ids, ttl } = claims;
-        let (commands, tokens): (Vec<_>, Vec<_>) =
+        let ClaimsToMake { store, namespace, event_ids, ttl, sender } = claims;
+        let (mut commands, tokens): (Vec<_>, Vec<_>) =
             event_ids.iter().map(|id| store.claim_command(namespace, id, ttl)).unzip();
+        if let Some((blocklist, ip)) = sender {
+            commands.push(blocklist.is_blocked_command(ip));
+        }
         let (decision, backend, replies) = self.check_with(class_key, subject, limit, commands).await;
-        let answers: Vec<Result<Claim, CacheError>> = match replies {
-            Some(replies) => replies
-                .into_iter()
-                .zip(tokens)
-                .map(|(reply, token)| {
-                    redis::from_redis_value::<Option<String>>(reply)
-                        .map(|reply| IdempotencyClaims::claim_from_reply(reply, token))
-                        .map_err(|error| CacheError::Redis(error.into()))
-                })
-                .collect(),
-            None => event_ids.iter().map(|_| Err(CacheError::Unavailable("redis was not asked".into()))).collect(),
+        let (answers, blocked): (Vec<Result<Claim, CacheError>>, Option<bool>) = match replies {
+            Some(mut replies) => {
+                let blocked = match sender {
+                    Some(_) => {
+                        replies.pop().and_then(|reply| redis::from_redis_value::<i64>(reply).ok()).map(|n| n > 0)
+                    }
+                    None => None,
+                };
+                let answers = replies
+                    .into_iter()
+                    .zip(tokens)
+                    .map(|(reply, token)| {
+                        redis::from_redis_value::<Option<String>>(reply)
+                            .map(|reply| IdempotencyClaims::claim_from_reply(reply, token))
+                            .map_err(|error| CacheError::Redis(error.into()))
+                    })
+                    .collect();
+                (answers, blocked)
+            }
+            None => {
+                (event_ids.iter().map(|_| Err(CacheError::Unavailable("redis was not asked".into()))).collect(), None)
+            }
         };
-        if decision.allowed {
-            return ClaimCheck { decision, backend, claims: answers };
+        if decision.allowed && blocked != Some(true) {
+            return ClaimCheck { decision, backend, blocked, claims: answers };
         }
         for (id, answer) in event_ids.iter().zip(&answers) {
             if let Ok(Claim::Claimed(token)) = answer {
@@ -307,7 +328,7 @@ impl ResilientLimiter {
                 let _ = store.release(namespace, id, token).await;
             }
         }
-        ClaimCheck { decision, backend, claims: Vec::new() }
+        ClaimCheck { decision, backend, blocked, claims: Vec::new() }
     }
 
     /// Whether the last attempt to reach Redis succeeded: readiness reports "degraded" when not.

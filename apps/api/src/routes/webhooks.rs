@@ -13,16 +13,24 @@
 //!    (authentication) with a generic problem, and writes `webhook.rejected` to the practice's
 //!    audit trail with the provider, the reason class and the source IP, at most
 //!    `webhooks.rejection_audits_per_ip_per_minute` times per address and minute. Unverified
-//!    requests are limited per address by the global limit (the request guard), not by the
-//!    practice's budget, so forged requests cannot use that budget up.
+//!    requests are limited per address by the global limit, not by the practice's budget, so
+//!    forged requests cannot use that budget up: before a rejection is audited, the request
+//!    guard's checks (block list, global limit: `middleware::check_client`) run here.
 //! 4. The provider's budget for the practice (`webhooks.rate_limits`), counted for verified
-//!    deliveries only, in the same Redis round trip as the event keys' claims
-//!    (`crate::webhooks::ingest`): 429 + `Retry-After` over it; its `X-RateLimit-*` on the
-//!    answer (the global limit's on answers that never reached it).
+//!    deliveries only, in the same Redis round trip as the event keys' claims and the sender's
+//!    block-list entry (`crate::webhooks::ingest`): 429 + `Retry-After` over it, 403 from a
+//!    blocked address; its `X-RateLimit-*` on the answer (the global limit's on answers that
+//!    never reached it). Not the global per-address limit: every practice's deliveries of a
+//!    provider come from the provider's few addresses.
+//!
+//! The request guard (`middleware::guard`) leaves these routes' answers alone (they carry
+//! `GuardedByRoute`); it checks the router's own answers under `/webhooks/` (404, 405) after
+//! the fact, as they did no work.
 //! 5. De-duplication and the handlers (`crate::webhooks::ingest`): 200 `{"received": true,
 //!    "duplicate": false}`, or `"duplicate": true` for an event processed before.
 
 use crate::error::ApiError;
+use crate::middleware::{GuardedByRoute, check_client, with_global_limit};
 use crate::state::AppState;
 use crate::webhooks::ingest::{self, Outcome};
 use crate::webhooks::{Endpoints, TenantEndpoints, provider_from_path};
@@ -175,7 +183,9 @@ async fn receive_at(
     endpoint: Endpoint<'_>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(receive_verified(req, state, &endpoint, payload).await)
+    let mut response = receive_verified(req, state, &endpoint, payload).await;
+    response.extensions_mut().insert(GuardedByRoute);
+    Ok(response)
 }
 
 async fn receive_verified(
@@ -189,10 +199,10 @@ async fn receive_verified(
         Err(error @ ApiError::PayloadTooLarge { .. }) => {
             return rejected(state, req, endpoint, RejectReason::PayloadTooLarge, error).await;
         }
-        Err(error) => return error.error_response(),
+        Err(error) => return checked(state, req, error).await,
     };
     let Some(config) = endpoint.endpoints.provider(endpoint.provider) else {
-        return ApiError::NotFound.error_response();
+        return checked(state, req, ApiError::NotFound).await;
     };
     let headers = headers_of(req);
     let public_url = state.webhooks.public_url(req.uri().path(), req.query_string());
@@ -207,7 +217,8 @@ async fn receive_verified(
     // Only a verified delivery counts against the practice's budget: forged requests cannot use
     // it up and lock the real provider out (they are limited per address by the global limit).
     let limit = Endpoints::rate_limit(&state.config.webhooks, endpoint.provider);
-    let ingested = ingest::ingest(state, endpoint.tenant, event, &body, limit).await;
+    let sender = crate::auth::client_ip(req, state);
+    let ingested = ingest::ingest(state, endpoint.tenant, event, &body, limit, sender).await;
     let response = match ingested.result {
         Ok(Outcome::Duplicate) => HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: true }),
         Ok(Outcome::Processed { .. } | Outcome::Empty) => {
@@ -216,6 +227,15 @@ async fn receive_verified(
         Err(error) => error.error_response(),
     };
     with_headers(response, &limit_headers(state, &ingested.decision))
+}
+
+/// The answer to a request that failed before verification, once the request guard's checks
+/// pass (else the guard's refusal).
+async fn checked(state: &AppState, req: &HttpRequest, error: ApiError) -> HttpResponse {
+    match check_client(state, crate::auth::client_ip(req, state)).await {
+        Ok(global) => with_global_limit(state, error.error_response(), &global),
+        Err(refusal) => refusal,
+    }
 }
 
 /// The generic answer to a rejection: nothing in it says which check failed.
@@ -254,6 +274,11 @@ async fn rejected(
     answer: ApiError,
 ) -> HttpResponse {
     let ip = crate::auth::client_ip(req, state);
+    // Unverified: limited per address as any request is, before anything is written for it.
+    let global = match check_client(state, ip).await {
+        Ok(decision) => decision,
+        Err(refusal) => return refusal,
+    };
     let limit = cache_redis::Limit::new(
         state.config.webhooks.rejection_audits_per_ip_per_minute,
         std::time::Duration::from_secs(60),
@@ -281,7 +306,7 @@ async fn rejected(
             "webhook rejected; this address's rejections are over the audit budget for this minute"
         );
     }
-    answer.error_response()
+    with_global_limit(state, answer.error_response(), &global)
 }
 
 #[utoipa::path(get, path = "/webhooks/whatsapp/{practice_id}", tag = "webhooks",
@@ -317,6 +342,20 @@ pub async fn subscribe_sole(
 }
 
 async fn subscribe_at(req: &HttpRequest, state: &AppState, endpoint: Endpoint<'_>) -> Result<HttpResponse, ApiError> {
+    let mut response = subscribe_checked(req, state, &endpoint).await.unwrap_or_else(|error| error.error_response());
+    response.extensions_mut().insert(GuardedByRoute);
+    Ok(response)
+}
+
+async fn subscribe_checked(
+    req: &HttpRequest,
+    state: &AppState,
+    endpoint: &Endpoint<'_>,
+) -> Result<HttpResponse, ApiError> {
+    // A handshake is rare and cheap: the request guard's checks first, as for any request.
+    if let Err(refusal) = check_client(state, crate::auth::client_ip(req, state)).await {
+        return Ok(refusal);
+    }
     if endpoint.provider != Provider::WhatsApp {
         return Err(ApiError::MethodNotAllowed);
     }
@@ -330,7 +369,7 @@ async fn subscribe_at(req: &HttpRequest, state: &AppState, endpoint: Endpoint<'_
                 }
                 _ => ApiError::Unauthorized,
             };
-            return Ok(rejected(state, req, &endpoint, rejection.reason(), answer).await);
+            return Ok(rejected(state, req, endpoint, rejection.reason(), answer).await);
         }
     };
     // Counted against the practice's WhatsApp budget once verified, as deliveries are.

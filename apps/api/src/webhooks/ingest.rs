@@ -43,6 +43,7 @@ use crypto::BlindIndexKey;
 use kernel::{Actor, PatientId, Pii, RequestId, TenantId};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use store_postgres::patients::PatientQuery;
@@ -140,19 +141,40 @@ pub struct Ingested {
 }
 
 /// Counts a verified delivery against the practice's budget for its provider (`limit`) and,
-/// within it, processes the delivery exactly once; see the module docs. The budget check and the
-/// event keys' claims are one Redis round trip; a delivery over the budget is refused with 429
-/// and its claims are released, so the provider's retry is processed.
-pub async fn ingest(state: &AppState, tenant: TenantId, event: WebhookEvent, body: &[u8], limit: Limit) -> Ingested {
+/// within it, processes the delivery exactly once; see the module docs. The budget check, the
+/// event keys' claims and the sender's block-list entry are one Redis round trip (the request
+/// guard's check of the address, which this route applies itself: `crate::middleware::guard`);
+/// a delivery over the budget is refused with 429, one from a blocked address with 403, and its
+/// claims are released, so the provider's retry is processed.
+pub async fn ingest(
+    state: &AppState,
+    tenant: TenantId,
+    event: WebhookEvent,
+    body: &[u8],
+    limit: Limit,
+    sender: IpAddr,
+) -> Ingested {
     let provider = event.provider();
     let keys = dedupe_keys(&event);
     let namespace = claim_namespace(tenant, provider);
     let subject = format!("{tenant}:{}", provider.slug());
     let event_ids: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let claims =
-        ClaimsToMake { store: &state.idempotency, namespace: &namespace, event_ids: &event_ids, ttl: CLAIM_TTL };
+    let claims = ClaimsToMake {
+        store: &state.idempotency,
+        namespace: &namespace,
+        event_ids: &event_ids,
+        ttl: CLAIM_TTL,
+        sender: Some((&state.blocklist, sender)),
+    };
     let check = state.limiter.check_and_claim("webhook", &subject, limit, claims).await;
     let decision = check.decision;
+    match check.blocked {
+        Some(true) => return Ingested { decision, result: Err(ApiError::Forbidden) },
+        Some(false) => {}
+        // As the request guard does: the block list fails open while Redis cannot answer.
+        None if check.backend == Backend::Redis => tracing::warn!("ip block list unavailable"),
+        None => {}
+    }
     if !decision.allowed {
         let retry_after_secs = decision.retry_after_secs().unwrap_or(1);
         return Ingested { decision, result: Err(ApiError::TooManyRequests { retry_after_secs }) };

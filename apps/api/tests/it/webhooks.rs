@@ -423,6 +423,64 @@ async fn provider_budgets_count_verified_deliveries_only_and_rejections_are_audi
     assert_received(response, false).await;
 }
 
+/// The request guard's address checks on the webhook routes: verified deliveries are refused
+/// from a blocked address (their claims given back) but are limited by the practice's provider
+/// budget alone, not by the per-address global limit, which every provider's deliveries for
+/// every practice would share; unverified requests, and the router's own answers under
+/// `/webhooks/`, are limited and blocked per address as any request is.
+#[actix_web::test]
+async fn blocked_addresses_are_refused_and_only_unverified_requests_count_against_the_global_limit() {
+    let hooks = start_with(|config| config.rate_limits.global_per_minute = 4).await;
+    let secret = hooks.s.stripe.clone();
+    let deliver = |id: &str| {
+        let body = stripe_body(id, "payment_intent.created");
+        (Some(stripe_header(&secret, now(), &body)), body)
+    };
+    // More verified deliveries from one address than its global limit admits: all processed.
+    for i in 0..6 {
+        let (header, body) = deliver(&format!("evt_guard_{i}"));
+        let response = hooks.stripe(header, &body).await;
+        assert_eq!(response.headers()["x-ratelimit-limit"], "10000", "the Stripe budget's headers");
+        assert_received(response, false).await;
+    }
+
+    let redis = &hooks.app.redis;
+    let store = cache_redis::RedisStore::new(&redis.url, &redis.prefix, std::time::Duration::from_secs(2)).unwrap();
+    let blocklist = cache_redis::IpBlockList::new(store.clone());
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    blocklist.block(loopback, std::time::Duration::from_secs(60), "test").await.unwrap();
+    let rejections = hooks.rejections().await.len();
+    let (header, body) = deliver("evt_guard_blocked");
+    assert_problem(hooks.stripe(header, &body).await, 403, "urn:praxis:problem:forbidden").await;
+    assert_problem(hooks.stripe(None, "{}").await, 403, "urn:praxis:problem:forbidden").await;
+    let unrouted = hooks.app.client.post(hooks.app.url("/webhooks/a/b/c")).body("{}").send().await.unwrap();
+    assert_problem(unrouted, 403, "urn:praxis:problem:forbidden").await;
+    let handshake = format!("{}?hub.mode=subscribe&hub.verify_token=x&hub.challenge=1", hooks.path("whatsapp"));
+    let response = hooks.app.client.get(hooks.app.url(&handshake)).send().await.unwrap();
+    assert_problem(response, 403, "urn:praxis:problem:forbidden").await;
+    assert_eq!(hooks.rejections().await.len(), rejections, "nothing is audited for a blocked address");
+    let recorded = "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1 AND event_key = 'evt_guard_blocked'";
+    assert_eq!(hooks.count(recorded).await, 0);
+    // Its claim was given back: once the address is unblocked, the provider's retry is processed.
+    assert!(blocklist.unblock(loopback).await.unwrap());
+    let (header, body) = deliver("evt_guard_blocked");
+    assert_received(hooks.stripe(header, &body).await, false).await;
+
+    // Forged requests count against the address's global limit; once it is used up, they and
+    // the router's answers under /webhooks/ get 429 with the global limit's headers.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(hooks.stripe(None, "{}").await.status().as_u16());
+    }
+    assert!(statuses.contains(&401) && statuses.ends_with(&[429]), "{statuses:?}");
+    let unrouted = hooks.app.client.post(hooks.app.url("/webhooks/a/b/c")).body("{}").send().await.unwrap();
+    assert_eq!(unrouted.headers()["x-ratelimit-limit"], "4");
+    assert_problem(unrouted, 429, "urn:praxis:problem:rate-limited").await;
+    // A verified delivery is still processed: the provider's budget is its limit.
+    let (header, body) = deliver("evt_guard_after");
+    assert_received(hooks.stripe(header, &body).await, false).await;
+}
+
 #[actix_web::test]
 async fn whatsapp_signatures_handshake_and_bounds() {
     let hooks = start().await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 const TTL: Duration = Duration::from_secs(60);
 
 fn to_make<'a>(store: &'a IdempotencyClaims, event_ids: &'a [&'a str]) -> ClaimsToMake<'a> {
-    ClaimsToMake { store, namespace: "stripe", event_ids, ttl: TTL }
+    ClaimsToMake { store, namespace: "stripe", event_ids, ttl: TTL, sender: None }
 }
 
 fn limiter(store: RedisStore) -> ResilientLimiter {
@@ -102,4 +102,32 @@ async fn without_redis_the_fallback_decides_and_no_claim_is_answered() {
     let blocklist = IpBlockList::new(unreachable);
     let check = limiter.check_ip(&blocklist, "192.0.2.1".parse().unwrap(), "global", limit).await;
     assert_eq!((check.blocked, check.backend), (None, Backend::Fallback));
+}
+
+#[tokio::test]
+async fn check_and_claim_asks_the_block_list_in_the_same_round_trip_and_refuses_a_blocked_sender() {
+    let redis = testkit::TestRedis::new();
+    let limiter = limiter(store(&redis));
+    let claims = IdempotencyClaims::new(store(&redis));
+    let blocklist = IpBlockList::new(store(&redis));
+    let blocked: IpAddr = "192.0.2.9".parse().unwrap();
+    let free: IpAddr = "192.0.2.10".parse().unwrap();
+    blocklist.block(blocked, TTL, "test").await.unwrap();
+    let limit = Limit::new(10, Duration::from_secs(60));
+    let from = |ip, event_ids| ClaimsToMake { sender: Some((&blocklist, ip)), ..to_make(&claims, event_ids) };
+
+    let refused = limiter.check_and_claim("webhook", "p", limit, from(blocked, &["evt_1"])).await;
+    assert_eq!((refused.blocked, refused.backend), (Some(true), Backend::Redis));
+    assert!(refused.claims.is_empty());
+    assert!(claims.claim("stripe", "evt_1", TTL).await.unwrap().is_claimed(), "a blocked sender's claim is released");
+
+    let accepted = limiter.check_and_claim("webhook", "p", limit, from(free, &["evt_2", "evt_3"])).await;
+    assert_eq!(accepted.blocked, Some(false));
+    assert!(accepted.decision.allowed);
+    assert!(accepted.claims.iter().all(|c| matches!(c, Ok(Claim::Claimed(_)))), "{:?}", accepted.claims);
+
+    // Without a sender the block list is not asked.
+    let unasked = limiter.check_and_claim("webhook", "p", limit, to_make(&claims, &["evt_4"])).await;
+    assert_eq!(unasked.blocked, None);
+    assert_eq!(unasked.claims.len(), 1);
 }
