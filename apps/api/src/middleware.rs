@@ -143,6 +143,14 @@ fn from_status(status: StatusCode, limit: usize) -> ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct GuardedByRoute;
 
+impl GuardedByRoute {
+    /// `response`, marked as checked by its route.
+    pub fn mark(mut response: actix_web::HttpResponse) -> actix_web::HttpResponse {
+        response.extensions_mut().insert(Self);
+        response
+    }
+}
+
 /// Inside the edge: the IP block list (403) and the global per-IP rate limit (429), with the
 /// `X-RateLimit-*` headers on every answer. Health probes are exempt: a load balancer polls them.
 ///
@@ -166,12 +174,11 @@ pub async fn guard(
             return Ok(response);
         }
         let (request, response) = response.into_parts();
-        let mut response = match check_client(&state, ip).await {
+        let response = match check_client(&state, ip).await {
             Ok(decision) => with_global_limit(&state, response, &decision),
             Err(refusal) => refusal,
         };
-        response.extensions_mut().insert(GuardedByRoute);
-        return Ok(ServiceResponse::new(request, response));
+        return Ok(ServiceResponse::new(request, GuardedByRoute::mark(response)));
     }
     match check_client(&state, ip).await {
         Ok(decision) => {

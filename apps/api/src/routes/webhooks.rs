@@ -185,9 +185,7 @@ async fn receive_at(
     endpoint: Endpoint<'_>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let mut response = receive_verified(req, state, &endpoint, payload).await;
-    response.extensions_mut().insert(GuardedByRoute);
-    Ok(response)
+    Ok(GuardedByRoute::mark(receive_verified(req, state, &endpoint, payload).await))
 }
 
 async fn receive_verified(
@@ -344,9 +342,8 @@ pub async fn subscribe_sole(
 }
 
 async fn subscribe_at(req: &HttpRequest, state: &AppState, endpoint: Endpoint<'_>) -> Result<HttpResponse, ApiError> {
-    let mut response = subscribe_checked(req, state, &endpoint).await.unwrap_or_else(|error| error.error_response());
-    response.extensions_mut().insert(GuardedByRoute);
-    Ok(response)
+    let response = subscribe_checked(req, state, &endpoint).await.unwrap_or_else(|error| error.error_response());
+    Ok(GuardedByRoute::mark(response))
 }
 
 async fn subscribe_checked(
