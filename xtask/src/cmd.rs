@@ -138,6 +138,15 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         .env("PRAXIS_TEST_REDIS_URL", &services.redis_url)
         .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password)
         .env(crate::moto::ENDPOINT_VAR, services.aws_kms_endpoint.as_deref().unwrap_or_default())
+        // cache-redis's TLS tests start a TLS-only Redis of their own from this binary.
+        .env(
+            services::REDIS_SERVER_VAR,
+            services::redis_server_binary().map_err(|_| {
+                "redis-server not found: cache-redis's TLS tests run a TLS Redis of their own, even with \
+                 REDIS_URL set. Install it (Debian/Ubuntu: apt-get install -y redis-server)."
+                    .to_owned()
+            })?,
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     println!("xtask: running every test (cargo test --workspace)");

@@ -242,8 +242,17 @@ fn start_postgres(data_dir: &Path) -> Result<(Child, String), String> {
     }
 }
 
+/// The variable that names the `redis-server` binary for tests that run a Redis of their own
+/// (cache-redis's TLS tests).
+pub const REDIS_SERVER_VAR: &str = "PRAXIS_TEST_REDIS_SERVER";
+
+/// The `redis-server` binary (installed when missing and allowed, as for the services).
+pub fn redis_server_binary() -> Result<PathBuf, String> {
+    find_binary("redis-server").ok_or_else(|| install_hint("redis-server", "redis-server"))
+}
+
 fn start_redis(data_dir: &Path) -> Result<(Child, String), String> {
-    let redis_server = find_binary("redis-server").ok_or_else(|| install_hint("redis-server", "redis-server"))?;
+    let redis_server = redis_server_binary()?;
     let port = free_port()?;
     let log = std::fs::File::create(data_dir.join("redis.log")).map_err(|e| e.to_string())?;
     let mut child = Command::new(redis_server)

@@ -548,12 +548,7 @@ async fn end_user_access(config: Config, tenant: TenantId, email: String, disabl
 }
 
 async fn ip_command(config: Config, command: IpCommand) -> anyhow::Result<()> {
-    let url = config.redis.url.as_ref().context("redis.url: required secret is missing")?;
-    let store = cache_redis::RedisStore::new(
-        url.expose_secret(),
-        &config.redis.key_prefix,
-        std::time::Duration::from_millis(config.redis.timeout_ms.max(2_000)),
-    )?;
+    let store = config.redis.store(std::time::Duration::from_millis(config.redis.timeout_ms.max(2_000)))?;
     let blocklist = cache_redis::IpBlockList::new(store);
     match command {
         IpCommand::Block { ip, ttl_secs, reason } => {

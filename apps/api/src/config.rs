@@ -157,15 +157,37 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
+    /// `redis://` or, over TLS, `rediss://`.
     pub url: Option<Secret<String>>,
     /// Prefix of every key Praxis writes, so deployments can share a Redis.
     pub key_prefix: String,
     pub timeout_ms: u64,
+    /// PEM file of the private CA that issued a `rediss://` server's certificate; unset, the
+    /// platform's trust store is used.
+    pub ca_cert_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: None, key_prefix: "praxis:".into(), timeout_ms: 1_000 }
+        Self { url: None, key_prefix: "praxis:".into(), timeout_ms: 1_000, ca_cert_file: None }
+    }
+}
+
+impl RedisConfig {
+    /// The store for this configuration, with `timeout` bounding each operation. Reads
+    /// `ca_cert_file` now; errors name the field.
+    pub fn store(&self, timeout: std::time::Duration) -> anyhow::Result<cache_redis::RedisStore> {
+        use anyhow::Context as _;
+        let url = self.url.as_ref().context("redis.url: required secret is missing")?;
+        let store = match &self.ca_cert_file {
+            None => cache_redis::RedisStore::new(url.expose_secret(), &self.key_prefix, timeout),
+            Some(file) => {
+                let ca_pem = std::fs::read(file)
+                    .with_context(|| format!("redis.ca_cert_file: cannot read {}", file.display()))?;
+                cache_redis::RedisStore::with_ca(url.expose_secret(), ca_pem, &self.key_prefix, timeout)
+            }
+        };
+        store.map_err(|error| anyhow::anyhow!("redis.url: {error}"))
     }
 }
 
@@ -834,6 +856,13 @@ impl Config {
         if self.database.max_connections == 0 {
             problem("database.max_connections", "must be greater than 0".into());
         }
+        if let Some(file) = &self.redis.ca_cert_file {
+            if file.as_os_str().is_empty() {
+                problem("redis.ca_cert_file", "is empty".into());
+            } else if self.redis.url.as_ref().is_some_and(|url| !url.expose_secret().starts_with("rediss://")) {
+                problem("redis.ca_cert_file", "a CA certificate needs a rediss:// (TLS) redis.url".into());
+            }
+        }
         for status in self.secret_statuses() {
             if status.required && !status.configured {
                 problem(status.field, "required secret is missing".into());
@@ -1152,6 +1181,25 @@ mod tests {
         let statuses: Vec<(&str, bool)> = config.secret_statuses().iter().map(|s| (s.field, s.configured)).collect();
         assert!(statuses.contains(&("kms.vault.token", true)), "{statuses:?}");
         assert!(statuses.contains(&("kms.azure.client_secret", true)), "{statuses:?}");
+    }
+
+    #[test]
+    fn a_redis_ca_certificate_needs_a_tls_url_and_a_readable_file() {
+        let mut config = Config::default();
+        config.database.url = Some(Secret::new("postgres://app@localhost/praxis".into()));
+        config.redis.url = Some(Secret::new("redis://cache.internal:6379".into()));
+        config.redis.ca_cert_file = Some(PathBuf::from("/etc/praxis/redis-ca.pem"));
+        let fields: Vec<&str> = config.validate().iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["redis.ca_cert_file"]);
+        config.redis.url = Some(Secret::new("rediss://cache.internal:6380".into()));
+        assert_eq!(config.validate(), vec![]);
+        config.redis.ca_cert_file = Some(PathBuf::new());
+        assert_eq!(config.validate().iter().map(|p| p.field).collect::<Vec<_>>(), ["redis.ca_cert_file"]);
+
+        let missing = std::env::temp_dir().join(format!("praxis-no-such-ca-{}.pem", uuid::Uuid::new_v4()));
+        config.redis.ca_cert_file = Some(missing);
+        let error = config.redis.store(std::time::Duration::from_secs(1)).unwrap_err().to_string();
+        assert!(error.starts_with("redis.ca_cert_file: cannot read"), "{error}");
     }
 
     #[test]

@@ -77,19 +77,13 @@ impl AppState {
     pub fn with_keyring(config: Arc<Config>, clock: Arc<dyn Clock>, kms: Arc<Keyring>) -> anyhow::Result<Self> {
         let database_url =
             config.database.url.as_ref().ok_or_else(|| anyhow::anyhow!("database.url: required secret is missing"))?;
-        let redis_url =
-            config.redis.url.as_ref().ok_or_else(|| anyhow::anyhow!("redis.url: required secret is missing"))?;
         let pool_options = store_postgres::PoolOptions {
             max_connections: config.database.max_connections,
             acquire_timeout: Duration::from_millis(config.database.acquire_timeout_ms),
             statement_timeout: Duration::from_millis(config.database.statement_timeout_ms),
         };
         let db = store_postgres::connect_lazy(database_url.expose_secret(), &pool_options)?;
-        let redis = RedisStore::new(
-            redis_url.expose_secret(),
-            &config.redis.key_prefix,
-            Duration::from_millis(config.redis.timeout_ms),
-        )?;
+        let redis = config.redis.store(Duration::from_millis(config.redis.timeout_ms))?;
         let hasher =
             PasswordHasher::new(config.auth.argon2()).map_err(|e| anyhow::anyhow!("auth.argon2_memory_kib: {e}"))?;
         let limiter = ResilientLimiter::new(

@@ -87,9 +87,30 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Checks the URL without connecting: the first command connects. `timeout` bounds how long
     /// any one command may wait for a connection and an answer.
+    ///
+    /// `rediss://` connects over TLS (rustls) and verifies the server's certificate and name
+    /// against the platform's trust store, as a managed Redis with a publicly issued certificate
+    /// needs; [`RedisStore::with_ca`] trusts a private CA instead.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
         let client = redis::Client::open(url).map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
-        Ok(Self { client, connections: Arc::default(), prefix: prefix.to_owned(), timeout })
+        Ok(Self::from_client(client, prefix, timeout))
+    }
+
+    /// [`RedisStore::new`] for a `rediss://` server whose certificate a private CA issued:
+    /// `ca_pem` (PEM, one or more certificates) is the only trust anchor. Refuses a URL without
+    /// TLS, where a CA would silently be ignored.
+    pub fn with_ca(url: &str, ca_pem: Vec<u8>, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
+        if !url.starts_with("rediss://") {
+            return Err(CacheError::InvalidUrl("a CA certificate needs a rediss:// (TLS) url".into()));
+        }
+        let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca_pem) };
+        let client =
+            redis::Client::build_with_tls(url, certificates).map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
+        Ok(Self::from_client(client, prefix, timeout))
+    }
+
+    fn from_client(client: redis::Client, prefix: &str, timeout: Duration) -> Self {
+        Self { client, connections: Arc::default(), prefix: prefix.to_owned(), timeout }
     }
 
     /// `prefix` + `key`: the only way adapters should name keys.

@@ -11,6 +11,7 @@ mod fallback;
 mod idempotency;
 mod pipelined;
 mod rate_limit;
+mod tls;
 
 use cache_redis::RedisStore;
 use std::time::Duration;
