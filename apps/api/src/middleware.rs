@@ -164,11 +164,14 @@ pub async fn guard(
     let Some(state) = req.app_data::<web::Data<crate::state::AppState>>().cloned() else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
-    if req.path().starts_with("/health/") {
+    // The path as the router matches it (percent-escapes decoded): `/%77ebhooks/...` is routed
+    // to the webhooks, so it must be guarded as they are.
+    let path = req.match_info().as_str().to_owned();
+    if path.starts_with("/health/") {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     let ip = crate::auth::client_ip(req.request(), &state);
-    if req.path() == "/webhooks" || req.path().starts_with("/webhooks/") {
+    if path == "/webhooks" || path.starts_with("/webhooks/") {
         let response = next.call(req).await?.map_into_boxed_body();
         if response.response().extensions().contains::<GuardedByRoute>() {
             return Ok(response);

@@ -24,9 +24,9 @@
 //! its canonical text form (which [`std::net::IpAddr`] parsing has already validated).
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::ThreadId;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod blocklist;
@@ -52,6 +52,19 @@ pub enum CacheError {
     Redis(#[from] redis::RedisError),
 }
 
+thread_local! {
+    /// Each thread's connection of each store, created on the thread's first command inside its
+    /// async runtime (the manager spawns its I/O task there), and dropped after a connection-level
+    /// failure so the next command builds a new one (see [`RedisStore::with_connection`]). Per
+    /// thread because each HTTP worker is a single-threaded runtime: a connection shared by all of
+    /// them would have its I/O task on one worker, every other worker's commands would wait for that
+    /// worker to be scheduled (twice per round trip), and a worker that stopped would take the
+    /// others' connection down. A thread's connections end with the thread.
+    static CONNECTIONS: RefCell<HashMap<u64, ConnectionManager>> = RefCell::new(HashMap::new());
+}
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The Redis connection and the key prefix for this deployment.
 ///
 /// # One multiplexed connection per thread, not a pool
@@ -62,18 +75,12 @@ pub enum CacheError {
 /// pair per command on a connection of a pool. Every command Praxis sends is short and
 /// non-blocking (no `BLPOP`, no `SUBSCRIBE`, no `MULTI` spanning awaits), which is what makes
 /// sharing one connection safe. The manager reconnects after the connection breaks. An HTTP
-/// worker is one thread, so each worker has its own connection (see `connections`).
+/// worker is one thread, so each worker has its own connection (see [`CONNECTIONS`]).
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
-    /// One connection per thread that sends commands, created on that thread's first command,
-    /// inside its async runtime (the manager spawns its I/O task there), and dropped after a
-    /// connection-level failure so the next command builds a new one (see
-    /// [`RedisStore::with_connection`]). Per thread because each HTTP worker is a
-    /// single-threaded runtime: a connection shared by all of them would have its I/O task on
-    /// one worker, every other worker's commands would wait for that worker to be scheduled
-    /// (twice per round trip), and a worker that stopped would take the others' connection down.
-    connections: Arc<Mutex<HashMap<ThreadId, ConnectionManager>>>,
+    /// Names this store's connections in [`CONNECTIONS`] (clones share it: one store).
+    id: u64,
     prefix: String,
     timeout: Duration,
 }
@@ -110,7 +117,7 @@ impl RedisStore {
     }
 
     fn from_client(client: redis::Client, prefix: &str, timeout: Duration) -> Self {
-        Self { client, connections: Arc::default(), prefix: prefix.to_owned(), timeout }
+        Self { client, id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed), prefix: prefix.to_owned(), timeout }
     }
 
     /// `prefix` + `key`: the only way adapters should name keys.
@@ -130,13 +137,12 @@ impl RedisStore {
 
     /// This thread's connection (cheap to clone: clones send over the same connection).
     pub async fn connection(&self) -> Result<ConnectionManager, CacheError> {
-        self.connection_of(std::thread::current().id())
+        self.this_threads_connection()
     }
 
-    fn connection_of(&self, thread: ThreadId) -> Result<ConnectionManager, CacheError> {
-        let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(connection) = connections.get(&thread) {
-            return Ok(connection.clone());
+    fn this_threads_connection(&self) -> Result<ConnectionManager, CacheError> {
+        if let Some(connection) = CONNECTIONS.with(|c| c.borrow().get(&self.id).cloned()) {
+            return Ok(connection);
         }
         // Lazy: nothing is sent until the first command, which connects (within `timeout`), one
         // attempt only: a Redis that is down fails the command within its timeout instead of
@@ -147,15 +153,15 @@ impl RedisStore {
             .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             .map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        connections.insert(thread, manager.clone());
+        CONNECTIONS.with(|c| c.borrow_mut().insert(self.id, manager.clone()));
         Ok(manager)
     }
 
-    /// Forgets the shared connection after a connection-level failure. The manager reconnects by
-    /// itself only after I/O errors; a failed AUTH, a connection that stopped answering, or an
+    /// Forgets this thread's connection after a connection-level failure. The manager reconnects
+    /// by itself only after I/O errors; a failed AUTH, a connection that stopped answering, or an
     /// I/O task whose runtime stopped would otherwise fail every later command.
-    fn discard_connection(&self, thread: ThreadId) {
-        self.connections.lock().unwrap_or_else(PoisonError::into_inner).remove(&thread);
+    fn discard_connection(&self) {
+        CONNECTIONS.with(|c| c.borrow_mut().remove(&self.id));
     }
 
     /// Readiness probe: PING within the configured timeout.
@@ -178,9 +184,8 @@ impl RedisStore {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, CacheError>>,
     {
-        let thread = std::thread::current().id();
         let result = tokio_timeout(self.timeout, async {
-            let conn = self.connection_of(thread)?;
+            let conn = self.this_threads_connection()?;
             match operation(conn).await {
                 // No usable connection (refused, dropped, timed out, AUTH refused): Redis is
                 // unavailable, as opposed to a command it answered with an error.
@@ -198,7 +203,9 @@ impl RedisStore {
         })
         .await;
         if matches!(result, Err(CacheError::Unavailable(_))) {
-            self.discard_connection(thread);
+            // On the thread the task is on now: with a multi-threaded runtime that may be another
+            // thread's connection, which is then rebuilt on its next command (harmless).
+            self.discard_connection();
         }
         result
     }

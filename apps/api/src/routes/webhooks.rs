@@ -22,12 +22,13 @@
 //!    blocked address; its `X-RateLimit-*` on the answer (the global limit's on answers that
 //!    never reached it). Not the global per-address limit: every practice's deliveries of a
 //!    provider come from the provider's few addresses.
+//! 5. De-duplication and the handlers (`crate::webhooks::ingest`): 200 `{"received": true,
+//!    "duplicate": false}`, or `"duplicate": true` for an event processed before.
 //!
 //! The request guard (`middleware::guard`) leaves these routes' answers alone (they carry
 //! `GuardedByRoute`); it checks the router's own answers under `/webhooks/` (404, 405) after
-//! the fact, as they did no work.
-//! 5. De-duplication and the handlers (`crate::webhooks::ingest`): 200 `{"received": true,
-//!    "duplicate": false}`, or `"duplicate": true` for an event processed before.
+//! the fact, as they did no work. A blocked or over-limit address's request is therefore read
+//! (at most 256 KiB) and verified (one HMAC) before it is refused; nothing is written for it.
 
 use crate::error::ApiError;
 use crate::middleware::{GuardedByRoute, check_client, with_global_limit};
@@ -197,7 +198,7 @@ async fn receive_verified(
     let body = match read_body(req, payload).await {
         Ok(body) => body,
         Err(error @ ApiError::PayloadTooLarge { .. }) => {
-            return rejected(state, req, endpoint, RejectReason::PayloadTooLarge, error).await;
+            return rejected(state, req, endpoint, RejectReason::PayloadTooLarge, error, None).await;
         }
         Err(error) => return checked(state, req, error).await,
     };
@@ -211,7 +212,7 @@ async fn receive_verified(
         Ok(event) => event,
         Err(rejection) => {
             let error = answer_for(&rejection);
-            return rejected(state, req, endpoint, rejection.reason(), error).await;
+            return rejected(state, req, endpoint, rejection.reason(), error, None).await;
         }
     };
     // Only a verified delivery counts against the practice's budget: forged requests cannot use
@@ -266,18 +267,24 @@ fn reason_class(reason: RejectReason) -> &'static str {
 }
 
 /// Answers a rejected webhook and audits it (rate-limited per source IP).
+/// `checked`: the request guard's decision when its checks ran already (the WhatsApp
+/// handshake checks first); otherwise they run here.
 async fn rejected(
     state: &AppState,
     req: &HttpRequest,
     endpoint: &Endpoint<'_>,
     reason: RejectReason,
     answer: ApiError,
+    checked: Option<cache_redis::Decision>,
 ) -> HttpResponse {
     let ip = crate::auth::client_ip(req, state);
     // Unverified: limited per address as any request is, before anything is written for it.
-    let global = match check_client(state, ip).await {
-        Ok(decision) => decision,
-        Err(refusal) => return refusal,
+    let global = match checked {
+        Some(decision) => decision,
+        None => match check_client(state, ip).await {
+            Ok(decision) => decision,
+            Err(refusal) => return refusal,
+        },
     };
     let limit = cache_redis::Limit::new(
         state.config.webhooks.rejection_audits_per_ip_per_minute,
@@ -320,6 +327,7 @@ async fn rejected(
         (status = 200, description = "The challenge, as `text/plain`", body = String, content_type = "text/plain"),
         (status = 400, description = "Not a well-formed subscription request (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "The verify token matches none configured (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The source address is on the IP block list", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "WhatsApp is not configured for this practice (or another provider was named)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "The WhatsApp rate limit for this practice", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ))]
@@ -352,9 +360,10 @@ async fn subscribe_checked(
     endpoint: &Endpoint<'_>,
 ) -> Result<HttpResponse, ApiError> {
     // A handshake is rare and cheap: the request guard's checks first, as for any request.
-    if let Err(refusal) = check_client(state, crate::auth::client_ip(req, state)).await {
-        return Ok(refusal);
-    }
+    let global = match check_client(state, crate::auth::client_ip(req, state)).await {
+        Ok(decision) => decision,
+        Err(refusal) => return Ok(refusal),
+    };
     if endpoint.provider != Provider::WhatsApp {
         return Err(ApiError::MethodNotAllowed);
     }
@@ -368,7 +377,7 @@ async fn subscribe_checked(
                 }
                 _ => ApiError::Unauthorized,
             };
-            return Ok(rejected(state, req, endpoint, rejection.reason(), answer).await);
+            return Ok(rejected(state, req, endpoint, rejection.reason(), answer, Some(global)).await);
         }
     };
     // Counted against the practice's WhatsApp budget once verified, as deliveries are.

@@ -430,14 +430,14 @@ async fn provider_budgets_count_verified_deliveries_only_and_rejections_are_audi
 /// `/webhooks/`, are limited and blocked per address as any request is.
 #[actix_web::test]
 async fn blocked_addresses_are_refused_and_only_unverified_requests_count_against_the_global_limit() {
-    let hooks = start_with(|config| config.rate_limits.global_per_minute = 4).await;
+    let hooks = start_with(|config| config.rate_limits.global_per_minute = 8).await;
     let secret = hooks.s.stripe.clone();
     let deliver = |id: &str| {
         let body = stripe_body(id, "payment_intent.created");
         (Some(stripe_header(&secret, now(), &body)), body)
     };
     // More verified deliveries from one address than its global limit admits: all processed.
-    for i in 0..6 {
+    for i in 0..10 {
         let (header, body) = deliver(&format!("evt_guard_{i}"));
         let response = hooks.stripe(header, &body).await;
         assert_eq!(response.headers()["x-ratelimit-limit"], "10000", "the Stripe budget's headers");
@@ -466,6 +466,15 @@ async fn blocked_addresses_are_refused_and_only_unverified_requests_count_agains
     let (header, body) = deliver("evt_guard_blocked");
     assert_received(hooks.stripe(header, &body).await, false).await;
 
+    // A failed handshake counts once against the address's limit, as any rejected request does.
+    let remaining = |response: &reqwest::Response| -> u32 {
+        response.headers()["x-ratelimit-remaining"].to_str().unwrap().parse().unwrap()
+    };
+    let before = remaining(&hooks.stripe(None, "{}").await);
+    let response = hooks.app.client.get(hooks.app.url(&handshake)).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(remaining(&response), before - 1);
+
     // Forged requests count against the address's global limit; once it is used up, they and
     // the router's answers under /webhooks/ get 429 with the global limit's headers.
     let mut statuses = Vec::new();
@@ -474,11 +483,25 @@ async fn blocked_addresses_are_refused_and_only_unverified_requests_count_agains
     }
     assert!(statuses.contains(&401) && statuses.ends_with(&[429]), "{statuses:?}");
     let unrouted = hooks.app.client.post(hooks.app.url("/webhooks/a/b/c")).body("{}").send().await.unwrap();
-    assert_eq!(unrouted.headers()["x-ratelimit-limit"], "4");
+    assert_eq!(unrouted.headers()["x-ratelimit-limit"], "8");
     assert_problem(unrouted, 429, "urn:praxis:problem:rate-limited").await;
-    // A verified delivery is still processed: the provider's budget is its limit.
+    // A verified delivery is still processed: the provider's budget is its limit. Also on a
+    // percent-escaped path, which the router decodes to the same route.
     let (header, body) = deliver("evt_guard_after");
     assert_received(hooks.stripe(header, &body).await, false).await;
+    let (header, body) = deliver("evt_guard_escaped");
+    let escaped = hooks.app.url(&format!("/%77ebhooks/stripe/{}", hooks.tenant));
+    let response = hooks
+        .app
+        .client
+        .post(escaped)
+        .header("content-type", "application/json")
+        .header("stripe-signature", header.unwrap())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_received(response, false).await;
 }
 
 #[actix_web::test]
