@@ -200,10 +200,10 @@ async fn receive_verified(
         Err(error @ ApiError::PayloadTooLarge { .. }) => {
             return rejected(state, req, endpoint, RejectReason::PayloadTooLarge, error, None).await;
         }
-        Err(error) => return checked(state, req, error).await,
+        Err(error) => return guarded_error(state, req, error).await,
     };
     let Some(config) = endpoint.endpoints.provider(endpoint.provider) else {
-        return checked(state, req, ApiError::NotFound).await;
+        return guarded_error(state, req, ApiError::NotFound).await;
     };
     let headers = headers_of(req);
     let public_url = state.webhooks.public_url(req.uri().path(), req.query_string());
@@ -232,7 +232,7 @@ async fn receive_verified(
 
 /// The answer to a request that failed before verification, once the request guard's checks
 /// pass (else the guard's refusal).
-async fn checked(state: &AppState, req: &HttpRequest, error: ApiError) -> HttpResponse {
+async fn guarded_error(state: &AppState, req: &HttpRequest, error: ApiError) -> HttpResponse {
     match check_client(state, crate::auth::client_ip(req, state)).await {
         Ok(global) => with_global_limit(state, error.error_response(), &global),
         Err(refusal) => refusal,

@@ -33,7 +33,10 @@ impl Drop for TlsRedis {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    let output =
+        Command::new("openssl").args(args).current_dir(dir).output().expect(
+            "the openssl command makes this run's CA and certificate (Debian/Ubuntu: apt-get install -y openssl)",
+        );
     assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
