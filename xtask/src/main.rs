@@ -4,7 +4,7 @@
 //!   demo practice, then `praxis serve` on 127.0.0.1:8080. Ctrl-C stops everything.
 //! - `test`: the same services, then every test in the workspace (`cargo test --workspace`).
 //! - `ci`: fmt check, clippy -D warnings, tidy, secret scan, tests, cargo-deny, SBOM, deploy-check.
-//! - `tidy`: domain crates must not depend on I/O frameworks or adapters.
+//! - `tidy`: the architecture rules (layers, thin routes, adapter edges, no module cycles).
 //! - `secrets`: detect-secrets over the tracked tree and the history since the last `v*` tag.
 //! - `sbom`: CycloneDX SBOM of the `praxis` binary at `target/sbom/praxis.cdx.json`, checked.
 //! - `deploy-check`: linters and hardening rules for `deploy/`.

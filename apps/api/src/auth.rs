@@ -53,6 +53,20 @@ impl Principal {
         }
     }
 
+    /// This principal as the caller of a use case, with the current request's id.
+    pub fn caller(&self) -> app::Caller {
+        let access = match (self.user, self.role) {
+            (Some(user), Some(role)) => app::Access::Account { user, role },
+            _ => app::Access::ApiKey { scopes: self.scopes.clone() },
+        };
+        app::Caller {
+            tenant: self.tenant,
+            actor: self.actor.clone(),
+            access,
+            request_id: crate::error::current_request_id(),
+        }
+    }
+
     /// How far `permission` reaches for this caller.
     pub fn scope(&self, permission: Permission) -> Scope {
         match self.role {

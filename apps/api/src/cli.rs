@@ -8,7 +8,7 @@ use crate::config::{Config, LogFormat};
 use crate::state::AppState;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use kernel::{Clock, Role, SystemClock, TenantId, UserId};
+use kernel::{SystemClock, TenantId};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -230,10 +230,10 @@ pub fn run(cli: Cli) -> ExitCode {
             with_runtime(create_tenant(config, name, admin_email))
         }
         Command::Users { command: UsersCommand::Disable { tenant, email } } => {
-            with_runtime(end_user_access(config, tenant, email, true))
+            with_runtime(end_user_access(config, tenant, email, Ending::Disable))
         }
         Command::Sessions { command: SessionsCommand::Revoke { tenant, user } } => {
-            with_runtime(end_user_access(config, tenant, user, false))
+            with_runtime(end_user_access(config, tenant, user, Ending::RevokeSessions))
         }
         Command::Ip { command } => with_runtime(ip_command(config, command)),
         Command::Audit { command: AuditCommand::Verify { tenant } } => with_runtime(audit_verify(config, tenant)),
@@ -366,62 +366,48 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_tenant(config: Config, name: String, admin_email: String) -> anyhow::Result<()> {
-    let name = name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
-        bail!("--name: must be 1 to 200 characters");
-    }
-    let email = admin_email.trim().to_lowercase();
-    if !email.contains('@') || email.len() > 254 || email.len() < 3 {
-        bail!("--admin-email: {email:?} is not an email address");
-    }
-    let database_url = config.database.url.as_ref().context("database.url: required secret is missing")?;
-    let pool = store_postgres::connect(database_url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
+/// The use cases for an operator command, on the runtime role's pool (`database.url`), with the
+/// configured password hashing cost: the same code and settings the API runs.
+async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
+    let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
+    let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
+    let hasher = identity::PasswordHasher::new(config.auth.argon2())
+        .map_err(|e| anyhow::anyhow!("auth.argon2_memory_kib: {e}"))?;
+    Ok(app::Services::new(pool, Arc::new(SystemClock), Arc::new(hasher)))
+}
 
-    let tenant = TenantId::new();
-    let admin = UserId::new();
-    let password = generate_password()?;
-    let password_hash = hash_password(&password)?;
-    let context = store_postgres::DbContext::user(tenant, admin, Role::Admin);
-    let mut tx = store_postgres::begin(&pool, &context).await?;
-    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-        .bind(tenant.as_uuid())
-        .bind(&name)
-        .bind(SystemClock.now())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO users (id, tenant_id, email, role, password_hash) VALUES ($1, $2, $3, 'admin', $4)")
-        .bind(admin.as_uuid())
-        .bind(tenant.as_uuid())
-        .bind(&email)
-        .bind(&password_hash)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+/// A use case's refusal as the operator reads it: the flag the input came from, and what is
+/// wrong. `flags` names each use-case field's command-line flag.
+fn operator_error(error: app::Error, flags: &[(&str, &str)]) -> anyhow::Error {
+    match error {
+        app::Error::Invalid(problems) => {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| {
+                    let flag = flags.iter().find(|(field, _)| *field == p.field).map_or(p.field.as_str(), |(_, f)| f);
+                    format!("{flag}: {}", p.message)
+                })
+                .collect();
+            anyhow::anyhow!("{}", lines.join("\n"))
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+async fn create_tenant(config: Config, name: String, admin_email: String) -> anyhow::Result<()> {
+    let services = operator_services(&config).await?;
+    let actor = kernel::Actor::System { component: "cli".into() };
+    let created = services
+        .create_practice(actor, &name, &admin_email)
+        .await
+        .map_err(|e| operator_error(e, &[("name", "--name"), ("admin_email", "--admin-email")]))?;
     println!(
-        "practice created\n  tenant id:      {tenant}\n  admin email:    {email}\n  admin password: {password}\n(the password is shown once; store it in a password manager)"
+        "practice created\n  tenant id:      {}\n  admin email:    {}\n  admin password: {}\n(the password is shown once; store it in a password manager)",
+        created.tenant,
+        created.admin_email,
+        created.admin_password.expose_secret()
     );
     Ok(())
-}
-
-/// 24 characters from a 64-symbol alphabet: 144 bits from the system CSPRNG.
-fn generate_password() -> anyhow::Result<String> {
-    use ring::rand::SecureRandom;
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bytes = [0u8; 24];
-    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| anyhow::anyhow!("system random source failed"))?;
-    Ok(bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b & 63)])).collect())
-}
-
-fn hash_password(password: &str) -> anyhow::Result<String> {
-    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-    // OWASP password storage cheat sheet: argon2id, m=19 MiB, t=2, p=1.
-    let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-    let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-    hasher
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))
 }
 
 /// The pool and the practices an operator command works on: one practice through the runtime
@@ -516,35 +502,34 @@ async fn audit_checkpoint(config: Config, tenant: Option<TenantId>) -> anyhow::R
     Ok(())
 }
 
-/// `users disable` (`disable = true`) and `sessions revoke`: one transaction that changes the
-/// account, ends its sessions and records both in the audit trail.
-async fn end_user_access(config: Config, tenant: TenantId, email: String, disable: bool) -> anyhow::Result<()> {
-    use store_postgres::identity as accounts;
-    let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
-    let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
-    let now = SystemClock.now();
-    let mut tx = store_postgres::begin(&pool, &store_postgres::DbContext::operator(tenant)).await?;
-    let email = email.trim().to_lowercase();
-    let Some(user) = accounts::find_user_by_email(&mut tx, &email).await? else {
-        bail!("--user/--email: no account {email:?} in practice {tenant}");
+/// `users disable` and `sessions revoke`: the same use cases as `POST /api/v1/users/{id}/disable`,
+/// run as the operator inside one practice and audited the same way (actor: the `cli` system
+/// component).
+async fn end_user_access(config: Config, tenant: TenantId, email: String, ending: Ending) -> anyhow::Result<()> {
+    let services = operator_services(&config).await?;
+    let caller = app::Caller::operator(tenant);
+    let account = app::accounts::AccountRef::Email(email.clone());
+    let outcome = match ending {
+        Ending::Disable => services.disable_user(&caller, account).await,
+        Ending::RevokeSessions => services.revoke_user_sessions(&caller, account).await,
     };
-    if disable {
-        accounts::disable_user(&mut tx, user.id, now).await?;
-    }
-    let ended = accounts::revoke_user_sessions(&mut tx, user.id, now).await?;
-    let actor = kernel::Actor::System { component: "cli".into() };
-    let action = if disable { audit::Action::UserDisable } else { audit::Action::AuthSessionRevoked };
-    let event = audit::AuditEvent::new(tenant, actor, action, "user", &SystemClock)
-        .with_resource_id(user.id.to_string())
-        .with_detail(serde_json::json!({ "sessions_ended": ended }));
-    store_postgres::audit::append(&mut tx, event).await.map_err(|e| anyhow::anyhow!("audit: {e}"))?;
-    tx.commit().await?;
-    if disable {
-        println!("account {} disabled; {ended} session(s) ended", user.id);
-    } else {
-        println!("{ended} session(s) of {} ended", user.id);
+    let ended = match outcome {
+        Ok(ended) => ended,
+        Err(app::Error::NotFound) => bail!("--user/--email: no account {:?} in practice {tenant}", email.trim()),
+        Err(other) => return Err(operator_error(other, &[])),
+    };
+    match ending {
+        Ending::Disable => println!("account {} disabled; {} session(s) ended", ended.user, ended.sessions_ended),
+        Ending::RevokeSessions => println!("{} session(s) of {} ended", ended.sessions_ended, ended.user),
     }
     Ok(())
+}
+
+/// How `end_user_access` ends an account's access.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Disable,
+    RevokeSessions,
 }
 
 async fn ip_command(config: Config, command: IpCommand) -> anyhow::Result<()> {

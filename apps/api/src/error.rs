@@ -269,6 +269,24 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The one place a use case's error becomes an HTTP answer.
+impl From<app::Error> for ApiError {
+    fn from(error: app::Error) -> Self {
+        match error {
+            app::Error::Invalid(problems) => ApiError::Validation {
+                errors: problems.into_iter().map(|p| FieldError { field: p.field, message: p.message }).collect(),
+            },
+            app::Error::Forbidden => ApiError::Forbidden,
+            app::Error::NotFound => ApiError::NotFound,
+            app::Error::Gone => ApiError::Gone,
+            app::Error::Conflict(detail) => ApiError::Conflict { detail },
+            app::Error::IllegalTransition { detail, allowed } => ApiError::IllegalTransition { detail, allowed },
+            app::Error::Unavailable(detail) => ApiError::ServiceUnavailable { detail },
+            app::Error::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
 impl From<store_postgres::StoreError> for ApiError {
     fn from(error: store_postgres::StoreError) -> Self {
         match error {

@@ -217,7 +217,7 @@ impl ReminderWorker {
                 }
             }
             let history = store_postgres::patients::consent_history(&mut tx, tenant, patient.id).await?;
-            let records = crate::routes::consents::records_of(patient.id, &history)?;
+            let records = app::consents::records_of(patient.id, &history)?;
             // Consent is per purpose, not per channel: a grant covers every channel.
             if consent::may_contact(&records, Purpose::AppointmentReminders, now) {
                 consented = ReminderChannel::ALL;

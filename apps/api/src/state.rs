@@ -13,6 +13,8 @@ use store_postgres::PgAuditLog;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The use cases (`crates/app`): handlers parse, call one of these, and map the result.
+    pub app: app::Services,
     /// Pool of the runtime role: row-level security applies to every query through it.
     pub db: PgPool,
     pub redis: RedisStore,
@@ -90,14 +92,16 @@ impl AppState {
             RateLimiter::new(redis.clone()),
             FallbackLimiter::new(clock.clone(), FallbackLimiter::DEFAULT_MAX_SUBJECTS),
         );
+        let hasher = Arc::new(hasher);
         Ok(Self {
+            app: app::Services::new(db.clone(), clock.clone(), hasher.clone()),
             // Checkpoints are signed, and verified, with each practice's KMS-wrapped key.
             audit: PgAuditLog::new(db.clone()).with_signer(Arc::new(KmsCheckpointSigner::new(
                 db.clone(),
                 kms.clone(),
                 clock.clone(),
             ))),
-            hasher: Arc::new(hasher),
+            hasher,
             session_policy: config.auth.session_policy(),
             trusted_proxies: Arc::new(config.auth.trusted_proxy_cidrs()),
             limiter: Arc::new(limiter),

@@ -99,6 +99,7 @@ closed_set! {
         AccessDenied => "access.denied",
         ApiKeyCreate => "apikey.create",
         ApiKeyRevoke => "apikey.revoke",
+        PracticeCreate => "practice.create",
         UserCreate => "user.create",
         UserDisable => "user.disable",
         WebhookReceived => "webhook.received",
@@ -145,7 +146,7 @@ mod tests {
         }
         let spellings: HashSet<_> = Action::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(spellings.len(), Action::ALL.len(), "two actions share a spelling");
-        assert_eq!(Action::ALL.len(), 34);
+        assert_eq!(Action::ALL.len(), 35);
     }
 
     #[test]

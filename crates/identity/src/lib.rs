@@ -18,6 +18,7 @@
 //! pass `now` from a `kernel::Clock`), no framework types. Randomness comes from `ring`'s
 //! `SecureRandom`, passed in where tokens are made.
 
+pub mod account;
 pub mod client_ip;
 pub mod csrf;
 mod error;
@@ -28,6 +29,7 @@ pub mod rate_limit;
 pub mod session;
 pub mod token;
 
+pub use account::account_email;
 pub use client_ip::{Cidr, client_ip};
 pub use csrf::{CSRF_COOKIE_NAME, CSRF_HEADER_NAME, CsrfProblem, CsrfToken, check_csrf};
 pub use error::IdentityError;

@@ -134,6 +134,24 @@ pub async fn find_login_candidate(
     .transpose()
 }
 
+/// Inserts a practice (tenant). Row-level security admits it only in a transaction whose
+/// context names this practice, as the practice's first admin: the practice and its admin are
+/// created together (`app::accounts`).
+pub async fn insert_practice(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    name: &str,
+    created_at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(tenant.as_uuid())
+        .bind(name)
+        .bind(created_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn insert_user(conn: &mut PgConnection, user: &NewUser) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO users (id, tenant_id, email, role, patient_id, password_hash, created_at) \

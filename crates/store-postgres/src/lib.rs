@@ -46,7 +46,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Maps connection-level failures (pool timeout, refused, closed) to `Unavailable` and lost
+    /// Maps connection-level failures (pool timeout, refused, closed; the server shutting down or
+    /// refusing connections, see [`is_server_unavailable`]) to `Unavailable` and lost
     /// races (SQLSTATE 40P01 deadlock, 40001 serialization failure) to `Contention`, both of
     /// which the API answers with 503 (try again) rather than 500.
     pub fn classify(error: sqlx::Error) -> Self {
@@ -57,7 +58,33 @@ impl StoreError {
             sqlx::Error::Database(ref db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
                 StoreError::Contention(error)
             }
+            sqlx::Error::Database(ref db) if db.code().as_deref().is_some_and(is_server_unavailable) => {
+                StoreError::Unavailable(error)
+            }
             other => StoreError::Database(other),
+        }
+    }
+}
+
+/// SQLSTATEs that mean "the server cannot serve this now" rather than "this statement is wrong":
+/// class 08 (connection exception), 57P01 to 57P05 (admin shutdown, crash shutdown, cannot connect
+/// now, database dropped, idle session timeout) and 53300 (too many connections). A restart or
+/// failover of Postgres produces them; the request may be repeated once it is back.
+pub fn is_server_unavailable(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || sqlstate.starts_with("57P") || sqlstate == "53300"
+}
+
+#[cfg(test)]
+mod sqlstate_tests {
+    use super::is_server_unavailable;
+
+    #[test]
+    fn shutdown_and_connection_states_are_unavailability_not_bugs() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08003", "53300"] {
+            assert!(is_server_unavailable(code), "{code}");
+        }
+        for code in ["23505", "42501", "22P02", "40001", "57014"] {
+            assert!(!is_server_unavailable(code), "{code}");
         }
     }
 }

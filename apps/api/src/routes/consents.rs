@@ -2,27 +2,18 @@
 //! history with its evidence, and recording a change (request, grant, withdraw, archive).
 //!
 //! The patient must be visible to the caller (RLS: a therapist's assigned patients, a patient
-//! themself), exactly like the record. A change is decided by the pure state machine over the
-//! stored history; an illegal one answers 409 `illegal-transition` with the allowed actions.
-//! Two concurrent changes of one purpose are serialised by the lock on the patient row, and the
-//! unique `(patient, purpose, seq)` key would refuse a second change computed from the same
-//! history anyway.
+//! themself), exactly like the record. The use cases are `app::consents`; an illegal change
+//! answers 409 `illegal-transition` with the allowed actions.
 
-use crate::auth::{Principal, with_request};
-use crate::error::{ApiError, FieldError};
-use crate::routes::patients::live_patient;
+use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use audit::{Action, AuditEvent};
-use consent::{
-    Channel, ConsentAction, ConsentCommand, ConsentError, ConsentEvent, ConsentRecord, ConsentText, Evidence, NoteRef,
-    Purpose,
-};
-use identity::Permission;
+use app::consents::ConsentChange;
+use consent::{ConsentEvent, ConsentRecord};
 use kernel::PatientId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store_postgres::patients as store;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -74,38 +65,6 @@ pub struct ConsentView {
     allowed_actions: Vec<&'static str>,
 }
 
-fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::Validation { errors: vec![FieldError { field: field.into(), message: message.into() }] }
-}
-
-/// Domain refusals as API errors: input problems name their field (400), an illegal transition
-/// lists the allowed actions (409), corrupt stored history is our fault (500).
-fn consent_error(error: ConsentError) -> ApiError {
-    match &error {
-        ConsentError::IllegalTransition { from, action, allowed } => ApiError::IllegalTransition {
-            detail: format!("Cannot {} a consent that is {}.", action.as_str(), from.as_str()),
-            allowed: allowed.iter().map(|a| a.as_str().to_owned()).collect(),
-        },
-        ConsentError::TimeBeforeLastChange { .. } => {
-            ApiError::Conflict { detail: "The consent changed after this request's time; retry.".into() }
-        }
-        e if e.is_storage_corruption() => ApiError::internal(error),
-        e => invalid(e.field().unwrap_or("body"), &e.to_string()),
-    }
-}
-
-/// The records of every purpose that has history, folded from `history` ((purpose, seq) order).
-pub fn records_of(patient: PatientId, history: &[ConsentEvent]) -> Result<Vec<ConsentRecord>, ApiError> {
-    Purpose::ALL
-        .iter()
-        .filter(|purpose| history.iter().any(|e| e.purpose() == **purpose))
-        .map(|purpose| {
-            ConsentRecord::replay(patient, *purpose, history.iter().filter(|e| e.purpose() == *purpose))
-                .map_err(ApiError::internal)
-        })
-        .collect()
-}
-
 fn view(record: &ConsentRecord, all: &[ConsentRecord], now: OffsetDateTime) -> ConsentView {
     ConsentView {
         purpose: record.purpose().as_str(),
@@ -142,21 +101,6 @@ pub fn event_json(event: &ConsentEvent) -> serde_json::Value {
     })
 }
 
-/// The consent history of a patient the caller may see (404 / 410 otherwise).
-async fn visible_history(
-    state: &AppState,
-    principal: &Principal,
-    path: &str,
-) -> Result<(PatientId, Vec<ConsentEvent>), ApiError> {
-    principal.require_audited(state, Permission::ConsentRead, "consent").await?;
-    let id = patient_id(path)?;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    live_patient(&mut tx, principal, id, false).await?;
-    let history = store::consent_history(&mut tx, principal.tenant, id).await?;
-    tx.commit().await?;
-    Ok((id, history))
-}
-
 fn patient_id(raw: &str) -> Result<PatientId, ApiError> {
     raw.parse::<uuid::Uuid>().map(PatientId::from_uuid).map_err(|_| ApiError::NotFound)
 }
@@ -175,9 +119,8 @@ async fn list_consents(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, history) = visible_history(&state, &principal, &path).await?;
+    let records = state.app.consent_records(&principal.caller(), patient_id(&path)?).await?;
     let now = state.clock.now();
-    let records = records_of(id, &history)?;
     let views: Vec<ConsentView> = records.iter().map(|r| view(r, &records, now)).collect();
     Ok(HttpResponse::Ok().json(views))
 }
@@ -196,7 +139,7 @@ async fn consent_history(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, history) = visible_history(&state, &principal, &path).await?;
+    let history = state.app.consent_history(&principal.caller(), patient_id(&path)?).await?;
     let events: Vec<serde_json::Value> = history.iter().map(event_json).collect();
     Ok(HttpResponse::Ok().json(events))
 }
@@ -219,54 +162,18 @@ async fn record_consent(
     path: web::Path<String>,
     body: web::Json<ConsentChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::ConsentRecord, "consent").await?;
     let id = patient_id(&path)?;
     let body = body.into_inner();
-    let purpose: Purpose = body.purpose.parse().map_err(consent_error)?;
-    let action: ConsentAction = body.action.parse().map_err(consent_error)?;
-    let channel: Channel = body.channel.parse().map_err(consent_error)?;
-    let command = match action {
-        ConsentAction::Grant => ConsentCommand::Grant { expires_at: body.expires_at },
-        _ if body.expires_at.is_some() => return Err(invalid("expires_at", "only a grant can have an expiry")),
-        ConsentAction::Request => ConsentCommand::Request,
-        ConsentAction::Withdraw => ConsentCommand::Withdraw,
-        ConsentAction::Archive => ConsentCommand::Archive,
+    let change = ConsentChange {
+        purpose: body.purpose,
+        action: body.action,
+        expires_at: body.expires_at,
+        text_version: body.text_version,
+        text: body.text,
+        text_sha256: body.text_sha256,
+        channel: body.channel,
+        evidence_ref: body.evidence_ref,
     };
-    let text = ConsentText::from_submission(&body.text_version, body.text.as_deref(), body.text_sha256.as_deref())
-        .map_err(consent_error)?;
-    let mut evidence = Evidence::new(text, channel, principal.actor.clone());
-    if let Some(reference) = &body.evidence_ref {
-        evidence = evidence.with_note_ref(NoteRef::parse(reference).map_err(consent_error)?);
-    }
-    let now = state.clock.now();
-
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    live_patient(&mut tx, &principal, id, true).await?; // locks the patient: one change at a time
-    let history = store::consent_history(&mut tx, principal.tenant, id).await?;
-    let mut record = ConsentRecord::replay(id, purpose, history.iter().filter(|e| e.purpose() == purpose))
-        .map_err(ApiError::internal)?;
-    let event = record.apply(command, evidence, now).map_err(consent_error)?;
-    store::record_consent(&mut tx, principal.tenant, &event, &record).await?;
-    let audit_action = match action {
-        ConsentAction::Request => Action::ConsentRequested,
-        ConsentAction::Grant => Action::ConsentGranted,
-        ConsentAction::Withdraw => Action::ConsentWithdrawn,
-        ConsentAction::Archive => Action::ConsentArchived,
-    };
-    let audit_event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), audit_action, "consent", &*state.clock)
-            .with_resource_id(id.to_string())
-            .with_detail(json!({
-                "purpose": purpose.as_str(),
-                "seq": event.seq(),
-                "from": event.from_state().as_str(),
-                "to": event.to_state().as_str(),
-                "channel": channel.as_str(),
-            }));
-    store_postgres::audit::append(&mut tx, with_request(audit_event)).await?;
-    let mut others: Vec<ConsentRecord> =
-        records_of(id, &history)?.into_iter().filter(|r| r.purpose() != purpose).collect();
-    others.push(record.clone());
-    tx.commit().await?;
-    Ok(HttpResponse::Created().json(view(&record, &others, now)))
+    let changed = state.app.change_consent(&principal.caller(), id, change).await?;
+    Ok(HttpResponse::Created().json(view(&changed.record, &changed.all, state.clock.now())))
 }

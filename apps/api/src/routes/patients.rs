@@ -601,7 +601,7 @@ async fn export_patient(
     let dek = patient_dek(&state, &mut tx, &principal.actor, &row).await?;
     let data = open_fields(&dek, &row, true)?;
     let history = store::consent_history(&mut tx, principal.tenant, id).await?;
-    let records = crate::routes::consents::records_of(id, &history)?;
+    let records = app::consents::records_of(id, &history)?;
     let consents = records.iter().map(|r| crate::routes::consents::consent_json(r, &records, now)).collect();
     let consent_history = history.iter().map(crate::routes::consents::event_json).collect();
     let messages = store_postgres::webhooks::messages_of_patient(&mut tx, principal.tenant, id)

@@ -1,15 +1,12 @@
 //! Accounts of a practice (admin), and API keys (admin).
 
-use crate::auth::{Principal, with_request};
-use crate::error::{ApiError, FieldError};
+use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use audit::{Action, AuditEvent};
-use identity::{ApiKeyToken, ApiScope, Permission};
+use app::accounts::{AccountRef, ApiKeyRecord, NewAccount, NewApiKey, UserRecord};
 use kernel::{Role, UserId};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use store_postgres::identity as accounts;
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -19,10 +16,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/api-keys", web::get().to(list_api_keys))
         .route("/api/v1/api-keys", web::post().to(create_api_key))
         .route("/api/v1/api-keys/{id}", web::delete().to(revoke_api_key));
-}
-
-fn field(field: &str, message: &str) -> ApiError {
-    ApiError::Validation { errors: vec![FieldError { field: field.into(), message: message.into() }] }
 }
 
 /// An account of the practice. (Fields in key order: bodies are byte-for-byte what they were as
@@ -40,7 +33,7 @@ pub struct UserView {
     role: Role,
 }
 
-fn user_view(user: &accounts::UserRecord) -> UserView {
+fn user_view(user: &UserRecord) -> UserView {
     UserView {
         disabled: user.disabled_at.is_some(),
         email: user.email.clone(),
@@ -75,10 +68,7 @@ pub struct CreatedUser {
     ))]
 
 async fn list_users(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::UserRead, "user").await?;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let users = accounts::list_users(&mut tx).await?;
-    tx.commit().await?;
+    let users = state.app.list_users(&principal.caller()).await?;
     Ok(HttpResponse::Ok().json(UserList { users: users.iter().map(user_view).collect() }))
 }
 
@@ -115,43 +105,8 @@ async fn create_user(
     principal: Principal,
     body: web::Json<NewUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::UserManage, "user").await?;
     let NewUserRequest { email, role, password } = body.into_inner();
-    let email = email.trim().to_lowercase();
-    if email.len() < 3 || email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace) {
-        return Err(field("email", "must be an email address of at most 254 characters"));
-    }
-    if role == Role::Patient {
-        // A patient login is linked to a patient record; it is created with the record.
-        return Err(field("role", "patient accounts are created from the patient record"));
-    }
-    identity::PasswordPolicy::default()
-        .check(password.expose_secret(), &[&email])
-        .map_err(|problem| field("password", &problem.to_string()))?;
-    let hasher = state.hasher.clone();
-    let hash = web::block(move || hasher.hash(password.expose_secret()))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    let user = accounts::NewUser {
-        id: UserId::new(),
-        tenant: principal.tenant,
-        email,
-        role,
-        patient: None,
-        password_hash: hash,
-        created_at: state.clock.now(),
-    };
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    if accounts::find_user_by_email(&mut tx, &user.email).await?.is_some() {
-        return Err(ApiError::Conflict { detail: "An account with this email exists in this practice.".into() });
-    }
-    accounts::insert_user(&mut tx, &user).await?;
-    let event = AuditEvent::new(principal.tenant, principal.actor.clone(), Action::UserCreate, "user", &*state.clock)
-        .with_resource_id(user.id.to_string())
-        .with_detail(json!({ "role": user.role.as_str() }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
+    let user = state.app.create_user(&principal.caller(), NewAccount { email, role, password }).await?;
     Ok(HttpResponse::Created().json(CreatedUser { email: user.email, id: user.id, role: user.role }))
 }
 
@@ -173,23 +128,8 @@ async fn disable_user(
     principal: Principal,
     path: web::Path<uuid::Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::UserManage, "user").await?;
     let target = UserId::from_uuid(path.into_inner());
-    if Some(target) == principal.user {
-        return Err(ApiError::Conflict { detail: "You cannot disable your own account.".into() });
-    }
-    let now = state.clock.now();
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    if accounts::get_user(&mut tx, target).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    accounts::disable_user(&mut tx, target, now).await?;
-    let ended = accounts::revoke_user_sessions(&mut tx, target, now).await?;
-    let event = AuditEvent::new(principal.tenant, principal.actor.clone(), Action::UserDisable, "user", &*state.clock)
-        .with_resource_id(target.to_string())
-        .with_detail(json!({ "sessions_ended": ended }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
+    state.app.disable_user(&principal.caller(), AccountRef::Id(target)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -208,7 +148,7 @@ pub struct ApiKeyView {
     scopes: Vec<String>,
 }
 
-fn api_key_view(key: &accounts::ApiKeyRecord) -> ApiKeyView {
+fn api_key_view(key: &ApiKeyRecord) -> ApiKeyView {
     ApiKeyView {
         created_at: key.created_at.unix_timestamp(),
         expires_at: key.expires_at.map(|t| t.unix_timestamp()),
@@ -250,10 +190,7 @@ pub struct CreatedApiKey {
     ))]
 
 async fn list_api_keys(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::ApiKeyManage, "api_key").await?;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let keys = accounts::list_api_keys(&mut tx).await?;
-    tx.commit().await?;
+    let keys = state.app.list_api_keys(&principal.caller()).await?;
     Ok(HttpResponse::Ok().json(ApiKeyList { api_keys: keys.iter().map(api_key_view).collect() }))
 }
 
@@ -290,49 +227,14 @@ async fn create_api_key(
     principal: Principal,
     body: web::Json<NewApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::ApiKeyManage, "api_key").await?;
-    let created_by = principal.user.ok_or(ApiError::Forbidden)?;
     let NewApiKeyRequest { name, scopes, expires_in_days } = body.into_inner();
-    let name = name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(field("name", "must be 1 to 100 characters"));
-    }
-    if scopes.is_empty() || scopes.len() > 16 {
-        return Err(field("scopes", "must list 1 to 16 scopes"));
-    }
-    let parsed: Vec<ApiScope> =
-        scopes.iter().map(|s| s.parse()).collect::<Result<_, _>>().map_err(|_| field("scopes", "unknown scope"))?;
-    if expires_in_days.is_some_and(|d| d == 0 || d > 3650) {
-        return Err(field("expires_in_days", "must be between 1 and 3650"));
-    }
-    let now = state.clock.now();
-    let token =
-        ApiKeyToken::generate(principal.tenant, &ring::rand::SystemRandom::new()).map_err(ApiError::internal)?;
-    let key = accounts::NewApiKey {
-        id: uuid::Uuid::now_v7(),
-        tenant: principal.tenant,
-        key_id: token.key_id().to_string(),
-        name,
-        token_hash: *token.hash().as_bytes(),
-        scopes: parsed.iter().map(|s| s.as_str().to_owned()).collect(),
-        created_by,
-        created_at: now,
-        expires_at: expires_in_days.map(|d| now + time::Duration::days(i64::from(d))),
-    };
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    accounts::insert_api_key(&mut tx, &key).await?;
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::ApiKeyCreate, "api_key", &*state.clock)
-            .with_resource_id(key.key_id.clone());
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
-    let secret = token.display_once();
+    let created = state.app.create_api_key(&principal.caller(), NewApiKey { name, scopes, expires_in_days }).await?;
     Ok(HttpResponse::Created().json(CreatedApiKey {
-        api_key: secret.as_str().to_owned(),
-        id: key.id,
-        key_id: key.key_id,
+        api_key: created.key.expose_secret().clone(),
+        id: created.id,
+        key_id: created.key_id,
         note: "store this key now: it is not shown again".to_owned(),
-        scopes: key.scopes,
+        scopes: created.scopes,
     }))
 }
 
@@ -352,16 +254,6 @@ async fn revoke_api_key(
     principal: Principal,
     path: web::Path<uuid::Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::ApiKeyManage, "api_key").await?;
-    let id = path.into_inner();
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    if !accounts::revoke_api_key(&mut tx, id, state.clock.now()).await? {
-        return Err(ApiError::NotFound);
-    }
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::ApiKeyRevoke, "api_key", &*state.clock)
-            .with_resource_id(id.to_string());
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
+    state.app.revoke_api_key(&principal.caller(), path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -38,7 +38,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use audit::{Action, AuditEvent};
 use cache_redis::{Backend, CacheError, Claim, ClaimToken, ClaimsToMake, Decision, Limit};
-use consent::{ConsentAction, ConsentCommand, ConsentError, ConsentRecord, Evidence, InboundChannel, NoteRef};
+use consent::{InboundChannel, NoteRef};
 use crypto::BlindIndexKey;
 use kernel::{Actor, PatientId, Pii, RequestId, TenantId};
 use serde_json::{Value, json};
@@ -732,57 +732,35 @@ async fn inbound_message(
     Ok(json!({ "channel": channel, "patients_matched": patients.len(), "opt_out": stop, "withdrawn": withdrawn }))
 }
 
-/// Withdraws the marketing consent of `message`'s channel for `patient`, through the consent
-/// domain with the message as evidence, when withdrawing is allowed from its current state
-/// (a consent never given, or already withdrawn, is left as it is). Returns whether it did.
+/// Withdraws the marketing consent of `message`'s channel for `patient` with the message as
+/// evidence (`app::consents::withdraw_on_opt_out`: the consent use case, in this delivery's
+/// transaction). Returns whether it did.
 async fn withdraw_marketing(
     cx: &mut Handling<'_>,
     conn: &mut PgConnection,
     patient: PatientId,
     message: &Inbound<'_>,
 ) -> Result<bool, ApiError> {
-    let (tenant, now, actor) = (cx.tenant, cx.now, &cx.actor);
-    let purpose = consent::marketing_purpose_for_channel(message.channel);
-    // Locks the patient: consent changes of one patient happen one at a time.
-    let Some(row) = store_postgres::patients::get(conn, tenant, patient, true).await? else {
-        return Ok(false);
-    };
-    if row.erased_at.is_some() {
-        return Ok(false);
-    }
-    let history = store_postgres::patients::consent_history(conn, tenant, patient).await?;
-    let mut record = ConsentRecord::replay(patient, purpose, history.iter().filter(|e| e.purpose() == purpose))
-        .map_err(ApiError::internal)?;
-    let Some(text) = record.text().cloned() else {
-        return Ok(false);
-    };
-    if !record.allowed_actions(now).contains(&ConsentAction::Withdraw) {
-        return Ok(false);
-    }
-    let note = NoteRef::parse(&evidence_ref(message)).map_err(ApiError::internal)?;
-    let evidence = Evidence::new(text, message.channel.evidence_channel(), actor.clone()).with_note_ref(note);
-    let event = match record.apply(ConsentCommand::Withdraw, evidence, now) {
-        Ok(event) => event,
-        Err(error @ ConsentError::TimeBeforeLastChange { .. }) => {
-            // A change stamped later than this server's clock (clock skew between instances):
-            // a retry will find it in order; failing makes the provider retry.
-            return Err(ApiError::internal(error));
+    let proof = NoteRef::parse(&evidence_ref(message)).map_err(ApiError::internal)?;
+    let withdrawn = app::consents::withdraw_on_opt_out(
+        conn,
+        cx.tenant,
+        &cx.actor,
+        patient,
+        consent::marketing_purpose_for_channel(message.channel),
+        message.channel.evidence_channel(),
+        proof,
+        &*cx.state.clock,
+    )
+    .await?;
+    match withdrawn {
+        // Appended with the batch's other entries at the end of the transaction (`process_in`).
+        Some(entry) => {
+            cx.audit.push(with_request(entry));
+            Ok(true)
         }
-        Err(error) => return Err(ApiError::internal(error)),
-    };
-    store_postgres::patients::record_consent(conn, tenant, &event, &record).await?;
-    let audit_event = AuditEvent::new(tenant, actor.clone(), Action::ConsentWithdrawn, "consent", &*cx.state.clock)
-        .with_resource_id(patient.to_string())
-        .with_detail(json!({
-            "purpose": purpose.as_str(),
-            "seq": event.seq(),
-            "from": event.from_state().as_str(),
-            "to": event.to_state().as_str(),
-            "channel": message.channel.evidence_channel().as_str(),
-        }));
-    // Appended with the batch's other entries at the end of the transaction (`process_in`).
-    cx.audit.push(with_request(audit_event));
-    Ok(true)
+        None => Ok(false),
+    }
 }
 
 /// How a withdrawal's evidence names the message that asked for it: as the inbox keys it

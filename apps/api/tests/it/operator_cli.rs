@@ -14,6 +14,83 @@ fn praxis(app: &TestApp, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `praxis tenants create` runs the API's use case: the configured argon2id cost, the API's email
+/// rule, and the practice's audit trail starts with the practice's and its admin's creation.
+#[actix_web::test]
+async fn tenants_create_is_audited_and_hashed_with_the_configured_cost() {
+    let app = TestApp::start_with(fast_hashing, api::server::no_extra_routes).await;
+    let with_cost = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
+            .args(args)
+            .env_clear()
+            .env("PRAXIS__DATABASE__URL", &app.db.app_url)
+            .env("PRAXIS__REDIS__URL", &app.redis.url)
+            .env("PRAXIS__AUTH__ARGON2_MEMORY_KIB", "2048")
+            .env("PRAXIS__AUTH__ARGON2_ITERATIONS", "3")
+            .output()
+            .unwrap()
+    };
+
+    // The API's email rule: whitespace inside an address is refused, naming the flag.
+    let refused = with_cost(&["tenants", "create", "--name", "Gamma", "--admin-email", "ad min@gamma.test"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--admin-email: must be an email address"));
+
+    let output = with_cost(&["tenants", "create", "--name", "Gamma", "--admin-email", " Admin@Gamma.TEST "]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let value_of = |label: &str| {
+        stdout.lines().find_map(|line| line.trim().strip_prefix(label)).map(|v| v.trim().to_owned()).unwrap()
+    };
+    let tenant: kernel::TenantId =
+        value_of("tenant id:").parse::<uuid::Uuid>().map(kernel::TenantId::from_uuid).unwrap();
+    assert_eq!(value_of("admin email:"), "admin@gamma.test");
+    let password = value_of("admin password:");
+
+    // Hashed with the configured cost, not a built-in one.
+    let mut tx = store_postgres::begin(&app.db.app_pool, &store_postgres::DbContext::operator(tenant)).await.unwrap();
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE tenant_id = $1")
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$m=2048,t=3,p=1$"), "{hash}");
+
+    // The admin can log in, and the trail starts with the practice and the admin, intact.
+    let response = login_response(&app, tenant, "admin@gamma.test", &password).await;
+    assert_eq!(response.status(), 200);
+    let session: serde_json::Value = response.json().await.unwrap();
+    let audit: serde_json::Value = app
+        .client
+        .get(app.url("/api/v1/audit"))
+        .header("authorization", bearer(&session))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let oldest: Vec<(&str, u64)> =
+        entries.iter().rev().take(2).map(|e| (e["action"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
+    assert_eq!(oldest, vec![("practice.create", 1), ("user.create", 2)]);
+    assert_eq!(entries.last().unwrap()["resource_id"], serde_json::json!(tenant.to_string()));
+    assert_eq!(entries.last().unwrap()["actor"]["kind"], serde_json::json!("system"), "{}", entries.last().unwrap());
+    let verify: serde_json::Value = app
+        .client
+        .get(app.url("/api/v1/audit/verify"))
+        .header("authorization", bearer(&session))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["intact"], serde_json::json!(true), "{verify}");
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn sessions_revoke_and_users_disable_end_access_at_once() {
     let app = TestApp::start_with(fast_hashing, api::server::no_extra_routes).await;
@@ -38,6 +115,23 @@ async fn sessions_revoke_and_users_disable_end_access_at_once() {
     let output = praxis(&app, &["users", "disable", "--tenant", &tenant, "--email", "nobody@alpha.test"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no account"));
+
+    // Both commands are in the practice's trail, as the `cli` component's doing.
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT action, actor_kind, actor_name FROM audit_entries \
+         WHERE tenant_id = $1 AND action IN ('auth.session_revoked', 'user.disable') ORDER BY seq",
+    )
+    .bind(practice.tenant.as_uuid())
+    .fetch_all(
+        &mut *store_postgres::begin(&app.db.app_pool, &store_postgres::DbContext::operator(practice.tenant))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let actions: Vec<&str> = rows.iter().map(|(action, _, _)| action.as_str()).collect();
+    assert_eq!(actions, ["auth.session_revoked", "user.disable"]);
+    assert!(rows.iter().all(|(_, kind, name)| kind == "system" && name.as_deref() == Some("cli")), "{rows:?}");
     app.stop().await;
 }
 

@@ -846,7 +846,7 @@ async fn patient_with_marketing_consent(hooks: &Hooks, admin: &Value, phone: &st
 async fn may_contact(hooks: &Hooks, patient: PatientId, purpose: consent::Purpose) -> bool {
     let mut tx = begin(&hooks.app.db.app_pool, &DbContext::service(hooks.tenant)).await.unwrap();
     let history = store_postgres::patients::consent_history(&mut tx, hooks.tenant, patient).await.unwrap();
-    let records = api::routes::consents::records_of(patient, &history).unwrap();
+    let records = app::consents::records_of(patient, &history).unwrap();
     consent::may_contact(&records, purpose, kernel::Clock::now(&kernel::SystemClock))
 }
 

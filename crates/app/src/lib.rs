@@ -1,0 +1,78 @@
+//! The use cases of Praxis: one function per thing a user, an operator or a worker does.
+//!
+//! Every door calls these: the HTTP routes (`apps/api/src/routes`), the `praxis` CLI, the
+//! webhook ingest and the workers. A use case takes the [`Caller`] and plain inputs, checks the
+//! caller's permission (writing `access.denied` when refused), opens the transaction with the
+//! caller's row-level security context, does the work through the domain crates and the store,
+//! writes its audit entry in that same transaction, and returns a domain result or an
+//! [`Error`]. So the practice created by `praxis tenants create` and the account created by
+//! `POST /api/v1/users` are validated, hashed and audited by the same code.
+//!
+//! Architecture invariant: no transport here. Nothing in this crate knows HTTP, actix, clap,
+//! utoipa or figment; answers are domain values and [`Error`], which each door maps once
+//! (`cargo xtask tidy` checks the dependency graph). Domain rules stay in the domain crates:
+//! this layer orders the steps, it does not decide them.
+
+pub mod accounts;
+mod caller;
+pub mod consents;
+mod error;
+
+pub use caller::{Access, Caller};
+pub use error::{Error, FieldProblem, Result};
+
+use identity::{PasswordHasher, Permission, Scope};
+use kernel::Clock;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+/// What the use cases work with: the runtime role's pool (row-level security applies to every
+/// query through it), the clock and the configured password hasher. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    db: PgPool,
+    clock: Arc<dyn Clock>,
+    hasher: Arc<PasswordHasher>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    pub fn new(db: PgPool, clock: Arc<dyn Clock>, hasher: Arc<PasswordHasher>) -> Self {
+        Self { db, clock, hasher }
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// The caller's reach for `permission`; when it has none, records an `access.denied` entry
+    /// (in its own transaction: nothing else happens) and refuses with [`Error::Forbidden`].
+    pub async fn authorize(&self, caller: &Caller, permission: Permission, resource_type: &str) -> Result<Scope> {
+        let scope = caller.scope(permission);
+        if scope != Scope::Denied {
+            return Ok(scope);
+        }
+        let event = caller
+            .audit_event(audit::Action::AccessDenied, resource_type, self.clock())
+            .with_outcome(audit::Outcome::Denied)
+            .with_detail(serde_json::json!({ "permission": permission.as_str() }));
+        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+        store_postgres::audit::append(&mut tx, event).await?;
+        tx.commit().await?;
+        Err(Error::Forbidden)
+    }
+
+    /// Hashes a password with the configured argon2id cost, off the async threads.
+    async fn hash_password(&self, password: kernel::Secret<String>) -> Result<String> {
+        let hasher = self.hasher.clone();
+        tokio::task::spawn_blocking(move || hasher.hash(password.expose_secret()))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)
+    }
+}
