@@ -373,7 +373,7 @@ async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
     let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
     let hasher = identity::PasswordHasher::new(config.auth.argon2())
         .map_err(|e| anyhow::anyhow!("auth.argon2_memory_kib: {e}"))?;
-    Ok(app::Services::new(pool, Arc::new(SystemClock), Arc::new(hasher)))
+    Ok(app::Services::new(app::Dependencies { db: pool, clock: Arc::new(SystemClock), hasher: Arc::new(hasher) }))
 }
 
 /// A use case's refusal as the operator reads it: the flag the input came from, and what is

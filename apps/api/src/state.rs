@@ -94,7 +94,7 @@ impl AppState {
         );
         let hasher = Arc::new(hasher);
         Ok(Self {
-            app: app::Services::new(db.clone(), clock.clone(), hasher.clone()),
+            app: app::Services::new(app::Dependencies { db: db.clone(), clock: clock.clone(), hasher: hasher.clone() }),
             // Checkpoints are signed, and verified, with each practice's KMS-wrapped key.
             audit: PgAuditLog::new(db.clone()).with_signer(Arc::new(KmsCheckpointSigner::new(
                 db.clone(),

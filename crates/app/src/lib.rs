@@ -26,13 +26,29 @@ use kernel::Clock;
 use sqlx::PgPool;
 use std::sync::Arc;
 
-/// What the use cases work with: the runtime role's pool (row-level security applies to every
-/// query through it), the clock and the configured password hasher. Cheap to clone.
+/// What the use cases work with. Cheap to clone; built once by the wiring (`apps/api`), or by a
+/// CLI command for its own run.
 #[derive(Clone)]
 pub struct Services {
     db: PgPool,
     clock: Arc<dyn Clock>,
     hasher: Arc<PasswordHasher>,
+}
+
+/// The parts [`Services`] is built from.
+pub struct Dependencies {
+    /// The runtime role's pool: row-level security applies to every query through it. (An
+    /// operator command over every practice passes the owner role's pool instead.)
+    pub db: PgPool,
+    pub clock: Arc<dyn Clock>,
+    /// argon2id with the configured cost.
+    pub hasher: Arc<PasswordHasher>,
+}
+
+impl std::fmt::Debug for Dependencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependencies").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Services {
@@ -42,7 +58,8 @@ impl std::fmt::Debug for Services {
 }
 
 impl Services {
-    pub fn new(db: PgPool, clock: Arc<dyn Clock>, hasher: Arc<PasswordHasher>) -> Self {
+    pub fn new(dependencies: Dependencies) -> Self {
+        let Dependencies { db, clock, hasher } = dependencies;
         Self { db, clock, hasher }
     }
 
