@@ -371,9 +371,36 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
     let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
     let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
+    services_on(config, pool, None)
+}
+
+/// The use cases on `pool`, with the configured password hashing cost and, when given, the
+/// audit trail's checkpoint signer.
+fn services_on(
+    config: &Config,
+    pool: sqlx::PgPool,
+    signer: Option<Arc<app::checkpoint_signer::KmsCheckpointSigner>>,
+) -> anyhow::Result<app::Services> {
     let hasher = identity::PasswordHasher::new(config.auth.argon2())
         .map_err(|e| anyhow::anyhow!("auth.argon2_memory_kib: {e}"))?;
-    Ok(app::Services::new(app::Dependencies { db: pool, clock: Arc::new(SystemClock), hasher: Arc::new(hasher) }))
+    let audit_log = match signer {
+        Some(signer) => store_postgres::PgAuditLog::new(pool.clone()).with_signer(signer),
+        None => store_postgres::PgAuditLog::new(pool.clone()),
+    };
+    Ok(app::Services::new(app::Dependencies {
+        db: pool,
+        clock: Arc::new(SystemClock),
+        hasher: Arc::new(hasher),
+        audit_log,
+    }))
+}
+
+/// The use cases of the audit commands on `pool`, with each practice's checkpoint key wrapped by
+/// the configured KMS.
+async fn audit_services(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<app::Services> {
+    let kms = crate::kms::build(&config.kms).await?;
+    let signer = app::checkpoint_signer::KmsCheckpointSigner::new(pool.clone(), kms.keyring, Arc::new(SystemClock));
+    services_on(config, pool, Some(Arc::new(signer)))
 }
 
 /// A use case's refusal as the operator reads it: the flag the input came from, and what is
@@ -455,23 +482,12 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
     crate::keys::run(&config, operation, options).await.map(|_| ())
 }
 
-/// The signer of every audit command: each practice's checkpoint key, wrapped by the configured
-/// KMS (`crate::checkpoint_signer`), read and created through `pool`.
-async fn checkpoint_signer(
-    config: &Config,
-    pool: &sqlx::PgPool,
-) -> anyhow::Result<Arc<crate::checkpoint_signer::KmsCheckpointSigner>> {
-    let kms = crate::kms::build(&config.kms).await?;
-    Ok(Arc::new(crate::checkpoint_signer::KmsCheckpointSigner::new(pool.clone(), kms.keyring, Arc::new(SystemClock))))
-}
-
 async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
     let (pool, tenants) = operator_scope(&config, tenant).await?;
-    let signer = checkpoint_signer(&config, &pool).await?;
-    let log = store_postgres::PgAuditLog::new(pool).with_signer(signer);
+    let services = audit_services(&config, pool).await?;
     let mut broken = 0usize;
     for tenant in &tenants {
-        let report = log.verify_chain(*tenant).await?;
+        let report = services.verify_audit_chain(&app::Caller::operator(*tenant)).await?;
         match report.first_break {
             None => println!(
                 "practice {tenant}: intact ({} entries, head seq {})",
@@ -492,9 +508,9 @@ async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Resul
 
 async fn audit_checkpoint(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
     let (pool, tenants) = operator_scope(&config, tenant).await?;
-    let signer = checkpoint_signer(&config, &pool).await?;
+    let services = audit_services(&config, pool).await?;
     for tenant in tenants {
-        match store_postgres::audit::write_checkpoint(&pool, tenant, Some(signer.as_ref()), &SystemClock).await? {
+        match services.checkpoint_audit_chain(&app::Caller::operator(tenant)).await? {
             Some(checkpoint) => println!("practice {tenant}: signed checkpoint at seq {}", checkpoint.seq),
             None => println!("practice {tenant}: empty chain, nothing to pin"),
         }
@@ -563,9 +579,11 @@ async fn audit_purge(config: Config, tenant: TenantId, before_seq: u64) -> anyho
         .as_ref()
         .context("database.owner_url: required (only the owner role may purge audit entries)")?;
     let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
-    let signer = checkpoint_signer(&config, &pool).await?;
-    let report =
-        store_postgres::audit::purge_before(&pool, tenant, before_seq, Some(signer.as_ref()), &SystemClock).await?;
+    let services = audit_services(&config, pool).await?;
+    let report = services
+        .purge_audit_before(&app::Caller::operator(tenant), before_seq)
+        .await
+        .map_err(|e| operator_error(e, &[("before_seq", "--before-seq")]))?;
     println!(
         "practice {tenant}: {} entries before seq {before_seq} purged; checkpoints at seq {} and {}; recorded as seq {}",
         report.purged, report.anchor.seq, report.head.seq, report.entry.seq

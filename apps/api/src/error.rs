@@ -313,8 +313,8 @@ impl From<store_postgres::AuditStoreError> for ApiError {
             // now, and must not guess.
             store_postgres::AuditStoreError::Audit(audit::AuditError::Signer(cause))
                 if cause
-                    .downcast_ref::<crate::checkpoint_signer::SignerError>()
-                    .is_some_and(crate::checkpoint_signer::SignerError::is_retryable) =>
+                    .downcast_ref::<app::checkpoint_signer::SignerError>()
+                    .is_some_and(app::checkpoint_signer::SignerError::is_retryable) =>
             {
                 tracing::warn!(error = %cause, "checkpoint signer unavailable");
                 ApiError::ServiceUnavailable { detail: "A backing service is unavailable; try again shortly.".into() }

@@ -5,7 +5,6 @@
 
 pub mod appointments;
 pub mod auth;
-pub mod checkpoint_signer;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -1,5 +1,5 @@
-use crate::checkpoint_signer::KmsCheckpointSigner;
 use crate::config::Config;
+use app::checkpoint_signer::KmsCheckpointSigner;
 use cache_redis::{FailureCounter, FallbackLimiter, IpBlockList, RateLimiter, RedisStore, ResilientLimiter};
 use crypto::{DekCache, DekCacheConfig, Keyring};
 use identity::{Cidr, PasswordHasher, SessionPolicy};
@@ -93,14 +93,20 @@ impl AppState {
             FallbackLimiter::new(clock.clone(), FallbackLimiter::DEFAULT_MAX_SUBJECTS),
         );
         let hasher = Arc::new(hasher);
+        // Checkpoints are signed, and verified, with each practice's KMS-wrapped key.
+        let audit = PgAuditLog::new(db.clone()).with_signer(Arc::new(KmsCheckpointSigner::new(
+            db.clone(),
+            kms.clone(),
+            clock.clone(),
+        )));
         Ok(Self {
-            app: app::Services::new(app::Dependencies { db: db.clone(), clock: clock.clone(), hasher: hasher.clone() }),
-            // Checkpoints are signed, and verified, with each practice's KMS-wrapped key.
-            audit: PgAuditLog::new(db.clone()).with_signer(Arc::new(KmsCheckpointSigner::new(
-                db.clone(),
-                kms.clone(),
-                clock.clone(),
-            ))),
+            app: app::Services::new(app::Dependencies {
+                db: db.clone(),
+                clock: clock.clone(),
+                hasher: hasher.clone(),
+                audit_log: audit.clone(),
+            }),
+            audit,
             hasher,
             session_policy: config.auth.session_policy(),
             trusted_proxies: Arc::new(config.auth.trusted_proxy_cidrs()),

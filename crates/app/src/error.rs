@@ -76,6 +76,18 @@ impl From<AuditStoreError> for Error {
     fn from(error: AuditStoreError) -> Self {
         match error {
             AuditStoreError::Store(store) => store.into(),
+            // The checkpoint signer's KMS (or its key store) is down: verification cannot answer
+            // now, and must not guess.
+            AuditStoreError::Audit(audit::AuditError::Signer(cause))
+                if cause
+                    .downcast_ref::<crate::checkpoint_signer::SignerError>()
+                    .is_some_and(crate::checkpoint_signer::SignerError::is_retryable) =>
+            {
+                tracing::warn!(error = %cause, "checkpoint signer unavailable");
+                Error::Unavailable("A backing service is unavailable; try again shortly.".into())
+            }
+            // A refused purge or checkpoint (e.g. `before_seq` out of range) is the caller's input.
+            AuditStoreError::InvalidPurge(message) => Error::invalid("before_seq", message),
             other => Error::internal(other),
         }
     }

@@ -14,7 +14,9 @@
 //! this layer orders the steps, it does not decide them.
 
 pub mod accounts;
+pub mod audit_trail;
 mod caller;
+pub mod checkpoint_signer;
 pub mod consents;
 mod error;
 
@@ -25,6 +27,7 @@ use identity::{PasswordHasher, Permission, Scope};
 use kernel::Clock;
 use sqlx::PgPool;
 use std::sync::Arc;
+use store_postgres::PgAuditLog;
 
 /// What the use cases work with. Cheap to clone; built once by the wiring (`apps/api`), or by a
 /// CLI command for its own run.
@@ -33,6 +36,7 @@ pub struct Services {
     db: PgPool,
     clock: Arc<dyn Clock>,
     hasher: Arc<PasswordHasher>,
+    audit_log: PgAuditLog,
 }
 
 /// The parts [`Services`] is built from.
@@ -43,6 +47,9 @@ pub struct Dependencies {
     pub clock: Arc<dyn Clock>,
     /// argon2id with the configured cost.
     pub hasher: Arc<PasswordHasher>,
+    /// The audit trail's reader, with the checkpoint signer (`checkpoint_signer`), on the same
+    /// pool as `db`.
+    pub audit_log: PgAuditLog,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -59,8 +66,8 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(dependencies: Dependencies) -> Self {
-        let Dependencies { db, clock, hasher } = dependencies;
-        Self { db, clock, hasher }
+        let Dependencies { db, clock, hasher, audit_log } = dependencies;
+        Self { db, clock, hasher, audit_log }
     }
 
     pub fn clock(&self) -> &dyn Clock {

@@ -324,6 +324,11 @@ impl PgAuditLog {
         &self.pool
     }
 
+    /// The checkpoint signer, when one is configured.
+    pub fn signer(&self) -> Option<&dyn CheckpointSigner> {
+        self.signer.as_deref()
+    }
+
     /// Entries matching `filter`, newest first, one bounded page at a time.
     pub async fn query_entries(
         &self,

@@ -1,11 +1,10 @@
 //! `GET /api/v1/audit` (query) and `GET /api/v1/audit/verify` (chain verification), admin only.
 
 use crate::auth::Principal;
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use audit::{Action, AuditFilter, ChainedEntry, Outcome, Page};
-use identity::Permission;
+use audit::ChainedEntry;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -111,10 +110,6 @@ impl From<ChainedEntry> for EntryView {
     }
 }
 
-fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::Validation { errors: vec![FieldError { field: field.into(), message: message.into() }] }
-}
-
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(AuditQuery),
@@ -131,55 +126,19 @@ async fn query(
     principal: Principal,
     params: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require(Permission::AuditRead)?;
     let params = params.into_inner();
-    let filter = AuditFilter {
-        actor: params.actor_user.map(|user| kernel::Actor::User {
-            tenant: principal.tenant,
-            user: kernel::UserId::from_uuid(user),
-            role: kernel::Role::Admin,
-        }),
-        action: params
-            .action
-            .as_deref()
-            .map(str::parse::<Action>)
-            .transpose()
-            .map_err(|_| invalid("action", "unknown action"))?,
-        outcome: params
-            .outcome
-            .as_deref()
-            .map(str::parse::<Outcome>)
-            .transpose()
-            .map_err(|_| invalid("outcome", "expected success, failure or denied"))?,
+    let query = app::audit_trail::AuditQuery {
+        action: params.action,
+        outcome: params.outcome,
         resource_type: params.resource_type,
         resource_id: params.resource_id,
+        actor_user: params.actor_user.map(kernel::UserId::from_uuid),
         from: params.from,
         to: params.to,
+        cursor: params.cursor,
+        limit: params.limit,
     };
-    if filter.validate().is_err() {
-        return Err(invalid("from", "must be before `to`"));
-    }
-    let page = Page::new(params.cursor, params.limit.unwrap_or(Page::DEFAULT_LIMIT))
-        .map_err(|_| invalid("limit", "must be between 1 and 200"))?;
-    // An actor is stored with the role it acted in, and a user's role can change over time: an
-    // `actor_user` filter asks for each role and merges the newest-first pages.
-    let result = match &filter.actor {
-        Some(kernel::Actor::User { user, .. }) => {
-            let limit = page.limit() as usize;
-            let mut entries = Vec::new();
-            for role in kernel::Role::ALL {
-                let actor = kernel::Actor::User { tenant: principal.tenant, user: *user, role };
-                let by_role = AuditFilter { actor: Some(actor), ..filter.clone() };
-                let part = state.audit.query_entries(principal.tenant, &by_role, page).await.map_err(ApiError::from)?;
-                entries.extend(part.entries);
-            }
-            entries.sort_by_key(|entry| std::cmp::Reverse(entry.seq));
-            entries.truncate(limit);
-            let next_cursor = if entries.len() == limit { entries.last().map(|e| e.seq) } else { None };
-            audit::AuditPage { entries, next_cursor }
-        }
-        _ => state.audit.query_entries(principal.tenant, &filter, page).await.map_err(ApiError::from)?,
-    };
+    let result = state.app.audit_entries(&principal.caller(), query).await?;
     let entries: Vec<EntryView> = result.entries.into_iter().map(EntryView::from).collect();
     // Through `Value` (keys in order), so the body stays byte-for-byte what it was.
     let body =
@@ -197,8 +156,7 @@ async fn query(
         (status = 503, description = "A backing service is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ))]
 async fn verify(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
-    principal.require(Permission::AuditVerify)?;
-    let report = state.audit.verify_chain(principal.tenant).await.map_err(ApiError::from)?;
+    let report = state.app.verify_audit_chain(&principal.caller()).await?;
     Ok(HttpResponse::Ok().json(VerifyReport {
         entries_checked: report.entries_checked,
         first_break: report.first_break,

@@ -136,7 +136,7 @@ fn made_up_signature() -> Vec<u8> {
     use ring::rand::SecureRandom;
     let mut tag = [0u8; crypto::MAC_LEN];
     ring::rand::SystemRandom::new().fill(&mut tag).unwrap();
-    let mut signature = vec![api::checkpoint_signer::SIGNATURE_FORMAT_V1, 0, 0, 0, 1];
+    let mut signature = vec![app::checkpoint_signer::SIGNATURE_FORMAT_V1, 0, 0, 0, 1];
     signature.extend_from_slice(&tag);
     signature
 }
@@ -170,7 +170,7 @@ async fn a_checkpoint_forged_with_database_access_alone_is_a_break() {
         );
         assert_eq!(signatures.len(), 1);
         let signature = signatures[0].as_ref().unwrap();
-        assert_eq!((signature.len(), signature[0]), (api::checkpoint_signer::SIGNATURE_LEN, 1));
+        assert_eq!((signature.len(), signature[0]), (app::checkpoint_signer::SIGNATURE_LEN, 1));
         // The key's creation is on the record, after the entry the checkpoint pins.
         let newest = chain(&app, tenant).await.pop().unwrap();
         assert_eq!((newest.seq, newest.event.action), (5, audit::Action::KeyGenerate));
