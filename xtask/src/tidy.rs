@@ -135,8 +135,6 @@ pub const KNOWN_CYCLES: &[(&str, &[&str], &str)] = &[
         &["appointments", "auth", "config", "kms", "patients", "state", "webhooks"],
         "being broken up by the use-case layer (issue 17)",
     ),
-    ("api", &["cli", "keys", "reencrypt"], "being broken up by the use-case layer (issue 17)"),
-    ("api", &["health", "openapi", "routes"], "being broken up by the use-case layer (issue 17)"),
     (
         "audit",
         &["checkpoint", "verify"],

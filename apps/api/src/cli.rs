@@ -437,32 +437,6 @@ async fn create_tenant(config: Config, name: String, admin_email: String) -> any
     Ok(())
 }
 
-/// The pool and the practices an operator command works on: one practice through the runtime
-/// role, or every practice through the owner role (the only role that may list practices).
-pub(crate) async fn operator_scope(
-    config: &Config,
-    tenant: Option<TenantId>,
-) -> anyhow::Result<(sqlx::PgPool, Vec<TenantId>)> {
-    let options = store_postgres::PoolOptions::default();
-    match tenant {
-        Some(tenant) => {
-            let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
-            Ok((store_postgres::connect(url.expose_secret(), &options).await?, vec![tenant]))
-        }
-        None => {
-            let url = config
-                .database
-                .owner_url
-                .as_ref()
-                .context("database.owner_url: required to work on every practice (or pass --tenant)")?;
-            let pool = store_postgres::connect(url.expose_secret(), &options).await?;
-            let ids: Vec<uuid::Uuid> =
-                sqlx::query_scalar("SELECT id FROM tenants ORDER BY id").fetch_all(&pool).await?;
-            Ok((pool, ids.into_iter().map(TenantId::from_uuid).collect()))
-        }
-    }
-}
-
 async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     use crate::keys::{Operation, Options};
     let (operation, args) = match command {
@@ -483,7 +457,7 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
 }
 
 async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
-    let (pool, tenants) = operator_scope(&config, tenant).await?;
+    let (pool, tenants) = crate::operator::operator_scope(&config, tenant).await?;
     let services = audit_services(&config, pool).await?;
     let mut broken = 0usize;
     for tenant in &tenants {
@@ -507,7 +481,7 @@ async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Resul
 }
 
 async fn audit_checkpoint(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
-    let (pool, tenants) = operator_scope(&config, tenant).await?;
+    let (pool, tenants) = crate::operator::operator_scope(&config, tenant).await?;
     let services = audit_services(&config, pool).await?;
     for tenant in tenants {
         match services.checkpoint_audit_chain(&app::Caller::operator(tenant)).await? {

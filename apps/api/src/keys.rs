@@ -137,7 +137,7 @@ pub async fn run(config: &Config, operation: Operation, options: Options) -> any
         primary.version
     );
 
-    let (pool, tenants) = crate::cli::operator_scope(config, options.tenant).await?;
+    let (pool, tenants) = crate::operator::operator_scope(config, options.tenant).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut summary = Summary::default();
     for tenant in tenants {

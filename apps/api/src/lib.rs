@@ -13,6 +13,8 @@ pub mod keys;
 pub mod kms;
 pub mod middleware;
 pub mod openapi;
+pub mod openapi_document;
+pub mod operator;
 pub mod patients;
 pub mod reencrypt;
 pub mod reminders;

@@ -59,7 +59,7 @@ pub async fn run(config: &Config, options: Options) -> anyhow::Result<Summary> {
     eprintln!("keys reencrypt: to resume an interrupted run, pass --before {cutoff_text}");
     let handles = crate::kms::build(&config.kms).await?;
     crate::kms::self_test(&handles.keyring).await?;
-    let (pool, tenants) = crate::cli::operator_scope(config, options.tenant).await?;
+    let (pool, tenants) = crate::operator::operator_scope(config, options.tenant).await?;
     let mut summary = Summary::default();
     'practices: for tenant in tenants {
         summary.practices += 1;

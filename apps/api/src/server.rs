@@ -25,7 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::routes::webhooks::configure(cfg);
     crate::routes::appointments::configure(cfg);
     crate::routes::calendar::configure(cfg);
-    crate::openapi::configure(cfg);
+    crate::openapi_document::configure(cfg);
 }
 
 /// CORS: only listed origins get CORS headers, credentials only for them; methods and headers

@@ -78,7 +78,7 @@ fn updating() -> bool {
 
 #[test]
 fn committed_openapi_document_is_current() {
-    let generated = api::openapi::document().unwrap();
+    let generated = api::openapi_document::document().unwrap();
     let path = committed_path();
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     if generated == committed {
@@ -100,7 +100,7 @@ async fn served_openapi_document_describes_every_route() {
     assert_eq!(response.headers()["x-content-type-options"], "nosniff", "edge headers on /openapi.json");
     assert!(response.headers().get("x-request-id").is_some());
     let served = response.text().await.unwrap();
-    assert_eq!(served, api::openapi::document().unwrap(), "served document is not the generated one");
+    assert_eq!(served, api::openapi_document::document().unwrap(), "served document is not the generated one");
     let doc: Value = serde_json::from_str(&served).unwrap();
     if !updating() {
         let committed: Value =
