@@ -362,3 +362,76 @@ async fn operators_may_list_practices_but_see_no_tenant_rows() {
     let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&db.app_pool).await.unwrap();
     assert_eq!(visible, 0);
 }
+
+/// The SQLSTATE and constraint of a statement run as `context` (rolled back), or `None` when it
+/// succeeded.
+async fn refusal(pool: &PgPool, context: &DbContext, sql: &str, ids: &[uuid::Uuid]) -> Option<(String, String)> {
+    let mut tx = begin(pool, context).await.unwrap();
+    let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    let outcome = query.execute(&mut *tx).await;
+    tx.rollback().await.ok();
+    match outcome {
+        Ok(_) => None,
+        Err(sqlx::Error::Database(db)) => {
+            Some((db.code().unwrap_or_default().into_owned(), db.constraint().unwrap_or_default().to_owned()))
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+/// References between practice-owned rows stay inside the practice, by construction: under A's
+/// context the runtime role cannot book B's patient with B's therapist, nor assign B's therapist
+/// to A's patient; and the refusal is the same as for an id that exists nowhere, so it tells
+/// nothing about other practices.
+#[tokio::test]
+async fn references_cannot_cross_practices_nor_reveal_another_practices_ids() {
+    let db = TestDb::new().await;
+    let a = seed_tenant(&db, "Alpha").await;
+    let b = seed_tenant(&db, "Beta").await;
+    let first_patient = |context: DbContext| {
+        let pool = db.app_pool.clone();
+        async move {
+            let mut tx = begin(&pool, &context).await.unwrap();
+            let id: uuid::Uuid =
+                sqlx::query_scalar("SELECT id FROM patients LIMIT 1").fetch_one(&mut *tx).await.unwrap();
+            tx.rollback().await.unwrap();
+            id
+        }
+    };
+    let a_patient = first_patient(a.clone()).await;
+    let b_patient = first_patient(b.clone()).await;
+    let a_therapist = *a.user.unwrap().as_uuid();
+    let b_therapist = *b.user.unwrap().as_uuid();
+    let nowhere = uuid::Uuid::now_v7();
+
+    let book = "INSERT INTO appointments (id, tenant_id, patient_id, therapist_id, starts_at, ends_at, kind, status, \
+                created_at, updated_at) VALUES (gen_random_uuid(), current_tenant_id(), $1, $2, now() + interval '1 day', \
+                now() + interval '1 day 1 hour', 'therapy_session', 'scheduled', now(), now())";
+    // The practice's own patient and therapist: accepted (the statement itself is valid).
+    assert_eq!(refusal(&db.app_pool, &a, book, &[a_patient, a_therapist]).await, None);
+    let cross_patient = refusal(&db.app_pool, &a, book, &[b_patient, a_therapist]).await;
+    let cross_therapist = refusal(&db.app_pool, &a, book, &[a_patient, b_therapist]).await;
+    assert_eq!(cross_patient, Some(("23503".into(), "appointments_patient_fk".into())));
+    assert_eq!(cross_therapist, Some(("23503".into(), "appointments_therapist_fk".into())));
+    // Exactly what an id that exists in no practice gets: no oracle.
+    assert_eq!(refusal(&db.app_pool, &a, book, &[nowhere, a_therapist]).await, cross_patient);
+    assert_eq!(refusal(&db.app_pool, &a, book, &[a_patient, nowhere]).await, cross_therapist);
+
+    let assign = "UPDATE patients SET assigned_therapist_id = $2 WHERE id = $1";
+    assert_eq!(refusal(&db.app_pool, &a, assign, &[a_patient, a_therapist]).await, None);
+    let cross = refusal(&db.app_pool, &a, assign, &[a_patient, b_therapist]).await;
+    assert_eq!(cross, Some(("23503".into(), "patients_assigned_therapist_fk".into())));
+    assert_eq!(refusal(&db.app_pool, &a, assign, &[a_patient, nowhere]).await, cross);
+
+    // The other references too: a session, a working-hours row and a consent of A naming B's rows.
+    let session = "INSERT INTO sessions (id, tenant_id, user_id, role, token_hash, created_at, last_seen_at, expires_at) \
+                   VALUES (gen_random_uuid(), current_tenant_id(), $1, 'admin', sha256(gen_random_uuid()::text::bytea), \
+                   now(), now(), now() + interval '1 hour')";
+    assert_eq!(refusal(&db.app_pool, &a, session, &[b_therapist]).await.map(|r| r.0), Some("23503".into()));
+    let hours = "INSERT INTO working_hours (tenant_id, therapist_id, time_zone, ranges, updated_at) \
+                 VALUES (current_tenant_id(), $1, 'Europe/Berlin', '[]', now())";
+    assert_eq!(refusal(&db.app_pool, &a, hours, &[b_therapist]).await.map(|r| r.0), Some("23503".into()));
+}
