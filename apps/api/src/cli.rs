@@ -88,7 +88,21 @@ pub struct KeysArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// New KEK version (local KMS; AWS rotates by itself), then rewrap every data key under it.
+    /// Rewrap every data key (patient and practice keys) that is not under the primary KEK's
+    /// current version, in resumable batches.
+    ///
+    /// Where the new key material comes from depends on `kms.backend`:
+    /// local: this command adds a version to the key file first (restart servers sharing the
+    /// file, then run `--resume` once more).
+    /// aws: AWS rotates the key material inside the same KMS key (automatic yearly or
+    /// `aws kms rotate-key-on-demand`) and decrypts old ciphertexts by itself, so nothing needs
+    /// rewrapping.
+    /// vault: rotate first (`vault write -f transit/keys/<key>/rotate` or `auto_rotate_period`);
+    /// this command then rewraps inside Vault (`transit/rewrap`: plaintext keys never leave it).
+    /// azure: rotate first (`az keyvault key rotate` or a rotation policy); this command then
+    /// unwraps and wraps each key under the current version (keep old versions enabled until it
+    /// reports 0 failed).
+    /// See docs/kms.md, "Rotating the KEK".
     Rotate {
         /// Do not create a new version: only finish an interrupted rotation.
         #[arg(long)]

@@ -195,3 +195,18 @@ async fn audit_verify_purge_and_verify_again_through_the_binary() {
     assert!(String::from_utf8_lossy(&verify.stdout).contains("intact"));
     app.stop().await;
 }
+
+/// `praxis keys rotate --help` says how rotation works for every backend an operator may run.
+#[test]
+fn keys_rotate_help_covers_every_backend() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
+        .args(["keys", "rotate", "--help"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for backend in ["local:", "aws:", "vault:", "azure:", "transit/rewrap", "az keyvault key rotate"] {
+        assert!(help.contains(backend), "{backend:?} missing from:\n{help}");
+    }
+}
