@@ -195,6 +195,9 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of a 503 `service-unavailable`, in seconds.
+pub const SERVICE_UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+
 /// Prefix of every problem `type` Praxis defines; see docs/api-errors.md.
 pub const PROBLEM_TYPE_BASE: &str = "urn:praxis:problem:";
 
@@ -260,8 +263,15 @@ impl ResponseError for ApiError {
             tracing::error!(request_id = %request_id, error = format!("{cause:#}"), "internal error");
         }
         let mut response = self.problem().into_response();
-        if let ApiError::TooManyRequests { retry_after_secs } = self
-            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+        let retry_after_secs = match self {
+            ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            // A dependency is down or a transaction lost a race: the client should come back, and
+            // soon (a restarting database or a failover takes seconds), not hammer it at once.
+            ApiError::ServiceUnavailable { .. } => Some(SERVICE_UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after_secs
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }

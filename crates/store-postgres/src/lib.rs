@@ -34,7 +34,7 @@ pub enum StoreError {
     #[error("transaction aborted by a concurrent one: {0}")]
     Contention(#[source] sqlx::Error),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// A stored value this code cannot have written (e.g. an unknown role name).
@@ -43,6 +43,14 @@ pub enum StoreError {
     /// The caller broke a function's documented contract (e.g. one batch for several practices).
     #[error("store misused: {0}")]
     Misuse(&'static str),
+}
+
+/// Every sqlx error the store passes on with `?` is classified, so a connection that the server
+/// ended (a restart) is `Unavailable` wherever it surfaces, never a plain database error.
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::classify(error)
+    }
 }
 
 impl StoreError {

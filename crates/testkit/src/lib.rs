@@ -50,6 +50,23 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// Ends every session connected to this database, as the administrator: each backend gets
+    /// what a fast shutdown or a failover sends it (SQLSTATE 57P01, then a closed connection).
+    /// Returns how many sessions were ended.
+    pub async fn terminate_connections(&self) -> u64 {
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("cannot connect as the test administrator");
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+              WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("pg_terminate_backend failed");
+        admin.close().await.ok();
+        u64::try_from(ended).unwrap_or(0)
+    }
+
     pub async fn new() -> Self {
         let admin =
             PgConnectOptions::from_str(&admin_url()).expect("PRAXIS_TEST_DATABASE_URL is not a valid Postgres URL");

@@ -8,6 +8,7 @@ mod appointments;
 mod audit_signing;
 mod config_refusals;
 mod edge;
+mod faults;
 mod identity;
 mod keys;
 mod kms_backends;
