@@ -367,13 +367,22 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// The use cases for an operator command, on the runtime role's pool (`database.url`), with the
-/// configured password hashing cost: the same code and settings the API runs.
+/// configured password hashing cost: the same code and settings the API runs. (Redis is named,
+/// not connected to: no operator command signs anyone in.)
 async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
     let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
     let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
     let hasher = identity::PasswordHasher::new(config.auth.argon2())
         .map_err(|e| anyhow::anyhow!("auth.argon2_memory_kib: {e}"))?;
-    Ok(app::Services::new(app::Dependencies { db: pool, clock: Arc::new(SystemClock), hasher: Arc::new(hasher) }))
+    let redis = config.redis.store(std::time::Duration::from_millis(config.redis.timeout_ms))?;
+    Ok(app::Services::new(app::Dependencies {
+        db: pool,
+        clock: Arc::new(SystemClock),
+        hasher: Arc::new(hasher),
+        login_failures: cache_redis::FailureCounter::new(redis),
+        login_limit: config.rate_limits.login_limit(),
+        session_policy: config.auth.session_policy(),
+    }))
 }
 
 /// A use case's refusal as the operator reads it: the flag the input came from, and what is

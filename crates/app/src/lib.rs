@@ -17,11 +17,13 @@ pub mod accounts;
 mod caller;
 pub mod consents;
 mod error;
+pub mod sessions;
 
 pub use caller::{Access, Caller};
 pub use error::{Error, FieldProblem, Result};
 
-use identity::{PasswordHasher, Permission, Scope};
+use cache_redis::FailureCounter;
+use identity::{PasswordHasher, Permission, Scope, SessionPolicy};
 use kernel::Clock;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -33,6 +35,9 @@ pub struct Services {
     db: PgPool,
     clock: Arc<dyn Clock>,
     hasher: Arc<PasswordHasher>,
+    login_failures: FailureCounter,
+    login_limit: identity::Limit,
+    session_policy: SessionPolicy,
 }
 
 /// The parts [`Services`] is built from.
@@ -43,6 +48,14 @@ pub struct Dependencies {
     pub clock: Arc<dyn Clock>,
     /// argon2id with the configured cost.
     pub hasher: Arc<PasswordHasher>,
+    /// Failed-login counters (Redis). Nothing touches Redis until a login: an operator command
+    /// needs only the URL.
+    pub login_failures: FailureCounter,
+    /// Failed logins allowed per account and IP in a window before login is refused until the
+    /// window ends.
+    pub login_limit: identity::Limit,
+    /// Idle and absolute session timeouts.
+    pub session_policy: SessionPolicy,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -59,8 +72,8 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(dependencies: Dependencies) -> Self {
-        let Dependencies { db, clock, hasher } = dependencies;
-        Self { db, clock, hasher }
+        let Dependencies { db, clock, hasher, login_failures, login_limit, session_policy } = dependencies;
+        Self { db, clock, hasher, login_failures, login_limit, session_policy }
     }
 
     pub fn clock(&self) -> &dyn Clock {
