@@ -1,14 +1,16 @@
-//! Who is calling: sessions (cookie or Bearer), API keys, and the checks that go with them
-//! (CSRF for cookies, per-principal rate limit, the permission matrix).
+//! Who is calling, the HTTP half: reading the credential (`X-Api-Key`, `Authorization: Bearer`,
+//! or the session cookie with its CSRF check), the per-principal rate limit, and the permission
+//! checks of the routes not yet moved to `crates/app`. Which session or key a credential names,
+//! and whether it is still live, is the use-case layer's (`app::sessions`).
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use audit::{Action, AuditEvent, Outcome};
+use audit::AuditEvent;
 use futures_util::future::LocalBoxFuture;
-use identity::{ApiKeyToken, ApiScope, Permission, Scope, SessionState, SessionToken};
+use identity::{ApiScope, Permission, Scope};
 use kernel::{Actor, Role, TenantId, UserId};
 use std::net::IpAddr;
 use store_postgres::DbContext;
@@ -83,22 +85,43 @@ impl Principal {
         }
     }
 
-    /// [`Principal::require`], writing an `access.denied` audit entry when refused.
+    /// [`Principal::require`], writing an `access.denied` audit entry when refused: the use-case
+    /// layer's [`app::Services::authorize`], for the routes not yet moved there.
     pub async fn require_audited(
         &self,
         state: &AppState,
         permission: Permission,
         resource_type: &str,
     ) -> Result<Scope, ApiError> {
-        let decision = self.require(permission);
-        if decision.is_err() {
-            let event =
-                AuditEvent::new(self.tenant, self.actor.clone(), Action::AccessDenied, resource_type, &*state.clock)
-                    .with_outcome(Outcome::Denied)
-                    .with_detail(serde_json::json!({ "permission": permission.as_str() }));
-            append_audit(state, &self.db_context(), with_request(event)).await?;
+        Ok(state.app.authorize(&self.caller(), permission, resource_type).await?)
+    }
+
+    /// The principal of a live session, authenticated by `method`.
+    fn of_session(identity: app::sessions::SessionIdentity, method: AuthMethod) -> Self {
+        let app::sessions::SessionIdentity { session, tenant, user, role } = identity;
+        Principal {
+            tenant,
+            user: Some(user),
+            role: Some(role),
+            scopes: Vec::new(),
+            actor: Actor::User { tenant, user, role },
+            method,
+            session_id: Some(session),
         }
-        decision
+    }
+
+    /// The principal of a live API key.
+    fn of_api_key(identity: app::sessions::ApiKeyIdentity) -> Self {
+        let app::sessions::ApiKeyIdentity { tenant, key_id, scopes } = identity;
+        Principal {
+            tenant,
+            user: None,
+            role: None,
+            scopes,
+            actor: Actor::ApiKey { tenant, key_id },
+            method: AuthMethod::ApiKey,
+            session_id: None,
+        }
     }
 }
 
@@ -150,15 +173,16 @@ impl FromRequest for Principal {
 async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
     if let Some(key) = req.headers().get(API_KEY_HEADER) {
         let key = key.to_str().map_err(|_| unauthorized())?;
-        return authenticate_api_key(state, key).await;
+        return Ok(Principal::of_api_key(state.app.authenticate_api_key(key).await?));
     }
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| unauthorized())?;
         let token = value.strip_prefix("Bearer ").ok_or_else(unauthorized)?;
-        return authenticate_session(state, token.trim(), AuthMethod::Bearer).await;
+        let session = state.app.authenticate_session(token.trim()).await?;
+        return Ok(Principal::of_session(session, AuthMethod::Bearer));
     }
     if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-        let principal = authenticate_session(state, cookie.value(), AuthMethod::Cookie).await?;
+        let session = state.app.authenticate_session(cookie.value()).await?;
         let csrf_cookie = req.cookie(identity::CSRF_COOKIE_NAME);
         let header_value = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         identity::check_csrf(
@@ -174,62 +198,9 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, 
             tracing::warn!(reason = %problem, "csrf check failed");
             ApiError::Forbidden
         })?;
-        return Ok(principal);
+        return Ok(Principal::of_session(session, AuthMethod::Cookie));
     }
     Err(unauthorized())
-}
-
-async fn authenticate_session(state: &AppState, raw: &str, method: AuthMethod) -> Result<Principal, ApiError> {
-    let token = SessionToken::parse(raw).map_err(|_| unauthorized())?;
-    let hash = token.hash();
-    let session = store_postgres::identity::find_session(&state.db, token.tenant(), *hash.as_bytes())
-        .await?
-        .ok_or_else(unauthorized)?;
-    let now = state.clock.now();
-    if session.revoked_at.is_some() {
-        return Err(unauthorized());
-    }
-    match state.session_policy.session_state(session.created_at, session.last_seen_at, now) {
-        SessionState::Active => {}
-        SessionState::IdleExpired | SessionState::AbsoluteExpired => return Err(unauthorized()),
-    }
-    let principal = Principal {
-        tenant: session.tenant,
-        user: Some(session.user),
-        role: Some(session.role),
-        scopes: Vec::new(),
-        actor: Actor::User { tenant: session.tenant, user: session.user, role: session.role },
-        method,
-        session_id: Some(session.id),
-    };
-    if state.session_policy.should_touch(session.last_seen_at, now) {
-        let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-        store_postgres::identity::touch_session(&mut tx, session.id, now).await?;
-        tx.commit().await?;
-    }
-    Ok(principal)
-}
-
-async fn authenticate_api_key(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
-    let token = ApiKeyToken::parse(raw.trim()).map_err(|_| unauthorized())?;
-    let now = state.clock.now();
-    let key =
-        store_postgres::identity::find_and_touch_api_key(&state.db, token.tenant(), *token.hash().as_bytes(), now)
-            .await?
-            .ok_or_else(unauthorized)?;
-    if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
-        return Err(unauthorized());
-    }
-    let scopes = key.scopes.iter().filter_map(|s| s.parse::<ApiScope>().ok()).collect();
-    Ok(Principal {
-        tenant: key.tenant,
-        user: None,
-        role: None,
-        scopes,
-        actor: Actor::ApiKey { tenant: key.tenant, key_id: key.key_id.clone() },
-        method: AuthMethod::ApiKey,
-        session_id: None,
-    })
 }
 
 /// Per user (or API key) budget, after authentication.

@@ -381,7 +381,8 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// The use cases for an operator command, on the runtime role's pool (`database.url`), with the
-/// configured password hashing cost: the same code and settings the API runs.
+/// configured password hashing cost: the same code and settings the API runs. (Redis is named,
+/// not connected to: no operator command signs anyone in.)
 async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
     let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
     let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
@@ -406,6 +407,10 @@ fn services_on(
         clock: Arc::new(SystemClock),
         hasher: Arc::new(hasher),
         audit_log,
+        // Operator commands log nobody in: they need no Redis.
+        login_failures: None,
+        login_limit: config.rate_limits.login_limit(),
+        session_policy: config.auth.session_policy(),
     }))
 }
 

@@ -101,6 +101,13 @@ pub struct RateLimitConfig {
     pub login_window_secs: u64,
 }
 
+impl RateLimitConfig {
+    /// The login limit: `login_failures` failed logins per account and IP per window.
+    pub fn login_limit(&self) -> identity::Limit {
+        identity::Limit { max: self.login_failures, window: std::time::Duration::from_secs(self.login_window_secs) }
+    }
+}
+
 impl Default for RateLimitConfig {
     fn default() -> Self {
         let defaults = identity::RateLimits::default();

@@ -286,11 +286,13 @@ impl From<app::Error> for ApiError {
             app::Error::Invalid(problems) => ApiError::Validation {
                 errors: problems.into_iter().map(|p| FieldError { field: p.field, message: p.message }).collect(),
             },
+            app::Error::Unauthenticated => ApiError::Unauthorized,
             app::Error::Forbidden => ApiError::Forbidden,
             app::Error::NotFound => ApiError::NotFound,
             app::Error::Gone => ApiError::Gone,
             app::Error::Conflict(detail) => ApiError::Conflict { detail },
             app::Error::IllegalTransition { detail, allowed } => ApiError::IllegalTransition { detail, allowed },
+            app::Error::RateLimited { retry_after_secs } => ApiError::TooManyRequests { retry_after_secs },
             app::Error::Unavailable(detail) => ApiError::ServiceUnavailable { detail },
             app::Error::Internal(cause) => ApiError::Internal(cause),
         }

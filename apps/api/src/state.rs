@@ -2,7 +2,7 @@ use crate::config::Config;
 use app::checkpoint_signer::KmsCheckpointSigner;
 use cache_redis::{FailureCounter, FallbackLimiter, IpBlockList, RateLimiter, RedisStore, ResilientLimiter};
 use crypto::{DekCache, DekCacheConfig, Keyring};
-use identity::{Cidr, PasswordHasher, SessionPolicy};
+use identity::{Cidr, PasswordHasher};
 use kernel::Clock;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -22,12 +22,9 @@ pub struct AppState {
     pub audit: PgAuditLog,
     /// argon2id with the configured cost; hashing runs on blocking threads.
     pub hasher: Arc<PasswordHasher>,
-    pub session_policy: SessionPolicy,
     pub trusted_proxies: Arc<Vec<Cidr>>,
     /// Redis GCRA limiter with an in-process fallback for when Redis is unreachable.
     pub limiter: Arc<ResilientLimiter>,
-    /// Failed-login counters (Redis only: login fails closed without them).
-    pub login_failures: FailureCounter,
     pub blocklist: IpBlockList,
     /// Wraps new data keys with the primary KEK, unwraps with any configured one
     /// (`kms.backend` + `kms.previous`); every call is traced (`crate::kms::AuditedKms`).
@@ -105,13 +102,14 @@ impl AppState {
                 clock: clock.clone(),
                 hasher: hasher.clone(),
                 audit_log: audit.clone(),
+                login_failures: Some(FailureCounter::new(redis.clone())),
+                login_limit: config.rate_limits.login_limit(),
+                session_policy: config.auth.session_policy(),
             }),
             audit,
             hasher,
-            session_policy: config.auth.session_policy(),
             trusted_proxies: Arc::new(config.auth.trusted_proxy_cidrs()),
             limiter: Arc::new(limiter),
-            login_failures: FailureCounter::new(redis.clone()),
             blocklist: IpBlockList::new(redis.clone()),
             dek_cache: Arc::new(DekCache::new(SharedClock(clock.clone()), DekCacheConfig::default())),
             practice_keys: Arc::new(crate::patients::PracticeKeys::default()),

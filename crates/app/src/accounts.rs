@@ -1,5 +1,6 @@
 //! Practices and their accounts: creating a practice with its first admin, accounts, API keys,
-//! and ending an account's access (disable, revoke its sessions).
+//! ending an account's access (disable, revoke its sessions), and a signed-in account's own
+//! record and password.
 
 use crate::{Caller, Error, Result, Services};
 use audit::Action;
@@ -42,6 +43,14 @@ pub struct NewAccount {
 pub enum AccountRef {
     Id(UserId),
     Email(String),
+}
+
+/// A password change as the account's owner submits it.
+#[derive(Debug)]
+pub struct PasswordChange {
+    /// Proves the owner is at the keyboard, not someone holding a stolen session.
+    pub current_password: Secret<String>,
+    pub new_password: Secret<String>,
 }
 
 /// What ending an account's access did.
@@ -223,6 +232,60 @@ impl Services {
         store_postgres::audit::append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(EndedAccess { user: user.id, sessions_ended })
+    }
+
+    /// The calling account's own record. Every account may read itself; one that is gone is
+    /// [`Error::Unauthenticated`].
+    pub async fn own_account(&self, caller: &Caller) -> Result<UserRecord> {
+        let user = caller.user().ok_or(Error::Forbidden)?;
+        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+        let record = accounts::get_user(&mut tx, user).await?.ok_or(Error::Unauthenticated)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Changes the calling account's password, after verifying its current one and checking
+    /// the new one against the policy, hashed at the configured cost; ends every session of the
+    /// account (the caller's too) in the same transaction, recorded as `auth.session_revoked`.
+    /// Returns how many sessions ended.
+    pub async fn change_own_password(&self, caller: &Caller, change: PasswordChange) -> Result<u64> {
+        let user = caller.user().ok_or(Error::Forbidden)?;
+        let PasswordChange { current_password, new_password } = change;
+        if current_password.expose_secret().len() > crate::sessions::PASSWORD_MAX_BYTES {
+            return Err(Error::invalid("current_password", "must be at most 1024 bytes"));
+        }
+        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+        let record = accounts::get_user(&mut tx, user).await?.ok_or(Error::Unauthenticated)?;
+        let stored = accounts::password_hash_of(&mut tx, user).await?.ok_or(Error::Unauthenticated)?;
+        tx.commit().await?;
+
+        identity::PasswordPolicy::default()
+            .check(new_password.expose_secret(), &[&record.email])
+            .map_err(|problem| Error::invalid("new_password", problem.to_string()))?;
+        let hasher = self.hasher.clone();
+        // argon2 is CPU-bound: verifying and hashing run off the async threads.
+        let new_hash = tokio::task::spawn_blocking(move || -> Result<Option<String>, identity::IdentityError> {
+            if !hasher.verify(current_password.expose_secret(), &stored)? {
+                return Ok(None);
+            }
+            hasher.hash(new_password.expose_secret()).map(Some)
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)?
+        .ok_or_else(|| Error::invalid("current_password", "does not match"))?;
+
+        let now = self.clock.now();
+        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+        accounts::set_password(&mut tx, user, &new_hash, now).await?;
+        let sessions_ended = accounts::revoke_user_sessions(&mut tx, user, now).await?;
+        let event = caller
+            .audit_event(Action::AuthSessionRevoked, "user", self.clock())
+            .with_resource_id(user.to_string())
+            .with_detail(json!({ "reason": "password_changed", "sessions_ended": sessions_ended }));
+        store_postgres::audit::append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(sessions_ended)
     }
 
     /// Every API key of the practice, revoked ones included (`apikey.manage`).

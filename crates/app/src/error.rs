@@ -16,6 +16,11 @@ pub enum Error {
     /// Input the caller sent is invalid; every problem found, each naming its field.
     #[error("invalid input: {}", describe(.0))]
     Invalid(Vec<FieldProblem>),
+    /// The credentials were not accepted: one answer for every reason (an unknown practice,
+    /// account, session or key, a wrong password, a disabled account, an ended session), so the
+    /// answer does not tell which accounts exist.
+    #[error("unauthenticated")]
+    Unauthenticated,
     /// The caller may not do this (already recorded as `access.denied` where it was asked).
     #[error("forbidden")]
     Forbidden,
@@ -31,6 +36,9 @@ pub enum Error {
     /// A state machine refused the change; `allowed` lists what may be done instead.
     #[error("illegal transition: {detail}")]
     IllegalTransition { detail: String, allowed: Vec<String> },
+    /// Too many attempts (failed logins); the same call may succeed after `retry_after_secs`.
+    #[error("rate limited: retry after {retry_after_secs}s")]
+    RateLimited { retry_after_secs: u64 },
     /// A dependency (database, KMS) cannot answer now; the same call may succeed later.
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -19,11 +19,13 @@ mod caller;
 pub mod checkpoint_signer;
 pub mod consents;
 mod error;
+pub mod sessions;
 
 pub use caller::{Access, Caller};
 pub use error::{Error, FieldProblem, Result};
 
-use identity::{PasswordHasher, Permission, Scope};
+use cache_redis::FailureCounter;
+use identity::{PasswordHasher, Permission, Scope, SessionPolicy};
 use kernel::Clock;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -37,6 +39,9 @@ pub struct Services {
     clock: Arc<dyn Clock>,
     hasher: Arc<PasswordHasher>,
     audit_log: PgAuditLog,
+    login_failures: Option<FailureCounter>,
+    login_limit: identity::Limit,
+    session_policy: SessionPolicy,
 }
 
 /// The parts [`Services`] is built from.
@@ -50,6 +55,14 @@ pub struct Dependencies {
     /// The audit trail's reader, with the checkpoint signer (`checkpoint_signer`), on the same
     /// pool as `db`.
     pub audit_log: PgAuditLog,
+    /// Failed-login counters (Redis). `None` in a process that serves no login (an operator
+    /// command, which then needs no Redis); a login there is refused as with Redis down.
+    pub login_failures: Option<FailureCounter>,
+    /// Failed logins allowed per account and IP in a window before login is refused until the
+    /// window ends.
+    pub login_limit: identity::Limit,
+    /// Idle and absolute session timeouts.
+    pub session_policy: SessionPolicy,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -66,8 +79,8 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(dependencies: Dependencies) -> Self {
-        let Dependencies { db, clock, hasher, audit_log } = dependencies;
-        Self { db, clock, hasher, audit_log }
+        let Dependencies { db, clock, hasher, audit_log, login_failures, login_limit, session_policy } = dependencies;
+        Self { db, clock, hasher, audit_log, login_failures, login_limit, session_policy }
     }
 
     pub fn clock(&self) -> &dyn Clock {
