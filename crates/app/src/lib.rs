@@ -17,6 +17,8 @@ pub mod accounts;
 mod caller;
 pub mod consents;
 mod error;
+pub mod patient_export;
+pub mod patients;
 pub mod protection;
 
 pub use caller::{Access, Caller};

@@ -27,13 +27,13 @@
 //! patient record (a therapist booked for a patient not assigned to them).
 
 use crate::{Caller, Error, Result, Services};
+use ::patients::{PatientData, PatientField};
 use audit::Action;
 use crypto::{
     Aad, BlindIndexKey, DataKey, DekCacheKey, DekRef, FieldHeader, KeyContext, KeyManagement, KeyPurpose, KmsError,
     WrappedDataKey,
 };
 use kernel::{PatientId, TenantId};
-use patients::{PatientData, PatientField};
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
