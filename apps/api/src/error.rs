@@ -290,6 +290,7 @@ impl From<app::Error> for ApiError {
             app::Error::Forbidden => ApiError::Forbidden,
             app::Error::NotFound => ApiError::NotFound,
             app::Error::Gone => ApiError::Gone,
+            app::Error::LegalHold => ApiError::LegalHold,
             app::Error::Conflict(detail) => ApiError::Conflict { detail },
             app::Error::IllegalTransition { detail, allowed } => ApiError::IllegalTransition { detail, allowed },
             app::Error::RateLimited { retry_after_secs } => ApiError::TooManyRequests { retry_after_secs },

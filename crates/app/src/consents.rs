@@ -7,6 +7,7 @@
 //! `(patient, purpose, seq)` key would refuse a second change computed from the same history
 //! anyway.
 
+use crate::patients::{Lock, live_patient};
 use crate::{Caller, Error, Result, Services};
 use audit::{Action, AuditEvent};
 use consent::{
@@ -125,7 +126,7 @@ pub async fn withdraw_on_opt_out(
     let now = clock.now();
     // Locks the patient: consent changes of one patient happen one at a time.
     match live_patient(conn, tenant, patient, Lock::ForUpdate).await {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(Error::NotFound | Error::Gone) => return Ok(None),
         Err(other) => return Err(other),
     }
@@ -193,21 +194,4 @@ fn refusal(error: ConsentError) -> Error {
         e if e.is_storage_corruption() => Error::internal(error),
         e => Error::invalid(e.field().unwrap_or("body"), e.to_string()),
     }
-}
-
-/// Whether a read locks the patient row until the transaction ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lock {
-    No,
-    ForUpdate,
-}
-
-/// Checks that patient `id` is visible to the transaction's context and not erased:
-/// [`Error::NotFound`] when invisible or absent (not told apart), [`Error::Gone`] when erased.
-pub async fn live_patient(conn: &mut PgConnection, tenant: TenantId, id: PatientId, lock: Lock) -> Result<()> {
-    let row = store::get(conn, tenant, id, lock == Lock::ForUpdate).await?.ok_or(Error::NotFound)?;
-    if row.erased_at.is_some() {
-        return Err(Error::Gone);
-    }
-    Ok(())
 }

@@ -30,6 +30,9 @@ pub enum Error {
     /// The record was erased.
     #[error("gone")]
     Gone,
+    /// Erasure refused: the record is under a legal hold, which an admin must lift first.
+    #[error("under a legal hold")]
+    LegalHold,
     /// The change conflicts with the current state (a duplicate, a concurrent change).
     #[error("conflict: {0}")]
     Conflict(String),

@@ -14,13 +14,15 @@
 //! audit entry in its own transaction; reminders are planned, replanned and dropped in it too.
 
 use crate::appointments::{
-    self as support, Audience, CANCEL_NOTE, NOTES, SlotRefusal, check_calendar, check_instant_range, conflicting_slot,
-    invalid, invalid_input, note_text, open_note, parse_instant, parse_kind, seal_note, sealing_key,
+    self as support, Audience, SlotRefusal, check_calendar, check_instant_range, conflicting_slot, invalid,
+    invalid_input, note_text, parse_instant, parse_kind,
 };
 use crate::auth::{Principal, with_request};
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
+use app::patient_export::AppointmentDetails;
+use app::protection::{AppointmentNote, SealingKey, seal_note};
 use audit::{Action, AuditEvent, Outcome};
 use identity::{Permission, Scope};
 use kernel::{PatientId, Role, UserId};
@@ -228,6 +230,17 @@ impl AppointmentView {
             updated_at: row.updated_at,
         }
     }
+
+    /// The view of one appointment read in full: notes decrypted, reminders listed.
+    fn detailed(details: &AppointmentDetails) -> Self {
+        let mut view = Self::summary(&details.appointment);
+        view.notes.clone_from(&details.notes);
+        if let Some(cancellation) = view.cancellation.as_mut() {
+            cancellation.note.clone_from(&details.cancel_note);
+        }
+        view.reminders = Some(details.reminders.iter().map(ReminderView::from).collect());
+        view
+    }
 }
 
 /// A page of appointments in time order.
@@ -245,17 +258,8 @@ async fn full_view(
     principal: &Principal,
     row: &AppointmentRow,
 ) -> Result<AppointmentView, ApiError> {
-    let mut view = AppointmentView::summary(row);
-    if let Some(ciphertext) = &row.notes_enc {
-        view.notes = open_note(state, conn, &principal.actor, row.tenant, row.id, NOTES, ciphertext).await?;
-    }
-    if let (Some(cancellation), Some(ciphertext)) = (view.cancellation.as_mut(), &row.cancel_note_enc) {
-        cancellation.note =
-            open_note(state, conn, &principal.actor, row.tenant, row.id, CANCEL_NOTE, ciphertext).await?;
-    }
-    let reminders = store::reminders_of(conn, row.tenant, row.id).await?;
-    view.reminders = Some(reminders.iter().map(ReminderView::from).collect());
-    Ok(view)
+    let details = state.app.appointment_details(conn, &principal.caller(), row.clone()).await?;
+    Ok(AppointmentView::detailed(&details))
 }
 
 fn appointment_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -407,15 +411,24 @@ async fn create_appointment(
         let state = state_ref;
         let principal = principal_ref;
         let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-        let patient_row = crate::routes::patients::live_patient(&mut tx, principal, patient, false).await?;
+        let patient_row = app::patients::live_patient(&mut tx, principal.tenant, patient, app::patients::Lock::No)
+            .await
+            .map_err(ApiError::from)?;
         let notes_enc = match notes_ref {
             Some(text) => {
-                let key = support::SealingKey {
-                    dek: crate::patients::patient_dek(state, &mut tx, &principal.actor, &patient_row).await?,
-                    wrapped: crate::patients::wrapped_of(&patient_row)?,
+                let key = SealingKey {
+                    dek: state
+                        .app
+                        .patient_dek(&mut tx, &principal.caller(), &patient_row)
+                        .await
+                        .map_err(ApiError::from)?,
+                    wrapped: app::protection::wrapped_of(&patient_row).map_err(ApiError::from)?,
                     generation: patient_row.dek_generation,
                 };
-                Some(seal_note(&key, principal.tenant, patient, id, NOTES, text)?)
+                Some(
+                    seal_note(&key, principal.tenant, patient, id, AppointmentNote::Booking, text)
+                        .map_err(ApiError::from)?,
+                )
             }
             None => None,
         };
@@ -659,10 +672,16 @@ async fn update_appointment(
             None => row.notes_enc.clone(),
             Some(None) => None,
             Some(Some(text)) => {
-                let key = sealing_key(state, &mut tx, &principal.actor, principal.tenant, row.patient)
-                    .await?
+                let key = state
+                    .app
+                    .sealing_key(&mut tx, &principal.caller(), row.patient)
+                    .await
+                    .map_err(ApiError::from)?
                     .ok_or(ApiError::Gone)?;
-                Some(seal_note(&key, principal.tenant, row.patient, id, NOTES, text)?)
+                Some(
+                    seal_note(&key, principal.tenant, row.patient, id, AppointmentNote::Booking, text)
+                        .map_err(ApiError::from)?,
+                )
             }
         };
         let change = AppointmentChange { therapist, slot, kind: new_kind.unwrap_or(row.kind), notes_enc };
@@ -736,10 +755,8 @@ async fn cancel_appointment(
     refuse_patient_after_start(&principal, &row, now)?;
     let note_enc = match &note {
         Some(text) => {
-            let key = sealing_key(&state, &mut tx, &principal.actor, principal.tenant, row.patient)
-                .await?
-                .ok_or(ApiError::Gone)?;
-            Some(seal_note(&key, principal.tenant, row.patient, id, CANCEL_NOTE, text)?)
+            let key = state.app.sealing_key(&mut tx, &principal.caller(), row.patient).await?.ok_or(ApiError::Gone)?;
+            Some(seal_note(&key, principal.tenant, row.patient, id, AppointmentNote::Cancellation, text)?)
         }
         None => None,
     };
@@ -856,20 +873,9 @@ async fn change_status(
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// The patient's appointments for the GDPR export: everything stored, notes decrypted with the
-/// patient's keys, and each appointment's reminders (when and on which channel the patient was
-/// contacted, or why not).
-pub async fn export_of_patient(
-    state: &AppState,
-    conn: &mut PgConnection,
-    principal: &Principal,
-    patient: PatientId,
-) -> Result<Vec<serde_json::Value>, ApiError> {
-    let rows = store::of_patient(conn, principal.tenant, patient).await?;
-    let mut documents = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let view = full_view(state, conn, principal, row).await?;
-        documents.push(serde_json::to_value(view).map_err(ApiError::internal)?);
-    }
-    Ok(documents)
+/// One appointment of a patient's GDPR export (`app::Services::export_patient`), in the shape of
+/// a full read: everything stored, notes decrypted, and its reminders (when and on which channel
+/// the patient was contacted, or why not).
+pub fn export_document(details: &AppointmentDetails) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(AppointmentView::detailed(details)).map_err(ApiError::internal)
 }

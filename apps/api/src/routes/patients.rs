@@ -8,19 +8,14 @@
 //! answers 404, exactly like a record that does not exist, so a denied read reveals nothing.
 //! Every read of a record writes `patient.read` (who read whom) in the same transaction.
 
-use crate::auth::{Principal, with_request};
-use crate::error::{ApiError, FieldError};
-use crate::patients::{self as protect, blind_index_key, open_fields, patient_dek, seal_fields};
+use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use audit::{Action, AuditEvent, AuditFilter, Page};
-use identity::{Permission, Scope};
-use kernel::{PatientId, Role, UserId};
-use patients::{NewPatient, PatientData, PatientField, PatientPatch};
+use app::patients::{NewPatientAccount, Patient, PatientSearch};
+use kernel::PatientId;
+use patients::{NewPatient, PatientPatch};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use sqlx::PgConnection;
-use store_postgres::patients::{self as store, PatientChange, PatientQuery, PatientRow};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
@@ -57,27 +52,28 @@ pub struct PatientView {
     updated_at: OffsetDateTime,
 }
 
-impl PatientView {
-    fn new(row: &PatientRow, data: PatientData) -> Self {
+impl From<Patient> for PatientView {
+    fn from(patient: Patient) -> Self {
+        let data = patient.data;
         Self {
-            id: *row.id.as_uuid(),
+            id: *patient.id.as_uuid(),
             name: data.name,
             email: data.email,
             phone: data.phone,
             date_of_birth: data.date_of_birth.map(patients::format_date),
             address: data.address,
-            assigned_therapist_id: row.assigned_therapist.map(|u| *u.as_uuid()),
+            assigned_therapist_id: patient.assigned_therapist.map(|u| *u.as_uuid()),
             clinical_notes: data.clinical_notes,
-            legal_hold: row.legal_hold,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            legal_hold: patient.legal_hold,
+            created_at: patient.created_at,
+            updated_at: patient.updated_at,
         }
     }
 }
 
 /// `POST /api/v1/patients` body. Unknown fields are rejected.
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)] // documentation of `patients::NewPatient`, which is what the handler reads
+#[expect(dead_code, reason = "documentation of `patients::NewPatient`, which is what the handler reads")]
 pub struct NewPatientRequest {
     /// 1 to 200 characters, one line.
     name: String,
@@ -97,7 +93,7 @@ pub struct NewPatientRequest {
 
 /// `PATCH /api/v1/patients/{id}` body: JSON merge patch; `null` clears a field (not `name`).
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)] // documentation of `patients::PatientPatch`
+#[expect(dead_code, reason = "documentation of `patients::PatientPatch`, which is what the handler reads")]
 pub struct PatientPatchRequest {
     name: Option<String>,
     email: Option<String>,
@@ -155,62 +151,9 @@ pub struct PatientAccount {
     patient_id: uuid::Uuid,
 }
 
-fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::Validation { errors: vec![FieldError { field: field.into(), message: message.into() }] }
-}
-
-fn validation(errors: patients::ValidationErrors) -> ApiError {
-    ApiError::Validation {
-        errors: errors.errors.into_iter().map(|e| FieldError { field: e.field, message: e.message }).collect(),
-    }
-}
-
+/// A path id that is no UUID names no patient: 404, like an unknown one.
 fn patient_id(raw: &str) -> Result<PatientId, ApiError> {
     raw.parse::<uuid::Uuid>().map(PatientId::from_uuid).map_err(|_| ApiError::NotFound)
-}
-
-/// The visible, live patient `id`: 404 when invisible or absent, 410 when erased.
-pub async fn live_patient(
-    conn: &mut PgConnection,
-    principal: &Principal,
-    id: PatientId,
-    for_update: bool,
-) -> Result<PatientRow, ApiError> {
-    let row = store::get(conn, principal.tenant, id, for_update).await?.ok_or(ApiError::NotFound)?;
-    if row.erased_at.is_some() {
-        return Err(ApiError::Gone);
-    }
-    Ok(row)
-}
-
-/// May the caller read clinical data of the patients it can see?
-fn reads_clinical(principal: &Principal) -> bool {
-    principal.scope(Permission::PatientReadClinical) != Scope::Denied
-}
-
-fn read_event(state: &AppState, principal: &Principal, row: &PatientRow, clinical: bool) -> AuditEvent {
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::PatientRead, "patient", &*state.clock)
-            .with_resource_id(row.id.to_string())
-            .with_detail(json!({ "clinical": clinical }));
-    with_request(event)
-}
-
-/// Only an enabled therapist of the practice can be assigned.
-async fn check_therapist(
-    conn: &mut PgConnection,
-    principal: &Principal,
-    therapist: uuid::Uuid,
-) -> Result<(), ApiError> {
-    match store::enabled_user_role(conn, principal.tenant, UserId::from_uuid(therapist)).await?.as_deref() {
-        Some("therapist") => Ok(()),
-        _ => Err(invalid("assigned_therapist_id", "must be an enabled therapist of this practice")),
-    }
-}
-
-/// Who may (re)assign a therapist: those with practice-wide patient management.
-fn may_assign(principal: &Principal) -> bool {
-    principal.scope(Permission::PatientCreate) == Scope::Tenant
 }
 
 #[utoipa::path(post, path = "/api/v1/patients", tag = "patients",
@@ -226,76 +169,10 @@ async fn create_patient(
     principal: Principal,
     body: web::Json<NewPatient>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::PatientCreate, "patient").await?;
-    let today = state.clock.now().date();
-    let valid = body.into_inner().validate(today).map_err(validation)?;
-    if valid.data.clinical_notes.is_some() {
-        principal.require_audited(&state, Permission::PatientWriteClinical, "patient").await?;
-    }
-    let id = PatientId::from_uuid(uuid::Uuid::now_v7());
-    let index_key = blind_index_key(&state, principal.tenant, &principal.actor).await?;
-    // The KMS call happens before the transaction opens, so no row lock waits on the network.
-    let (dek, wrapped) = protect::new_patient_dek(&state, principal.tenant, id).await?;
-    let fields = seal_fields(&dek, &wrapped, principal.tenant, id, 1, &valid.data, &PatientField::ALL)?;
-    let now = state.clock.now();
-
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    if let Some(therapist) = valid.assigned_therapist {
-        check_therapist(&mut tx, &principal, therapist).await?;
-    }
-    store_postgres::keys::insert(
-        &mut tx,
-        &store_postgres::keys::NewPatientKey {
-            tenant: principal.tenant,
-            patient: id,
-            generation: 1,
-            kek_id: wrapped.kek_id.clone(),
-            kek_version: wrapped.kek_version.clone(),
-            wrapped_dek: wrapped.ciphertext.clone(),
-            created_at: now,
-        },
-    )
-    .await?;
-    store::insert(
-        &mut tx,
-        &store::NewPatientRow {
-            id,
-            tenant: principal.tenant,
-            dek_generation: 1,
-            assigned_therapist: valid.assigned_therapist.map(UserId::from_uuid),
-            fields,
-            email_index: valid.data.email.as_deref().map(|e| protect::email_index(&index_key, e)),
-            phone_index: valid.data.phone.as_deref().map(|p| protect::phone_index(&index_key, p)),
-            created_at: now,
-        },
-    )
-    .await?;
-    let generate =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::KeyGenerate, "patient_key", &*state.clock)
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "generation": 1, "kek_id": wrapped.kek_id, "kek_version": wrapped.kek_version }));
-    store_postgres::audit::append(&mut tx, with_request(generate)).await?;
-    let fields_set: Vec<&str> =
-        PatientField::ALL.iter().filter(|f| valid.data.stored_text(**f).is_some()).map(|f| f.aad_column()).collect();
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::PatientCreate, "patient", &*state.clock)
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "fields": fields_set }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    let row = store::get(&mut tx, principal.tenant, id, false).await?.ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-
-    state.dek_cache.insert(
-        crypto::DekCacheKey::new(principal.tenant, crypto::DekRef::new(id, 1)),
-        crypto::DataKey::from_bytes(dek.expose_secret()).map_err(ApiError::internal)?,
-    );
-    let mut data = valid.data;
-    if !reads_clinical(&principal) {
-        data.clinical_notes = None;
-    }
+    let patient = state.app.create_patient(&principal.caller(), body.into_inner()).await?;
     Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/patients/{id}")))
-        .json(PatientView::new(&row, data)))
+        .insert_header(("Location", format!("/api/v1/patients/{}", patient.id)))
+        .json(PatientView::from(patient)))
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
@@ -312,16 +189,8 @@ async fn get_patient(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::PatientReadContact, "patient").await?;
-    let id = patient_id(&path)?;
-    let clinical = reads_clinical(&principal);
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let row = live_patient(&mut tx, &principal, id, false).await?;
-    let dek = patient_dek(&state, &mut tx, &principal.actor, &row).await?;
-    let data = open_fields(&dek, &row, clinical)?;
-    store_postgres::audit::append(&mut tx, read_event(&state, &principal, &row, clinical)).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(PatientView::new(&row, data)))
+    let patient = state.app.read_patient(&principal.caller(), patient_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(PatientView::from(patient)))
 }
 
 #[utoipa::path(get, path = "/api/v1/patients", tag = "patients",
@@ -337,43 +206,13 @@ async fn list_patients(
     principal: Principal,
     query: web::Query<PatientListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::PatientReadContact, "patient").await?;
-    let query = query.into_inner();
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(invalid("limit", "must be between 1 and 100"));
-    }
-    let mut filter = PatientQuery::default();
-    if query.email.is_some() || query.phone.is_some() {
-        let key = blind_index_key(&state, principal.tenant, &principal.actor).await?;
-        if let Some(email) = &query.email {
-            if email.trim().is_empty() || email.len() > patients::EMAIL_MAX_LEN {
-                return Err(invalid("email", "must be an email address of at most 254 characters"));
-            }
-            filter.email_index = Some(protect::email_index(&key, email));
-        }
-        if let Some(phone) = &query.phone {
-            if !phone.starts_with('+') || phone.len() > 16 || !phone[1..].chars().all(|c| c.is_ascii_digit()) {
-                return Err(invalid("phone", "must be an E.164 number such as +4915112345678"));
-            }
-            filter.phone_index = Some(protect::phone_index(&key, phone));
-        }
-    }
-    let clinical = reads_clinical(&principal);
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let mut rows =
-        store::list(&mut tx, principal.tenant, filter, query.cursor.map(PatientId::from_uuid), limit + 1).await?;
-    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let mut patients = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let dek = patient_dek(&state, &mut tx, &principal.actor, row).await?;
-        patients.push(PatientView::new(row, open_fields(&dek, row, clinical)?));
-        store_postgres::audit::append(&mut tx, read_event(&state, &principal, row, clinical)).await?;
-    }
-    tx.commit().await?;
-    let next_cursor = if more { rows.last().map(|r| *r.id.as_uuid()) } else { None };
-    Ok(HttpResponse::Ok().json(PatientPage { patients, next_cursor }))
+    let PatientListQuery { email, phone, cursor, limit } = query.into_inner();
+    let search = PatientSearch { email, phone, cursor: cursor.map(PatientId::from_uuid), limit };
+    let list = state.app.list_patients(&principal.caller(), search).await?;
+    Ok(HttpResponse::Ok().json(PatientPage {
+        patients: list.patients.into_iter().map(PatientView::from).collect(),
+        next_cursor: list.next_cursor.map(|id| *id.as_uuid()),
+    }))
 }
 
 #[utoipa::path(patch, path = "/api/v1/patients/{id}", tag = "patients",
@@ -393,76 +232,9 @@ async fn update_patient(
     path: web::Path<String>,
     body: web::Json<PatientPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::PatientUpdateContact, "patient").await?;
     let id = patient_id(&path)?;
-    let patch = body.into_inner().validate(state.clock.now().date()).map_err(validation)?;
-    let changed = patch.changed_fields();
-    if changed.iter().any(|f| f.is_clinical()) {
-        principal.require_audited(&state, Permission::PatientWriteClinical, "patient").await?;
-    }
-    if !patch.assigned_therapist.is_absent() && !may_assign(&principal) {
-        principal.require_audited(&state, Permission::UserManage, "patient").await?;
-    }
-    let index_key = if patch.email.is_absent() && patch.phone.is_absent() {
-        None
-    } else {
-        Some(blind_index_key(&state, principal.tenant, &principal.actor).await?)
-    };
-    let clinical = reads_clinical(&principal);
-
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let row = live_patient(&mut tx, &principal, id, true).await?;
-    if let Some(therapist) = patch.assigned_therapist.as_set() {
-        check_therapist(&mut tx, &principal, *therapist).await?;
-    }
-    let dek = patient_dek(&state, &mut tx, &principal.actor, &row).await?;
-    let wrapped = protect::wrapped_of(&row)?;
-    let mut new_data = PatientData { name: String::new(), ..PatientData::default() };
-    patch.apply(&mut new_data);
-    let sealed = seal_fields(&dek, &wrapped, row.tenant, row.id, row.dek_generation, &new_data, &changed)?;
-    let mut change = PatientChange::default();
-    for field in &changed {
-        change.fields.insert(*field, sealed.get(field).cloned());
-    }
-    if let Some(key) = &index_key {
-        if !patch.email.is_absent() {
-            change.email_index = Some(new_data.email.as_deref().map(|e| protect::email_index(key, e)));
-        }
-        if !patch.phone.is_absent() {
-            change.phone_index = Some(new_data.phone.as_deref().map(|p| protect::phone_index(key, p)));
-        }
-    }
-    if !patch.assigned_therapist.is_absent() {
-        change.assigned_therapist = Some(patch.assigned_therapist.as_set().map(|t| UserId::from_uuid(*t)));
-    }
-    let now = state.clock.now();
-    if !store::update(&mut tx, principal.tenant, id, &change, now).await? {
-        return Err(ApiError::NotFound);
-    }
-    let mut names: Vec<&str> = changed.iter().map(|f| f.aad_column()).collect();
-    if !patch.assigned_therapist.is_absent() {
-        names.push("assigned_therapist_id");
-    }
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::PatientUpdate, "patient", &*state.clock)
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "fields": names }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    // Answer with the stored result (this also proves it decrypts), visible to this caller.
-    let row = live_patient(&mut tx, &principal, id, false).await;
-    let view = match row {
-        Ok(row) => {
-            let data = open_fields(&dek, &row, clinical)?;
-            Some(PatientView::new(&row, data))
-        }
-        // A therapist who unassigned... cannot (only practice-wide roles assign), but a row
-        // that left the caller's view is not an error of the update itself.
-        Err(ApiError::NotFound) => None,
-        Err(other) => return Err(other),
-    };
-    tx.commit().await?;
-    Ok(match view {
-        Some(view) => HttpResponse::Ok().json(view),
+    Ok(match state.app.update_patient(&principal.caller(), id, body.into_inner()).await? {
+        Some(patient) => HttpResponse::Ok().json(PatientView::from(patient)),
         None => HttpResponse::NoContent().finish(),
     })
 }
@@ -484,20 +256,12 @@ async fn set_legal_hold(
     path: web::Path<String>,
     body: web::Json<LegalHoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::PatientErase, "patient").await?;
     let id = patient_id(&path)?;
-    let hold = body.legal_hold;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    live_patient(&mut tx, &principal, id, true).await?;
-    if !store::set_legal_hold(&mut tx, principal.tenant, id, hold, state.clock.now()).await? {
-        return Err(ApiError::NotFound);
+    if body.legal_hold {
+        state.app.set_legal_hold(&principal.caller(), id).await?;
+    } else {
+        state.app.lift_legal_hold(&principal.caller(), id).await?;
     }
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::PatientLegalHold, "patient", &*state.clock)
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "legal_hold": hold }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -516,37 +280,7 @@ async fn erase_patient(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::PatientErase, "patient").await?;
-    let id = patient_id(&path)?;
-    let now = state.clock.now();
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let row = live_patient(&mut tx, &principal, id, true).await?;
-    if row.legal_hold {
-        return Err(ApiError::LegalHold);
-    }
-    let destroyed = store_postgres::keys::destroy_all(&mut tx, principal.tenant, id, now).await?;
-    // The message log links the patient to what they sent (digests, times): it goes too.
-    store_postgres::webhooks::erase_patient_messages(&mut tx, principal.tenant, id).await?;
-    if !store::tombstone(&mut tx, principal.tenant, id, now).await? {
-        return Err(ApiError::NotFound);
-    }
-    let accounts = store::erase_linked_accounts(&mut tx, principal.tenant, id, now).await?;
-    // Future appointments are cancelled, pending reminders dropped, note ciphertexts removed.
-    store_postgres::appointments::erase_patient_data(&mut tx, principal.tenant, id, now).await?;
-    let destroy =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::KeyDestroy, "patient_key", &*state.clock)
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "generations_destroyed": destroyed }));
-    store_postgres::audit::append(&mut tx, with_request(destroy)).await?;
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::PatientErase, "patient", &*state.clock)
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "keys_destroyed": destroyed, "accounts_disabled": accounts }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
-    // This server forgets the DEK now; other instances hold a cached copy at most for the cache's
-    // max age, and answer 410 meanwhile because they read the tombstone first.
-    state.dek_cache.remove_patient(principal.tenant, id);
+    state.app.erase_patient(&principal.caller(), patient_id(&path)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -590,65 +324,30 @@ async fn export_patient(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::PatientExport, "patient").await?;
     let id = patient_id(&path)?;
-    let now = state.clock.now();
-    // Audit entries first (their own read-only transaction through the audit adapter), so the
-    // export includes every access up to this moment.
-    let audit = audit_entries_about(&state, &principal, id).await?;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let row = live_patient(&mut tx, &principal, id, false).await?;
-    let dek = patient_dek(&state, &mut tx, &principal.actor, &row).await?;
-    let data = open_fields(&dek, &row, true)?;
-    let history = store::consent_history(&mut tx, principal.tenant, id).await?;
-    let records = app::consents::records_of(id, &history)?;
-    let consents = records.iter().map(|r| crate::routes::consents::consent_json(r, &records, now)).collect();
-    let consent_history = history.iter().map(crate::routes::consents::event_json).collect();
-    let messages = store_postgres::webhooks::messages_of_patient(&mut tx, principal.tenant, id)
-        .await?
-        .iter()
-        .map(crate::routes::webhooks::message_json)
-        .collect();
-    let appointments = crate::routes::appointments::export_of_patient(&state, &mut tx, &principal, id).await?;
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::PatientExport, "patient", &*state.clock)
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "audit_entries": audit.len(), "consent_events": history.len() }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
+    let export = state.app.export_patient(&principal.caller(), id).await?;
+    let now = export.generated_at;
     let export = PatientExport {
         format: "praxis.patient-export.v1",
         generated_at: now,
-        patient: PatientView::new(&row, data),
-        consents,
-        consent_history,
-        appointments,
-        messages,
-        audit,
+        consents: export
+            .consents
+            .iter()
+            .map(|record| crate::routes::consents::consent_json(record, &export.consents, now))
+            .collect(),
+        consent_history: export.consent_history.iter().map(crate::routes::consents::event_json).collect(),
+        appointments: export
+            .appointments
+            .iter()
+            .map(crate::routes::appointments::export_document)
+            .collect::<Result<_, _>>()?,
+        messages: export.messages.iter().map(crate::routes::webhooks::message_json).collect(),
+        audit: export.access_log.into_iter().map(crate::routes::audit::EntryView::from).collect(),
+        patient: PatientView::from(export.patient),
     };
     Ok(HttpResponse::Ok()
         .insert_header(("Content-Disposition", format!("attachment; filename=\"patient-{id}.json\"")))
         .json(export))
-}
-
-/// Every audit entry whose resource is this patient (record, key, consents), newest first.
-async fn audit_entries_about(
-    state: &AppState,
-    principal: &Principal,
-    id: PatientId,
-) -> Result<Vec<crate::routes::audit::EntryView>, ApiError> {
-    let filter = AuditFilter { resource_id: Some(id.to_string()), ..AuditFilter::default() };
-    let mut entries = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = Page::new(cursor, 200).map_err(ApiError::internal)?;
-        let found = state.audit.query_entries(principal.tenant, &filter, page).await?;
-        entries.extend(found.entries.into_iter().map(crate::routes::audit::EntryView::from));
-        match found.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(entries),
-        }
-    }
 }
 
 #[utoipa::path(post, path = "/api/v1/patients/{id}/account", tag = "patients",
@@ -669,43 +368,9 @@ async fn create_account(
     path: web::Path<String>,
     body: web::Json<PatientAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::UserManage, "user").await?;
     let id = patient_id(&path)?;
     let PatientAccountRequest { email, password } = body.into_inner();
-    let email = email.trim().to_lowercase();
-    if email.len() < 3 || email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace) {
-        return Err(invalid("email", "must be an email address of at most 254 characters"));
-    }
-    identity::PasswordPolicy::default()
-        .check(password.expose_secret(), &[&email])
-        .map_err(|problem| invalid("password", &problem.to_string()))?;
-    let hasher = state.hasher.clone();
-    let hash = web::block(move || hasher.hash(password.expose_secret()))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    live_patient(&mut tx, &principal, id, true).await?;
-    if store_postgres::identity::find_user_by_email(&mut tx, &email).await?.is_some()
-        || store::has_account(&mut tx, principal.tenant, id).await?
-    {
-        return Err(ApiError::Conflict { detail: "The patient has an account, or an account uses this email.".into() });
-    }
-    let user = store_postgres::identity::NewUser {
-        id: UserId::new(),
-        tenant: principal.tenant,
-        email,
-        role: Role::Patient,
-        patient: Some(id),
-        password_hash: hash,
-        created_at: state.clock.now(),
-    };
-    store_postgres::identity::insert_user(&mut tx, &user).await?;
-    let event = AuditEvent::new(principal.tenant, principal.actor.clone(), Action::UserCreate, "user", &*state.clock)
-        .with_resource_id(user.id.to_string())
-        .with_detail(json!({ "role": "patient", "patient_id": id.to_string() }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    tx.commit().await?;
+    let user = state.app.create_patient_account(&principal.caller(), id, NewPatientAccount { email, password }).await?;
     Ok(HttpResponse::Created().json(PatientAccount {
         id: *user.id.as_uuid(),
         email: user.email,
