@@ -11,6 +11,11 @@ use crypto::{SettingProblem, SettingsPlace};
 use kernel::Environment;
 use serde::{Deserialize, Serialize};
 
+// Without any adapter there is nothing `kms.backend` could select: such a binary could never
+// start, so it is refused when built.
+#[cfg(not(any(feature = "kms-local", feature = "kms-aws", feature = "kms-vault", feature = "kms-azure")))]
+compile_error!("build at least one KMS adapter (cargo features kms-local, kms-aws, kms-vault, kms-azure)");
+
 /// The name of a key management backend: `kms.backend`, and `praxis keys migrate --to`. Known
 /// whether or not this binary was built with its adapter, so that a missing one is reported by
 /// name.
