@@ -9,13 +9,11 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    #[default]
-    Development,
-    Production,
-}
+/// `[kms]`: its selector lives with the key management wiring, each backend's settings in its
+/// adapter crate.
+pub use crate::kms::{KmsBackend, KmsConfig};
+/// `environment`: shared with the adapters, whose settings are checked against the same rules.
+pub use kernel::Environment;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -198,566 +196,6 @@ impl RedisConfig {
     }
 }
 
-/// Which key management service holds the key-encryption keys. Each adapter is behind a cargo
-/// feature of the same name (`kms-local`, `kms-aws`, `kms-vault`, `kms-azure`), all in the
-/// default build.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KmsBackend {
-    /// A key file on local disk: development only, refused in production.
-    #[default]
-    Local,
-    /// AWS KMS, one symmetric key (`kms.aws`).
-    Aws,
-    /// HashiCorp Vault's transit engine, one derived key (`kms.vault`).
-    Vault,
-    /// Azure Key Vault (or Managed HSM), one RSA key (`kms.azure`).
-    Azure,
-}
-
-impl KmsBackend {
-    /// Every backend, in the order the documentation lists them.
-    pub const ALL: [KmsBackend; 4] = [Self::Local, Self::Aws, Self::Vault, Self::Azure];
-
-    /// The name used in the configuration (`kms.backend`, `praxis keys migrate --to`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Aws => "aws",
-            Self::Vault => "vault",
-            Self::Azure => "azure",
-        }
-    }
-
-    /// The cargo feature that builds this adapter in.
-    pub const fn feature(self) -> &'static str {
-        match self {
-            Self::Local => "kms-local",
-            Self::Aws => "kms-aws",
-            Self::Vault => "kms-vault",
-            Self::Azure => "kms-azure",
-        }
-    }
-
-    /// Whether this binary was built with the adapter.
-    pub const fn is_built_in(self) -> bool {
-        match self {
-            Self::Local => cfg!(feature = "kms-local"),
-            Self::Aws => cfg!(feature = "kms-aws"),
-            Self::Vault => cfg!(feature = "kms-vault"),
-            Self::Azure => cfg!(feature = "kms-azure"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KmsConfig {
-    /// The primary backend: wraps every new data key, and `praxis keys rotate|migrate` moves
-    /// every stored data key under it.
-    pub backend: KmsBackend,
-    pub local: LocalKmsConfig,
-    pub aws: AwsKmsConfig,
-    pub vault: VaultKmsConfig,
-    pub azure: AzureKmsConfig,
-    /// Older backends kept for unwrapping only, while `praxis keys migrate` moves their data
-    /// keys to the primary. Each entry is tagged like the primary, e.g. in TOML
-    /// `[[kms.previous]]` with `backend = "local"` and `key_file = "..."`.
-    pub previous: Vec<PreviousKms>,
-}
-
-/// One backend in `kms.previous`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "lowercase")]
-pub enum PreviousKms {
-    Local(LocalKmsConfig),
-    Aws(AwsKmsConfig),
-    Vault(VaultKmsConfig),
-    Azure(AzureKmsConfig),
-}
-
-impl PreviousKms {
-    pub const fn backend(&self) -> KmsBackend {
-        self.settings().backend()
-    }
-
-    /// The entry's settings.
-    pub const fn settings(&self) -> BackendSettings<'_> {
-        match self {
-            Self::Local(local) => BackendSettings::Local(local),
-            Self::Aws(aws) => BackendSettings::Aws(aws),
-            Self::Vault(vault) => BackendSettings::Vault(vault),
-            Self::Azure(azure) => BackendSettings::Azure(azure),
-        }
-    }
-}
-
-/// The settings of one configured backend: the primary's section or a `kms.previous` entry.
-#[derive(Debug, Clone, Copy)]
-pub enum BackendSettings<'a> {
-    Local(&'a LocalKmsConfig),
-    Aws(&'a AwsKmsConfig),
-    Vault(&'a VaultKmsConfig),
-    Azure(&'a AzureKmsConfig),
-}
-
-impl BackendSettings<'_> {
-    pub const fn backend(self) -> KmsBackend {
-        match self {
-            Self::Local(_) => KmsBackend::Local,
-            Self::Aws(_) => KmsBackend::Aws,
-            Self::Vault(_) => KmsBackend::Vault,
-            Self::Azure(_) => KmsBackend::Azure,
-        }
-    }
-
-    /// The KEK id the adapter will report (`KekInfo::key_id`), by which the keyring routes
-    /// unwraps: two configured backends must not share one.
-    pub fn kek_id(self) -> String {
-        match self {
-            Self::Local(local) => local.key_id.clone(),
-            Self::Aws(aws) => aws.key_id.clone(),
-            Self::Vault(vault) => format!("{}/{}", vault.mount, vault.key_name),
-            Self::Azure(azure) => format!("{}/keys/{}", azure.vault_url.trim().trim_end_matches('/'), azure.key_name),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LocalKmsConfig {
-    pub key_file: PathBuf,
-    /// The KEK id recorded in the key file; two local backends in one keyring (a migration
-    /// from one key file to another) need different ids.
-    pub key_id: String,
-}
-
-impl Default for LocalKmsConfig {
-    fn default() -> Self {
-        Self { key_file: PathBuf::from("target/praxis-dev-kms.key"), key_id: "local".into() }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AwsKmsConfig {
-    /// The KMS key's full ARN (an alias breaks old data keys when it is re-pointed).
-    pub key_id: String,
-    /// e.g. `eu-central-1`.
-    pub region: String,
-    /// A VPC endpoint, or a mock in tests; unset = the region's public endpoint. Credentials
-    /// come from the standard AWS chain, never from this file.
-    pub endpoint: Option<String>,
-}
-
-/// `kms.vault`: one key of HashiCorp Vault's transit engine, created with `derived=true`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VaultKmsConfig {
-    /// Vault's address, e.g. `https://vault.internal:8200` (the active node or its load
-    /// balancer: redirects are not followed). Production requires `https://`.
-    pub address: String,
-    /// The transit engine's mount path.
-    pub mount: String,
-    /// The transit key's name.
-    pub key_name: String,
-    /// Token authentication (secret; e.g. `PRAXIS__KMS__VAULT__TOKEN`). Renewing it is the
-    /// deployment's job (Vault Agent). Set this or `approle`, not both.
-    pub token: Option<Secret<String>>,
-    /// AppRole authentication: Praxis logs in and renews by itself.
-    pub approle: Option<VaultAppRoleConfig>,
-    /// Vault Enterprise / HCP namespace.
-    pub namespace: Option<String>,
-    /// PEM file with extra CA certificates to trust (a private Vault CA), besides Mozilla's.
-    pub ca_cert_file: Option<PathBuf>,
-}
-
-impl Default for VaultKmsConfig {
-    fn default() -> Self {
-        Self {
-            address: String::new(),
-            mount: "transit".into(),
-            key_name: String::new(),
-            token: None,
-            approle: None,
-            namespace: None,
-            ca_cert_file: None,
-        }
-    }
-}
-
-/// `kms.vault.approle`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VaultAppRoleConfig {
-    /// Where the AppRole auth method is mounted.
-    pub mount: String,
-    pub role_id: String,
-    /// Secret (e.g. `PRAXIS__KMS__VAULT__APPROLE__SECRET_ID`).
-    pub secret_id: Option<Secret<String>>,
-}
-
-impl Default for VaultAppRoleConfig {
-    fn default() -> Self {
-        Self { mount: "approle".into(), role_id: String::new(), secret_id: None }
-    }
-}
-
-/// `kms.azure`: one RSA key of an Azure Key Vault (or Managed HSM).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AzureKmsConfig {
-    /// The vault's URL, e.g. `https://praxis-kv.vault.azure.net`. Production requires
-    /// `https://`.
-    pub vault_url: String,
-    /// The key's name (letters, digits, `-`).
-    pub key_name: String,
-    /// Wrap under this key version instead of the key's current one.
-    pub key_version: Option<String>,
-    /// How Praxis gets its Entra ID token (see [`AzureCredentialKind`]).
-    pub credential: AzureCredentialKind,
-    /// The Entra ID tenant (directory) id; default `AZURE_TENANT_ID` (set by AKS workload
-    /// identity).
-    pub tenant_id: Option<String>,
-    /// The application (client) id; default `AZURE_CLIENT_ID`. With a managed identity: the
-    /// user-assigned identity to use (unset: the system-assigned one).
-    pub client_id: Option<String>,
-    /// Secret of a service principal (`credential = "client_secret"`; e.g.
-    /// `PRAXIS__KMS__AZURE__CLIENT_SECRET`).
-    pub client_secret: Option<Secret<String>>,
-    /// The federated token file of workload identity; default `AZURE_FEDERATED_TOKEN_FILE`.
-    pub token_file: Option<PathBuf>,
-    /// The Entra ID authority; default `AZURE_AUTHORITY_HOST`, else the public cloud's.
-    /// Production requires `https://`.
-    pub authority_host: Option<String>,
-}
-
-impl Default for AzureKmsConfig {
-    fn default() -> Self {
-        Self {
-            vault_url: String::new(),
-            key_name: String::new(),
-            key_version: None,
-            credential: AzureCredentialKind::Auto,
-            tenant_id: None,
-            client_id: None,
-            client_secret: None,
-            token_file: None,
-            authority_host: None,
-        }
-    }
-}
-
-/// How the Azure adapter gets its token: a chain in `auto`, or one source named.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AzureCredentialKind {
-    /// The first that applies: a service principal when `client_secret` is set; workload
-    /// identity when a federated token file is configured or `AZURE_FEDERATED_TOKEN_FILE` is
-    /// set (AKS); otherwise the managed identity of the VM or node.
-    #[default]
-    Auto,
-    /// AKS workload identity: the federated token file exchanged for a token, no secret held.
-    WorkloadIdentity,
-    /// The instance metadata service (VMs, VM scale sets).
-    ManagedIdentity,
-    /// A service principal's client secret.
-    ClientSecret,
-}
-
-impl KmsConfig {
-    /// The primary backend's settings.
-    pub const fn primary(&self) -> BackendSettings<'_> {
-        match self.backend {
-            KmsBackend::Local => BackendSettings::Local(&self.local),
-            KmsBackend::Aws => BackendSettings::Aws(&self.aws),
-            KmsBackend::Vault => BackendSettings::Vault(&self.vault),
-            KmsBackend::Azure => BackendSettings::Azure(&self.azure),
-        }
-    }
-
-    /// The primary, then every `kms.previous` entry.
-    pub fn all(&self) -> Vec<BackendSettings<'_>> {
-        std::iter::once(self.primary()).chain(self.previous.iter().map(PreviousKms::settings)).collect()
-    }
-
-    /// Every problem of the KMS section (the primary and each previous backend).
-    fn problems(&self, environment: Environment) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        check_backend(&mut problems, None, self.primary(), environment);
-        let primary_kek = self.primary().kek_id();
-        let mut seen = vec![primary_kek.clone()];
-        for (index, previous) in self.previous.iter().enumerate() {
-            check_backend(&mut problems, Some(index), previous.settings(), environment);
-            let kek = previous.settings().kek_id();
-            if kek == primary_kek {
-                problems.push(Problem {
-                    field: "kms.previous",
-                    message: format!("entry {index}: has the primary's key id; list only older backends"),
-                });
-            } else if seen.contains(&kek) {
-                problems.push(Problem {
-                    field: "kms.previous",
-                    message: format!(
-                        "entry {index}: has the key id {kek:?} of an earlier entry; list each backend once"
-                    ),
-                });
-            }
-            seen.push(kek);
-        }
-        problems
-    }
-
-    /// The KMS secrets of the configured backends, and whether each is set.
-    fn secret_statuses(&self) -> Vec<SecretStatus> {
-        let mut statuses = Vec::new();
-        let mut add = |field, configured| {
-            if !statuses.iter().any(|s: &SecretStatus| s.field == field) {
-                statuses.push(SecretStatus { field, configured, required: false });
-            }
-        };
-        for settings in self.all() {
-            match settings {
-                BackendSettings::Vault(vault) => match &vault.approle {
-                    None => add("kms.vault.token", vault.token.is_some()),
-                    Some(approle) => add("kms.vault.approle.secret_id", approle.secret_id.is_some()),
-                },
-                BackendSettings::Azure(azure) if azure.client_secret.is_some() => add("kms.azure.client_secret", true),
-                _ => {}
-            }
-        }
-        statuses
-    }
-}
-
-/// Checks one backend's settings. For the primary (`entry` = None) each problem names its exact
-/// setting (`kms.aws.key_id: required when kms.backend = "aws"`); for `kms.previous` entries the
-/// field is `kms.previous` and the message names the entry and its setting.
-fn check_backend(
-    problems: &mut Vec<Problem>,
-    entry: Option<usize>,
-    settings: BackendSettings<'_>,
-    environment: Environment,
-) {
-    let backend = settings.backend();
-    let name = backend.as_str();
-    let production = environment == Environment::Production;
-    let mut problem = |primary_field: &'static str, setting: &str, message: String| {
-        problems.push(match entry {
-            None => Problem { field: primary_field, message },
-            Some(index) => Problem {
-                field: "kms.previous",
-                message: format!("entry {index} (backend = {name:?}): {setting}{message}"),
-            },
-        });
-    };
-    let when = match entry {
-        None => format!("required when kms.backend = {name:?}"),
-        Some(_) => "required".to_owned(),
-    };
-    if !backend.is_built_in() {
-        problem(
-            "kms.backend",
-            "",
-            format!(
-                "{name:?}: this binary was built without the {name} KMS adapter (cargo feature {})",
-                backend.feature()
-            ),
-        );
-    }
-    match settings {
-        BackendSettings::Local(local) => {
-            if local.key_file.as_os_str().is_empty() {
-                problem("kms.local.key_file", "key_file: ", when.clone());
-            }
-            if local.key_id.trim().is_empty() || local.key_id.len() > 255 {
-                problem("kms.local.key_id", "key_id: ", "must be 1 to 255 bytes".into());
-            }
-            if production {
-                problem(
-                    "kms.backend",
-                    "",
-                    "the local development KMS is not allowed in production; configure a real key management service"
-                        .into(),
-                );
-            }
-        }
-        BackendSettings::Aws(aws) => {
-            if aws.key_id.trim().is_empty() {
-                problem("kms.aws.key_id", "key_id: ", when.clone());
-            } else if aws.key_id.len() > 255 {
-                problem("kms.aws.key_id", "key_id: ", "longer than 255 bytes".into());
-            }
-            if aws.region.trim().is_empty() {
-                problem("kms.aws.region", "region: ", when.clone());
-            }
-            if let Some(endpoint) = &aws.endpoint
-                && let Some(message) = url_problem(endpoint, production)
-            {
-                problem("kms.aws.endpoint", "endpoint: ", message);
-            }
-        }
-        BackendSettings::Vault(vault) => {
-            if vault.address.trim().is_empty() {
-                problem("kms.vault.address", "address: ", when.clone());
-            } else if let Some(message) = url_problem(&vault.address, production) {
-                problem("kms.vault.address", "address: ", message);
-            }
-            if !is_vault_path(&vault.mount) {
-                problem("kms.vault.mount", "mount: ", format!("{:?} is not a Vault path such as transit", vault.mount));
-            }
-            if vault.key_name.is_empty() {
-                problem("kms.vault.key_name", "key_name: ", when.clone());
-            } else if !is_vault_segment(&vault.key_name) {
-                problem("kms.vault.key_name", "key_name: ", "must be letters, digits, '.', '_' or '-'".into());
-            }
-            if settings.kek_id().len() > 255 {
-                problem("kms.vault.key_name", "key_name: ", "mount/key_name is longer than 255 bytes".into());
-            }
-            match (&vault.token, &vault.approle) {
-                (Some(_), Some(_)) => {
-                    problem("kms.vault.token", "token: ", "set either token or approle, not both".into());
-                }
-                (None, None) => problem(
-                    "kms.vault.token",
-                    "token: ",
-                    format!("{when} (or kms.vault.approle): how Praxis authenticates to Vault"),
-                ),
-                (Some(token), None) => {
-                    let token = token.expose_secret();
-                    if token.trim().is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                        problem("kms.vault.token", "token: ", "is empty or not a valid header value".into());
-                    }
-                }
-                (None, Some(approle)) => {
-                    if !is_vault_path(&approle.mount) {
-                        problem("kms.vault.approle.mount", "approle.mount: ", "is not a Vault path".into());
-                    }
-                    if approle.role_id.trim().is_empty() {
-                        problem("kms.vault.approle.role_id", "approle.role_id: ", when.clone());
-                    }
-                    if approle.secret_id.as_ref().is_none_or(|id| id.expose_secret().trim().is_empty()) {
-                        problem("kms.vault.approle.secret_id", "approle.secret_id: ", when.clone());
-                    }
-                }
-            }
-            if let Some(namespace) = &vault.namespace
-                && !is_vault_path(namespace.trim_end_matches('/'))
-            {
-                problem("kms.vault.namespace", "namespace: ", format!("{namespace:?} is not a Vault namespace path"));
-            }
-            if let Some(file) = &vault.ca_cert_file
-                && file.as_os_str().is_empty()
-            {
-                problem("kms.vault.ca_cert_file", "ca_cert_file: ", "is empty".into());
-            }
-        }
-        BackendSettings::Azure(azure) => {
-            if azure.vault_url.trim().is_empty() {
-                problem("kms.azure.vault_url", "vault_url: ", when.clone());
-            } else if let Some(message) = url_problem(&azure.vault_url, production) {
-                problem("kms.azure.vault_url", "vault_url: ", message);
-            }
-            if azure.key_name.is_empty() {
-                problem("kms.azure.key_name", "key_name: ", when.clone());
-            } else if !is_azure_name(&azure.key_name, true) {
-                problem("kms.azure.key_name", "key_name: ", "must be letters, digits and '-'".into());
-            }
-            if let Some(version) = &azure.key_version
-                && !is_azure_name(version, false)
-            {
-                problem("kms.azure.key_version", "key_version: ", "must be letters and digits".into());
-            }
-            if settings.kek_id().len() > 255 {
-                problem("kms.azure.key_name", "key_name: ", "vault_url/keys/key_name is longer than 255 bytes".into());
-            }
-            if let Some(host) = &azure.authority_host
-                && let Some(message) = url_problem(host, production)
-            {
-                problem("kms.azure.authority_host", "authority_host: ", message);
-            }
-            for (field, setting, value) in [
-                ("kms.azure.tenant_id", "tenant_id: ", &azure.tenant_id),
-                ("kms.azure.client_id", "client_id: ", &azure.client_id),
-            ] {
-                if let Some(value) = value
-                    && !is_azure_id(value)
-                {
-                    problem(field, setting, format!("{value:?} is not an id"));
-                }
-            }
-            let has_secret = azure.client_secret.as_ref().is_some_and(|s| !s.expose_secret().trim().is_empty());
-            match azure.credential {
-                AzureCredentialKind::ClientSecret => {
-                    if !has_secret {
-                        problem(
-                            "kms.azure.client_secret",
-                            "client_secret: ",
-                            "required when kms.azure.credential = \"client_secret\"".into(),
-                        );
-                    }
-                    if azure.tenant_id.is_none() || azure.client_id.is_none() {
-                        problem(
-                            "kms.azure.tenant_id",
-                            "tenant_id: ",
-                            "tenant_id and client_id are required with a client secret".into(),
-                        );
-                    }
-                }
-                AzureCredentialKind::WorkloadIdentity | AzureCredentialKind::ManagedIdentity if has_secret => {
-                    problem(
-                        "kms.azure.client_secret",
-                        "client_secret: ",
-                        "is set but the credential is not client_secret; remove it".into(),
-                    );
-                }
-                _ => {}
-            }
-            if let Some(file) = &azure.token_file
-                && file.as_os_str().is_empty()
-            {
-                problem("kms.azure.token_file", "token_file: ", "is empty".into());
-            }
-        }
-    }
-}
-
-/// What is wrong with a service URL, if anything: not http(s), or plain http in production
-/// (KMS traffic carries wrapped keys, tokens and, on unwrap, plaintext data keys).
-fn url_problem(url: &str, production: bool) -> Option<String> {
-    let url = url.trim();
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    match rest {
-        None | Some("") => Some(format!("{url:?} is not an http(s) URL")),
-        Some(rest) if rest.contains(['?', '#', ' ', '@']) => {
-            Some(format!("{url:?} must be a plain http(s) URL (no credentials, query or fragment)"))
-        }
-        Some(_) if production && !url.starts_with("https://") => Some("must be https:// in production".into()),
-        Some(_) => None,
-    }
-}
-
-fn is_vault_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-fn is_vault_path(s: &str) -> bool {
-    !s.is_empty() && s.split('/').all(is_vault_segment)
-}
-
-/// Key Vault names: letters, digits and (with `dashes`) '-', at most 127.
-fn is_azure_name(s: &str, dashes: bool) -> bool {
-    !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || (dashes && b == b'-'))
-}
-
-/// A tenant or client id (a GUID, or a tenant's domain name).
-fn is_azure_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CorsConfig {
@@ -794,25 +232,41 @@ impl Default for TelemetryConfig {
 #[error("configuration error: {0}")]
 pub struct ConfigError(String);
 
-/// One reason the configuration is unfit to run with, naming its field.
+/// One reason the configuration is unfit to run with, naming its field. Most sections name
+/// fixed paths (`&'static str`); `Config::validate` lists them all with paths as `String`s,
+/// because a KMS backend's settings sit in `[kms.<backend>]` or in a `[[kms.previous]]` entry,
+/// so their paths are built at run time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub field: &'static str,
+pub struct Problem<Field = &'static str> {
+    pub field: Field,
     pub message: String,
 }
 
-impl std::fmt::Display for Problem {
+impl<Field: std::fmt::Display> std::fmt::Display for Problem<Field> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
 
-/// Whether a secret is present, for the start-up log line (never the value).
+impl From<Problem> for Problem<String> {
+    fn from(problem: Problem) -> Self {
+        Self { field: problem.field.to_owned(), message: problem.message }
+    }
+}
+
+/// Whether a secret is present, for the start-up log line (never the value). Its path is fixed
+/// or, for a KMS backend's secret, built at run time (see [`Problem`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SecretStatus {
-    pub field: &'static str,
+pub struct SecretStatus<Field = &'static str> {
+    pub field: Field,
     pub configured: bool,
     pub required: bool,
+}
+
+impl From<SecretStatus> for SecretStatus<String> {
+    fn from(status: SecretStatus) -> Self {
+        Self { field: status.field.to_owned(), configured: status.configured, required: status.required }
+    }
 }
 
 impl Config {
@@ -832,8 +286,8 @@ impl Config {
     }
 
     /// Every secret Praxis knows of, and whether it is set.
-    pub fn secret_statuses(&self) -> Vec<SecretStatus> {
-        vec![
+    pub fn secret_statuses(&self) -> Vec<SecretStatus<String>> {
+        let stores = [
             SecretStatus { field: "database.url", configured: self.database.url.is_some(), required: true },
             SecretStatus {
                 field: "database.owner_url",
@@ -841,18 +295,25 @@ impl Config {
                 required: false,
             },
             SecretStatus { field: "redis.url", configured: self.redis.url.is_some(), required: true },
-        ]
-        .into_iter()
-        .chain(self.kms.secret_statuses())
-        .chain(self.reminders.secret_statuses())
-        .collect()
+        ];
+        let kms = self.kms.secret_statuses().into_iter().map(|(field, configured)| SecretStatus {
+            field,
+            configured,
+            required: false,
+        });
+        stores
+            .into_iter()
+            .map(SecretStatus::into)
+            .chain(kms)
+            .chain(self.reminders.secret_statuses().into_iter().map(SecretStatus::into))
+            .collect()
     }
 
     /// Every problem with this configuration, all at once. In production the list also holds
     /// everything that is tolerable on a developer's machine but not with real patient data.
-    pub fn validate(&self) -> Vec<Problem> {
+    pub fn validate(&self) -> Vec<Problem<String>> {
         let mut problems = Vec::new();
-        let mut problem = |field: &'static str, message: String| problems.push(Problem { field, message });
+        let mut problem = |field: &str, message: String| problems.push(Problem { field: field.to_owned(), message });
 
         if self.server.bind.parse::<SocketAddr>().is_err() {
             problem("server.bind", format!("{:?} is not an address such as 127.0.0.1:8080", self.server.bind));
@@ -872,7 +333,7 @@ impl Config {
         }
         for status in self.secret_statuses() {
             if status.required && !status.configured {
-                problem(status.field, "required secret is missing".into());
+                problem(&status.field, "required secret is missing".into());
             }
         }
         for origin in &self.cors.allowed_origins {
@@ -895,9 +356,9 @@ impl Config {
             problem("rate_limits.login_failures", "login limits must be greater than 0".into());
         }
         // Production refusals of the KMS section (the local KMS anywhere, plain-http endpoints)
-        // are in `KmsConfig::problems` too.
+        // come from the adapters' rules, through `KmsConfig::problems`.
         for kms_problem in self.kms.problems(self.environment) {
-            problem(kms_problem.field, kms_problem.message);
+            problem(&kms_problem.field, kms_problem.message);
         }
         for webhook_problem in self.webhooks.problems(self.environment) {
             problem(webhook_problem.field, webhook_problem.message);
@@ -976,6 +437,7 @@ fn tracing_filter_is_invalid(directive: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kms::KmsSettings;
 
     #[test]
     fn tls_requirement_reads_sslmode() {
@@ -998,7 +460,8 @@ mod tests {
         let mut config = Config { environment: Environment::Production, ..Config::default() };
         config.cors.allowed_origins = vec!["*".into()];
         config.database.url = Some(Secret::new("postgres://app@db/praxis".into()));
-        let fields: Vec<&str> = config.validate().iter().map(|p| p.field).collect();
+        let problems = config.validate();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
         assert!(fields.contains(&"kms.backend"));
         assert!(fields.contains(&"cors.allowed_origins"));
         assert!(fields.contains(&"database.url"));
@@ -1014,7 +477,7 @@ mod tests {
         let messages: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
         assert!(messages.contains(&"kms.aws.key_id: required when kms.backend = \"aws\"".to_owned()), "{messages:?}");
         assert!(messages.contains(&"kms.aws.region: required when kms.backend = \"aws\"".to_owned()), "{messages:?}");
-        config.kms.aws = AwsKmsConfig {
+        config.kms.aws = kms_aws::AwsKmsConfig {
             key_id: "arn:aws:kms:eu-central-1:1:key/k".into(),
             region: "eu-central-1".into(),
             endpoint: Some("http://kms.internal".into()),
@@ -1033,17 +496,15 @@ mod tests {
                     [[kms.previous]]\nbackend = \"aws\"\nregion = \"r\"\n";
         let config: Config = Figment::new().merge(Toml::string(toml)).extract().unwrap();
         assert_eq!(config.kms.previous.len(), 2);
-        assert!(matches!(&config.kms.previous[0], PreviousKms::Local(l) if l.key_file == Path::new("old.key")));
+        assert!(matches!(&config.kms.previous[0], KmsSettings::Local(l) if l.key_file == Path::new("old.key")));
         let messages: Vec<String> =
             config.kms.problems(Environment::Production).iter().map(ToString::to_string).collect();
         assert!(
-            messages
-                .iter()
-                .any(|m| m.starts_with("kms.previous: entry 0 (backend = \"local\"): the local development KMS")),
+            messages.iter().any(|m| m.starts_with("kms.previous[0].backend: the local development KMS")),
             "{messages:?}"
         );
         assert!(
-            messages.iter().any(|m| m == "kms.previous: entry 1 (backend = \"aws\"): key_id: required"),
+            messages.iter().any(|m| m == "kms.previous[1].key_id: required when kms.previous[1].backend = \"aws\""),
             "{messages:?}"
         );
     }
@@ -1084,7 +545,7 @@ mod tests {
 
         config.kms.vault.mount = "transit/../sys".into();
         config.kms.vault.approle =
-            Some(VaultAppRoleConfig { role_id: String::new(), secret_id: None, ..VaultAppRoleConfig::default() });
+            Some(kms_vault::VaultAppRoleSettings { role_id: String::new(), secret_id: None, ..Default::default() });
         let found = messages(&config);
         assert!(found.iter().any(|m| m.starts_with("kms.vault.mount: ")), "{found:?}");
         assert!(found.contains(&"kms.vault.token: set either token or approle, not both".to_owned()), "{found:?}");
@@ -1116,7 +577,7 @@ mod tests {
         config.kms.azure.key_name = "praxis".into();
         assert_eq!(messages(&config), Vec::<String>::new());
 
-        config.kms.azure.credential = AzureCredentialKind::ClientSecret;
+        config.kms.azure.credential = kms_azure::AzureCredentialKind::ClientSecret;
         config.kms.azure.key_version = Some("not/a-version".into());
         let found = messages(&config);
         for expected in [
@@ -1152,21 +613,20 @@ mod tests {
                     [kms.previous.approle]\nrole_id = \"praxis\"\n\
                     [[kms.previous]]\nbackend = \"vault\"\naddress = \"https://other:8200\"\nkey_name = \"praxis\"\n";
         let config: Config = Figment::new().merge(Toml::string(toml)).extract().unwrap();
-        let PreviousKms::Vault(vault) = &config.kms.previous[0] else { panic!("{:?}", config.kms.previous) };
+        let KmsSettings::Vault(vault) = &config.kms.previous[0] else { panic!("{:?}", config.kms.previous) };
         assert_eq!((vault.mount.as_str(), vault.approle.as_ref().unwrap().mount.as_str()), ("transit", "approle"));
         let found: Vec<String> =
             config.kms.problems(Environment::Development).iter().map(ToString::to_string).collect();
         assert!(
-            found.contains(&"kms.previous: entry 0 (backend = \"vault\"): approle.secret_id: required".to_owned()),
+            found.contains(
+                &"kms.previous[0].approle.secret_id: required when kms.previous[0].backend = \"vault\"".to_owned()
+            ),
             "{found:?}"
         );
         // Two Vaults with the same mount and key name would share a KEK id: the keyring could not
         // tell their wrapped keys apart.
-        assert!(
-            found.iter().any(|m| m.starts_with("kms.previous: entry 1: has the key id \"transit/praxis\"")),
-            "{found:?}"
-        );
-        assert!(found.iter().any(|m| m.starts_with("kms.previous: entry 1 (backend = \"vault\"): token: required")));
+        assert!(found.iter().any(|m| m.starts_with("kms.previous[1]: has the key id \"transit/praxis\"")), "{found:?}");
+        assert!(found.iter().any(|m| m.starts_with("kms.previous[1].token: required")), "{found:?}");
     }
 
     #[test]
@@ -1176,18 +636,19 @@ mod tests {
         let token = dummy_secret();
         config.kms.vault.token = Some(token.clone());
         let client_secret = dummy_secret();
-        config.kms.previous.push(PreviousKms::Azure(AzureKmsConfig {
+        config.kms.previous.push(KmsSettings::Azure(kms_azure::AzureSettings {
             client_secret: Some(client_secret.clone()),
-            ..AzureKmsConfig::default()
+            ..Default::default()
         }));
         let printed = format!("{}\n{config:?}", toml::to_string_pretty(&config).unwrap());
         for secret in [&token, &client_secret] {
             assert!(!printed.contains(secret.expose_secret().as_str()), "{printed}");
         }
         assert!(printed.contains(kernel::secret::MASK));
-        let statuses: Vec<(&str, bool)> = config.secret_statuses().iter().map(|s| (s.field, s.configured)).collect();
+        let statuses = config.secret_statuses();
+        let statuses: Vec<(&str, bool)> = statuses.iter().map(|s| (s.field.as_str(), s.configured)).collect();
         assert!(statuses.contains(&("kms.vault.token", true)), "{statuses:?}");
-        assert!(statuses.contains(&("kms.azure.client_secret", true)), "{statuses:?}");
+        assert!(statuses.contains(&("kms.previous[0].client_secret", true)), "{statuses:?}");
     }
 
     #[test]
@@ -1196,12 +657,13 @@ mod tests {
         config.database.url = Some(Secret::new("postgres://app@localhost/praxis".into()));
         config.redis.url = Some(Secret::new("redis://cache.internal:6379".into()));
         config.redis.ca_cert_file = Some(PathBuf::from("/etc/praxis/redis-ca.pem"));
-        let fields: Vec<&str> = config.validate().iter().map(|p| p.field).collect();
+        let problems = config.validate();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["redis.ca_cert_file"]);
         config.redis.url = Some(Secret::new("rediss://cache.internal:6380".into()));
         assert_eq!(config.validate(), vec![]);
         config.redis.ca_cert_file = Some(PathBuf::new());
-        assert_eq!(config.validate().iter().map(|p| p.field).collect::<Vec<_>>(), ["redis.ca_cert_file"]);
+        assert_eq!(config.validate().iter().map(|p| p.field.as_str()).collect::<Vec<_>>(), ["redis.ca_cert_file"]);
 
         let missing = std::env::temp_dir().join(format!("praxis-no-such-ca-{}.pem", uuid::Uuid::new_v4()));
         config.redis.ca_cert_file = Some(missing);

@@ -1,5 +1,6 @@
-//! Key management wiring: the `Keyring` built from `[kms]` (the primary backend plus every
-//! `kms.previous` one), the traced `AuditedKms` wrapper around each adapter, and the start-up
+//! Key management wiring: the `[kms]` selector (`settings`), the one function that builds an
+//! adapter from a backend's settings (`connect`), the `Keyring` of the primary backend plus every
+//! `kms.previous` one, the traced `AuditedKms` wrapper around each adapter, and the start-up
 //! self-test.
 //!
 //! # What is recorded where
@@ -13,7 +14,10 @@
 //!   Per-request unwraps by the API will be audited with the patients issue, per request that
 //!   reads patient data; the DEK cache (`AppState::dek_cache`) bounds how often they happen.
 
-use crate::config::{AwsKmsConfig, AzureKmsConfig, BackendSettings, KmsConfig, LocalKmsConfig, VaultKmsConfig};
+pub mod settings;
+
+pub use settings::{KmsBackend, KmsConfig, KmsSettings, KmsSlot};
+
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use crypto::{DataKey, KekInfo, KeyContext, KeyManagement, Keyring, KmsError, WrappedDataKey};
@@ -46,228 +50,123 @@ impl std::fmt::Debug for KmsHandles {
     }
 }
 
-/// Builds the keyring from `[kms]`: the AWS client needs an async runtime (its credential chain
-/// is loaded asynchronously; no network call is made here, credentials resolve at first use).
-/// No adapter calls its service here: the self-test does.
-pub async fn build(config: &KmsConfig) -> anyhow::Result<KmsHandles> {
-    let mut backends: Vec<Arc<dyn KeyManagement>> = Vec::new();
-    #[cfg_attr(not(feature = "kms-local"), allow(unused_mut))]
-    let mut primary_local: Option<LocalHandle> = None;
-    for (index, settings) in config.all().into_iter().enumerate() {
-        let backend = match settings {
-            BackendSettings::Local(local) => {
-                let kms = open_local(local, index)?;
-                #[cfg(feature = "kms-local")]
-                if index == 0 {
-                    primary_local = Some(kms.clone());
-                }
-                kms as Arc<dyn KeyManagement>
-            }
-            BackendSettings::Aws(aws) => connect_aws(aws, index).await?,
-            BackendSettings::Vault(vault) => connect_vault(vault, index)?,
-            BackendSettings::Azure(azure) => connect_azure(azure, index, &|name| std::env::var(name).ok())?,
-        };
-        backends.push(Arc::new(AuditedKms::new(backend)));
+/// One configured backend's adapter; the local one also by its own type, for rotation.
+pub struct Connected {
+    pub adapter: Arc<dyn KeyManagement>,
+    pub local: Option<LocalHandle>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected").field("kek", &self.adapter.key_info()).finish_non_exhaustive()
     }
-    finish(backends, primary_local)
+}
+
+impl Connected {
+    fn adapter(adapter: Arc<dyn KeyManagement>) -> Self {
+        Self { adapter, local: None }
+    }
+}
+
+/// Builds the keyring from `[kms]`: the primary, then every `kms.previous` backend, each traced
+/// by [`AuditedKms`]. No adapter calls its service here: the self-test does.
+pub async fn build(config: &KmsConfig) -> anyhow::Result<KmsHandles> {
+    require_primary(config)?;
+    let mut backends = Vec::new();
+    for (slot, settings) in config.all() {
+        backends.push((slot, connect(&settings, slot).await?));
+    }
+    finish(backends)
 }
 
 /// Like [`build`], for callers without an async runtime; every backend but AWS can be built
 /// this way. `AppState::from_config` (benchmarks, simple tests) uses it; `praxis serve` and
 /// the key commands use [`build`].
 pub fn build_sync(config: &KmsConfig) -> anyhow::Result<KmsHandles> {
-    let mut backends: Vec<Arc<dyn KeyManagement>> = Vec::new();
-    #[cfg_attr(not(feature = "kms-local"), allow(unused_mut))]
-    let mut primary_local: Option<LocalHandle> = None;
-    for (index, settings) in config.all().into_iter().enumerate() {
-        let backend = match settings {
-            BackendSettings::Local(local) => {
-                let kms = open_local(local, index)?;
-                #[cfg(feature = "kms-local")]
-                if index == 0 {
-                    primary_local = Some(kms.clone());
-                }
-                kms as Arc<dyn KeyManagement>
-            }
-            BackendSettings::Aws(_) => {
-                bail!("{}: the AWS KMS client is built asynchronously; use AppState::build", field(index, "aws"))
-            }
-            BackendSettings::Vault(vault) => connect_vault(vault, index)?,
-            BackendSettings::Azure(azure) => connect_azure(azure, index, &|name| std::env::var(name).ok())?,
-        };
-        backends.push(Arc::new(AuditedKms::new(backend)));
+    require_primary(config)?;
+    let mut backends = Vec::new();
+    for (slot, settings) in config.all() {
+        backends.push((slot, connect_without_runtime(&settings, slot)?));
     }
-    finish(backends, primary_local)
+    finish(backends)
 }
 
-fn finish(backends: Vec<Arc<dyn KeyManagement>>, primary_local: Option<LocalHandle>) -> anyhow::Result<KmsHandles> {
-    let mut backends = backends.into_iter();
-    let primary = backends.next().context("kms.backend: no backend configured")?;
-    let keyring = Keyring::new(primary, backends).map_err(|e| anyhow::anyhow!("kms.previous: {e}"))?;
+fn require_primary(config: &KmsConfig) -> anyhow::Result<()> {
+    if config.primary().is_none() {
+        bail!(
+            "kms.backend: this binary was built without the {} KMS adapter (cargo feature {})",
+            config.backend.as_str(),
+            config.backend.feature()
+        );
+    }
+    Ok(())
+}
+
+fn finish(backends: Vec<(KmsSlot, Connected)>) -> anyhow::Result<KmsHandles> {
+    let mut primary_local = None;
+    let mut adapters = Vec::new();
+    for (slot, connected) in backends {
+        if slot == KmsSlot::Primary {
+            primary_local = connected.local;
+        }
+        adapters.push(Arc::new(AuditedKms::new(connected.adapter)) as Arc<dyn KeyManagement>);
+    }
+    let mut adapters = adapters.into_iter();
+    let primary = adapters.next().context("kms.backend: no backend configured")?;
+    let keyring = Keyring::new(primary, adapters).map_err(|e| anyhow::anyhow!("kms.previous: {e}"))?;
     Ok(KmsHandles { keyring: Arc::new(keyring), primary_local })
 }
 
-fn field(index: usize, backend: &str) -> String {
-    if index == 0 {
-        format!("kms.backend = {backend:?}")
-    } else {
-        format!("kms.previous entry {} ({backend})", index - 1)
-    }
-}
-
-#[cfg(feature = "kms-local")]
-fn open_local(config: &LocalKmsConfig, index: usize) -> anyhow::Result<Arc<kms_local::LocalKms>> {
-    let local = kms_local::LocalKmsConfig { key_file: config.key_file.clone(), key_id: config.key_id.clone() };
-    // The primary creates its key file on first use (development); an older backend must exist.
-    let kms = if index == 0 {
-        kms_local::LocalKms::open_or_create(&local)
-    } else {
-        kms_local::LocalKms::open(&local.key_file).and_then(|kms| {
-            let found = kms.key_info().key_id;
-            if found == local.key_id {
-                Ok(kms)
-            } else {
-                Err(kms_local::LocalKmsError::KeyIdMismatch {
-                    path: local.key_file.clone(),
-                    found,
-                    expected: local.key_id.clone(),
-                })
-            }
-        })
-    };
-    Ok(Arc::new(kms.with_context(|| format!("{}: cannot open the key file", field(index, "local")))?))
-}
-
-#[cfg(not(feature = "kms-local"))]
-fn open_local(_: &LocalKmsConfig, index: usize) -> anyhow::Result<Arc<dyn KeyManagement>> {
-    bail!("{}: this binary was built without the local KMS adapter (cargo feature kms-local)", field(index, "local"))
-}
-
-#[cfg(feature = "kms-aws")]
-async fn connect_aws(config: &AwsKmsConfig, index: usize) -> anyhow::Result<Arc<dyn KeyManagement>> {
-    let aws = kms_aws::AwsKmsConfig {
-        key_id: config.key_id.clone(),
-        region: config.region.clone(),
-        endpoint: config.endpoint.clone(),
-    };
-    let kms =
-        kms_aws::AwsKms::connect(&aws).await.with_context(|| format!("{}: cannot set up", field(index, "aws")))?;
-    Ok(Arc::new(kms))
-}
-
-#[cfg(not(feature = "kms-aws"))]
-async fn connect_aws(_: &AwsKmsConfig, index: usize) -> anyhow::Result<Arc<dyn KeyManagement>> {
-    bail!("{}: this binary was built without the AWS KMS adapter (cargo feature kms-aws)", field(index, "aws"))
-}
-
-#[cfg(feature = "kms-vault")]
-fn connect_vault(config: &VaultKmsConfig, index: usize) -> anyhow::Result<Arc<dyn KeyManagement>> {
-    let auth = match (&config.token, &config.approle) {
-        (Some(token), None) => kms_vault::VaultAuth::Token(token.clone()),
-        (None, Some(approle)) => kms_vault::VaultAuth::AppRole {
-            mount: approle.mount.clone(),
-            role_id: approle.role_id.clone(),
-            secret_id: approle.secret_id.clone().unwrap_or_default(),
-        },
-        _ => bail!("{}: set exactly one of token and approle", field(index, "vault")),
-    };
-    let mut vault = kms_vault::VaultKmsConfig::new(config.address.clone(), config.key_name.clone(), auth);
-    vault.mount.clone_from(&config.mount);
-    vault.namespace.clone_from(&config.namespace);
-    if let Some(file) = &config.ca_cert_file {
-        let pem = std::fs::read_to_string(file)
-            .with_context(|| format!("{}: cannot read ca_cert_file {}", field(index, "vault"), file.display()))?;
-        vault.ca_cert_pem = Some(pem);
-    }
-    // The adapter's message names the problem, never the token.
-    let kms = kms_vault::VaultKms::new(&vault).map_err(|e| anyhow::anyhow!("{}: {e}", field(index, "vault")))?;
-    Ok(Arc::new(kms))
-}
-
-#[cfg(not(feature = "kms-vault"))]
-fn connect_vault(_: &VaultKmsConfig, index: usize) -> anyhow::Result<Arc<dyn KeyManagement>> {
-    bail!("{}: this binary was built without the Vault adapter (cargo feature kms-vault)", field(index, "vault"))
-}
-
-/// Entra ID settings the AKS workload identity webhook (and the Azure SDKs' environment
-/// credential) put in the environment; used where `kms.azure` leaves them unset.
-pub const AZURE_ENV: [&str; 4] =
-    ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"];
-
-#[cfg(feature = "kms-azure")]
-fn connect_azure(
-    config: &AzureKmsConfig,
-    index: usize,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<Arc<dyn KeyManagement>> {
-    let (credential, authority_host) =
-        azure_credential(config, env).map_err(|e| anyhow::anyhow!("{}: {e}", field(index, "azure")))?;
-    let mut azure = kms_azure::AzureKeyVaultConfig::new(config.vault_url.clone(), config.key_name.clone(), credential);
-    azure.key_version.clone_from(&config.key_version);
-    if let Some(host) = authority_host {
-        azure.authority_host = host;
-    }
-    let kms = kms_azure::AzureKeyVault::new(&azure).map_err(|e| anyhow::anyhow!("{}: {e}", field(index, "azure")))?;
-    Ok(Arc::new(kms))
-}
-
-#[cfg(not(feature = "kms-azure"))]
-fn connect_azure(
-    _: &AzureKmsConfig,
-    index: usize,
-    _: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<Arc<dyn KeyManagement>> {
-    bail!(
-        "{}: this binary was built without the Azure Key Vault adapter (cargo feature kms-azure)",
-        field(index, "azure")
-    )
-}
-
-/// The credential `kms.azure` selects, with the `AZURE_*` environment filling unset ids, and the
-/// authority host when one is configured or in the environment. `env` reads the environment
-/// (a parameter, so the chain is testable).
-#[cfg(feature = "kms-azure")]
-pub fn azure_credential(
-    config: &AzureKmsConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(kms_azure::AzureCredential, Option<String>), String> {
-    use crate::config::AzureCredentialKind;
-    use kms_azure::AzureCredential;
-    let from_env = |value: &Option<String>, name: &str| value.clone().or_else(|| env(name).filter(|v| !v.is_empty()));
-    let tenant_id = from_env(&config.tenant_id, "AZURE_TENANT_ID");
-    let client_id = from_env(&config.client_id, "AZURE_CLIENT_ID");
-    let token_file = config
-        .token_file
-        .clone()
-        .or_else(|| env("AZURE_FEDERATED_TOKEN_FILE").filter(|v| !v.is_empty()).map(std::path::PathBuf::from));
-    let authority_host = from_env(&config.authority_host, "AZURE_AUTHORITY_HOST");
-    let kind = match config.credential {
-        AzureCredentialKind::Auto if config.client_secret.is_some() => AzureCredentialKind::ClientSecret,
-        AzureCredentialKind::Auto if token_file.is_some() => AzureCredentialKind::WorkloadIdentity,
-        AzureCredentialKind::Auto => AzureCredentialKind::ManagedIdentity,
-        explicit => explicit,
-    };
-    let required = |value: Option<String>, what: &str, env_name: &str| {
-        value.ok_or_else(|| format!("{what} is required for this credential (kms.azure.{what} or {env_name})"))
-    };
-    let credential = match kind {
-        AzureCredentialKind::ClientSecret => AzureCredential::ClientSecret {
-            tenant_id: required(tenant_id, "tenant_id", "AZURE_TENANT_ID")?,
-            client_id: required(client_id, "client_id", "AZURE_CLIENT_ID")?,
-            client_secret: config.client_secret.clone().ok_or("client_secret is required for this credential")?,
-        },
-        AzureCredentialKind::WorkloadIdentity => AzureCredential::WorkloadIdentity {
-            tenant_id: required(tenant_id, "tenant_id", "AZURE_TENANT_ID")?,
-            client_id: required(client_id, "client_id", "AZURE_CLIENT_ID")?,
-            token_file: token_file.ok_or(
-                "token_file is required for workload identity (kms.azure.token_file or AZURE_FEDERATED_TOKEN_FILE)",
-            )?,
-        },
-        AzureCredentialKind::ManagedIdentity | AzureCredentialKind::Auto => {
-            AzureCredential::ManagedIdentity { client_id }
+/// The adapter `settings` describe, configured in `slot`. The AWS client needs an async runtime
+/// (its credential chain is loaded asynchronously; no network call is made here, credentials
+/// resolve at first use); every other adapter is built by [`connect_without_runtime`].
+pub async fn connect(settings: &KmsSettings, slot: KmsSlot) -> anyhow::Result<Connected> {
+    match settings {
+        #[cfg(feature = "kms-aws")]
+        KmsSettings::Aws(aws) => {
+            let kms = kms_aws::AwsKms::connect(aws)
+                .await
+                .with_context(|| format!("{}: cannot set up", slot.section(settings.backend())))?;
+            Ok(Connected::adapter(Arc::new(kms)))
         }
-    };
-    Ok((credential, authority_host))
+        other => connect_without_runtime(other, slot),
+    }
+}
+
+/// [`connect`] for every adapter but AWS's. The primary's local key file is created on first
+/// use (development); an older backend's must exist. Errors name the slot's settings.
+pub fn connect_without_runtime(settings: &KmsSettings, slot: KmsSlot) -> anyhow::Result<Connected> {
+    let section = slot.section(settings.backend());
+    match settings {
+        #[cfg(feature = "kms-local")]
+        KmsSettings::Local(local) => {
+            let kms = match slot {
+                KmsSlot::Primary => kms_local::LocalKms::open_or_create(local),
+                KmsSlot::Previous(_) => kms_local::LocalKms::open_existing(local),
+            };
+            let kms = Arc::new(kms.with_context(|| format!("{section}: cannot open the key file"))?);
+            Ok(Connected { adapter: kms.clone(), local: Some(kms) })
+        }
+        #[cfg(feature = "kms-aws")]
+        KmsSettings::Aws(_) => bail!("{section}: the AWS KMS client is built asynchronously; use AppState::build"),
+        #[cfg(feature = "kms-vault")]
+        KmsSettings::Vault(vault) => {
+            // The adapter's messages name the problem, never the token.
+            let kms = vault
+                .adapter_config()
+                .and_then(|config| kms_vault::VaultKms::new(&config))
+                .map_err(|e| anyhow::anyhow!("{section}: {e}"))?;
+            Ok(Connected::adapter(Arc::new(kms)))
+        }
+        #[cfg(feature = "kms-azure")]
+        KmsSettings::Azure(azure) => {
+            let config = azure
+                .adapter_config(&|name| std::env::var(name).ok())
+                .map_err(|e| anyhow::anyhow!("{section}: {e}"))?;
+            let kms = kms_azure::AzureKeyVault::new(&config).map_err(|e| anyhow::anyhow!("{section}: {e}"))?;
+            Ok(Connected::adapter(Arc::new(kms)))
+        }
+    }
 }
 
 /// Start-up self-test: wraps a fresh random probe key with the primary, unwraps it through the
@@ -369,66 +268,5 @@ impl KeyManagement for AuditedKms {
     async fn health_check(&self) -> Result<(), KmsError> {
         let info = self.inner.key_info();
         self.traced("health_check", &info.key_id, &info.version, self.inner.health_check()).await
-    }
-}
-
-#[cfg(all(test, feature = "kms-azure"))]
-mod tests {
-    use super::*;
-    use crate::config::AzureCredentialKind;
-    use kms_azure::AzureCredential;
-    use std::collections::HashMap;
-
-    fn resolve(config: &AzureKmsConfig, env: &[(&str, &str)]) -> Result<(AzureCredential, Option<String>), String> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        azure_credential(config, &|name| env.get(name).cloned())
-    }
-
-    #[test]
-    fn the_azure_credential_chain_picks_the_first_that_applies() {
-        let ids = [("AZURE_TENANT_ID", "tenant-a"), ("AZURE_CLIENT_ID", "client-a")];
-        // Nothing configured, no AKS environment: the managed identity.
-        let (credential, authority) = resolve(&AzureKmsConfig::default(), &[]).unwrap();
-        assert_eq!(credential, AzureCredential::ManagedIdentity { client_id: None });
-        assert_eq!(authority, None);
-        // AKS workload identity: everything from the environment the webhook sets.
-        let aks = [
-            ids[0],
-            ids[1],
-            ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
-            ("AZURE_AUTHORITY_HOST", "https://login.example"),
-        ];
-        let (credential, authority) = resolve(&AzureKmsConfig::default(), &aks).unwrap();
-        assert_eq!(
-            credential,
-            AzureCredential::WorkloadIdentity {
-                tenant_id: "tenant-a".into(),
-                client_id: "client-a".into(),
-                token_file: "/var/run/token".into()
-            }
-        );
-        assert_eq!(authority.as_deref(), Some("https://login.example"));
-        // A configured client secret wins; configured ids win over the environment.
-        let secret = kernel::Secret::new(format!("dummy-{}", uuid::Uuid::new_v4().simple()));
-        let config = AzureKmsConfig {
-            client_secret: Some(secret.clone()),
-            client_id: Some("client-b".into()),
-            ..AzureKmsConfig::default()
-        };
-        let (credential, _) = resolve(&config, &aks).unwrap();
-        assert_eq!(
-            credential,
-            AzureCredential::ClientSecret {
-                tenant_id: "tenant-a".into(),
-                client_id: "client-b".into(),
-                client_secret: secret
-            }
-        );
-        // Named explicitly but incomplete: the error names the setting and its variable.
-        let config = AzureKmsConfig { credential: AzureCredentialKind::WorkloadIdentity, ..AzureKmsConfig::default() };
-        let error = resolve(&config, &[ids[1]]).unwrap_err();
-        assert!(error.contains("tenant_id") && error.contains("AZURE_TENANT_ID"), "{error}");
-        let error = resolve(&config, &ids).unwrap_err();
-        assert!(error.contains("AZURE_FEDERATED_TOKEN_FILE"), "{error}");
     }
 }

@@ -15,6 +15,9 @@
 //!
 //! Writing: `encrypt_field(&dek, &FieldHeader::for_wrapped(dek_ref, &wrapped)?, &aad, value)`.
 //!
+//! The KMS adapters check their settings in the terms of `SettingsPlace` and `SettingProblem`, so
+//! that the application lists every problem of every configured backend with its full path.
+//!
 //! Pure: no I/O, no clock reads (the cache takes a `kernel::Clock`), no async runtime. Crypto comes
 //! from `ring` only; key material is zeroized with `zeroize`.
 
@@ -28,6 +31,7 @@ mod keyring;
 mod keys;
 mod kms;
 mod mac;
+mod settings;
 #[cfg(any(test, feature = "test-kms"))]
 mod test_kms;
 #[cfg(test)]
@@ -47,6 +51,7 @@ pub use keys::{
 };
 pub use kms::{KeyManagement, WRAPPED_KEY_LEN, unwrap_with_kek, wrap_with_kek};
 pub use mac::{MAC_LEN, MacKey};
+pub use settings::{SettingProblem, SettingsPlace};
 #[cfg(any(test, feature = "test-kms"))]
 pub use test_kms::InMemoryKms;
 

@@ -3,11 +3,13 @@
 //! Pure: no I/O, no framework types. Every other crate may depend on this one.
 
 pub mod clock;
+pub mod environment;
 pub mod ids;
 pub mod role;
 pub mod secret;
 
 pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
+pub use environment::Environment;
 pub use ids::{PatientId, RequestId, TenantId, UserId};
 pub use role::{Actor, Role, UnknownRole};
 pub use secret::{Pii, Secret};

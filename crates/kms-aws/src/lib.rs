@@ -107,8 +107,9 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::config::{Region, SharedCredentialsProvider, SharedHttpClient};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec, KeyState, KeyUsageType};
-use crypto::{DataKey, KekInfo, KeyContext, KeyManagement, KmsError, WrappedDataKey};
+use crypto::{DataKey, KekInfo, KeyContext, KeyManagement, KmsError, SettingProblem, SettingsPlace, WrappedDataKey};
 use error::map_sdk_error;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
@@ -128,43 +129,44 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// request path of reading patient data, so a KMS outage must fail the request in bounded time.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Which KMS key to use and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which KMS key to use and where: the adapter's settings, as the application's configuration
+/// spells them (`[kms.aws]`, or a `[[kms.previous]]` entry with `backend = "aws"`). Credentials
+/// are not among them: they come from the standard AWS chain (see the crate docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AwsKmsConfig {
-    /// The key's ARN (recommended; see the crate docs), key id or alias.
+    /// The key's full ARN (recommended: an alias breaks old data keys when it is re-pointed; see
+    /// the crate docs), key id or alias.
     pub key_id: String,
     /// The AWS region, e.g. "eu-central-1".
     pub region: String,
     /// An endpoint to use instead of the region's public one: a VPC endpoint, or a local mock in
-    /// tests. `http://` is accepted for the latter; the application's production config check
-    /// should insist on `https://`.
+    /// tests. `http://` is accepted outside production, for the latter.
     pub endpoint: Option<String>,
 }
 
 impl AwsKmsConfig {
-    /// Every problem with this configuration (empty when there is none), so the application's
-    /// config validation can list them all at once.
-    pub fn problems(&self) -> Vec<String> {
+    /// Every problem of these settings at `place`, all at once (empty when there is none).
+    pub fn problems(&self, place: &SettingsPlace<'_>) -> Vec<SettingProblem> {
         let mut problems = Vec::new();
         if self.key_id.trim().is_empty() {
-            problems.push("kms.aws.key_id is empty".to_owned());
+            problems.push(place.missing("key_id"));
         } else if self.key_id.len() > crypto::Kek::MAX_LABEL_LEN {
             // The key id is copied into every field ciphertext header with a one-byte length.
-            problems.push(format!("kms.aws.key_id is longer than {} bytes", crypto::Kek::MAX_LABEL_LEN));
+            problems.push(place.problem("key_id", format!("longer than {} bytes", crypto::Kek::MAX_LABEL_LEN)));
         }
         if self.region.trim().is_empty() {
-            problems.push("kms.aws.region is empty".to_owned());
+            problems.push(place.missing("region"));
         }
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
-        {
-            problems.push(format!("kms.aws.endpoint {endpoint:?} is not an http(s) URL"));
+        if let Some(endpoint) = &self.endpoint {
+            problems.extend(place.check_url("endpoint", endpoint));
         }
         problems
     }
 
+    /// The adapter's own guard, for settings handed to it directly.
     fn validate(&self) -> Result<(), KmsError> {
-        let problems = self.problems();
+        let problems: Vec<String> = self.problems(&SettingsPlace::direct()).iter().map(ToString::to_string).collect();
         if problems.is_empty() { Ok(()) } else { Err(KmsError::Other(problems.join("; "))) }
     }
 }
@@ -378,5 +380,36 @@ impl KeyManagement for AwsKms {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel::Environment;
+
+    #[test]
+    fn settings_problems_name_each_setting_at_its_place() {
+        let place = SettingsPlace::section("kms.aws", "kms.backend", "aws", Environment::Production);
+        let settings = AwsKmsConfig {
+            key_id: "arn:aws:kms:eu-central-1:111122223333:key/k".into(),
+            region: "eu-central-1".into(),
+            endpoint: Some("https://vpce.kms.eu-central-1.vpce.amazonaws.com".into()),
+        };
+        assert_eq!(settings.problems(&place), vec![]);
+        let bad = AwsKmsConfig { key_id: "k".repeat(256), endpoint: Some("http://kms.internal".into()), ..settings };
+        let found: Vec<String> = bad.problems(&place).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found,
+            ["kms.aws.key_id: longer than 255 bytes", "kms.aws.endpoint: must be https:// in production"]
+        );
+        let found: Vec<String> = AwsKmsConfig::default().problems(&place).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found,
+            [
+                "kms.aws.key_id: required when kms.backend = \"aws\"",
+                "kms.aws.region: required when kms.backend = \"aws\""
+            ]
+        );
     }
 }

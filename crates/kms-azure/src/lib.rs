@@ -66,6 +66,13 @@
 //! Key creation, rotation and deletion belong to an administrator ("Key Vault Crypto Officer").
 //! Enable soft delete and purge protection on the vault: a purged key shreds every DEK.
 //!
+//! # Settings
+//!
+//! `AzureSettings` is what the application's configuration holds for this adapter (serde, unknown
+//! keys refused, secrets masked when printed). `AzureSettings::problems` lists every problem of
+//! them at once, each named where it sits (`crypto::SettingsPlace`); `AzureKeyVault::new` refuses
+//! an `AzureKeyVaultConfig` by the same rules.
+//!
 //! # Retries and timeouts (bounded, never a panic)
 //!
 //! Network errors, timeouts, 408, 429 and 5xx are retried with exponential backoff and jitter,
@@ -90,6 +97,7 @@
 //! serde_json's parse) and which are not zeroized; the copies this crate owns are.
 
 mod error;
+mod settings;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -107,6 +115,7 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 pub use kms_http::RetryPolicy;
+pub use settings::{AzureCredentialKind, AzureSettings};
 
 /// `KekInfo::backend` of this adapter.
 pub const BACKEND: &str = "azure-key-vault";
@@ -140,8 +149,7 @@ pub enum AzureCredential {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AzureKeyVaultConfig {
     /// The vault's URL, e.g. `https://praxis-kv.vault.azure.net` (or a Managed HSM's). `http://`
-    /// is accepted for tests; the application's production config check should insist on
-    /// `https://`.
+    /// is accepted here, for tests; [`AzureSettings::problems`] refuses it in production.
     pub vault_url: String,
     /// The key's name. An RSA key (2048 bits or more) with `wrapKey` and `unwrapKey` allowed.
     pub key_name: String,
@@ -167,53 +175,6 @@ impl AzureKeyVaultConfig {
         }
     }
 
-    /// Every problem with this configuration (empty when there is none), so the application's
-    /// config validation can list them all at once.
-    pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !is_http_url(&self.vault_url) {
-            problems.push(format!("kms.azure.vault_url {:?} is not an http(s) URL", self.vault_url));
-        }
-        if !is_name(&self.key_name, true) {
-            problems.push(format!("kms.azure.key_name {:?} must be letters, digits and '-'", self.key_name));
-        }
-        if let Some(version) = &self.key_version
-            && !is_name(version, false)
-        {
-            problems.push(format!("kms.azure.key_version {version:?} must be letters and digits"));
-        }
-        if self.key_id().len() > crypto::Kek::MAX_LABEL_LEN {
-            // The key id is copied into every field ciphertext header with a one-byte length.
-            problems.push(format!("kms.azure key id is longer than {} bytes", crypto::Kek::MAX_LABEL_LEN));
-        }
-        if !is_http_url(&self.authority_host) {
-            problems.push(format!("kms.azure.authority_host {:?} is not an http(s) URL", self.authority_host));
-        }
-        match &self.credential {
-            AzureCredential::ClientSecret { tenant_id, client_id, client_secret } => {
-                tenant_problems(tenant_id, client_id, &mut problems);
-                if client_secret.expose_secret().trim().is_empty() {
-                    problems.push("kms.azure.client_secret is empty".to_owned());
-                }
-            }
-            AzureCredential::WorkloadIdentity { tenant_id, client_id, token_file } => {
-                tenant_problems(tenant_id, client_id, &mut problems);
-                if token_file.as_os_str().is_empty() {
-                    problems.push("kms.azure.token_file is empty".to_owned());
-                }
-            }
-            AzureCredential::ManagedIdentity { client_id } => {
-                if let Some(id) = client_id
-                    && !is_name(id, true)
-                {
-                    problems.push(format!("kms.azure.client_id {id:?} is not a client id"));
-                }
-            }
-        }
-        problems.extend(self.retry.problems("kms.azure.retry"));
-        problems
-    }
-
     fn vault_base(&self) -> String {
         self.vault_url.trim().trim_end_matches('/').to_owned()
     }
@@ -223,27 +184,9 @@ impl AzureKeyVaultConfig {
     }
 }
 
-fn is_http_url(url: &str) -> bool {
-    let url = url.trim();
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or_default();
-    !rest.is_empty() && !rest.contains(['?', '#', ' '])
-}
-
 /// Key names: letters, digits, '-'; versions (and ids): letters and digits (and '-').
 fn is_name(s: &str, dashes: bool) -> bool {
     !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || (dashes && b == b'-'))
-}
-
-fn tenant_problems(tenant_id: &str, client_id: &str, problems: &mut Vec<String>) {
-    let tenant_ok = !tenant_id.is_empty()
-        && tenant_id.len() <= 127
-        && tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
-    if !tenant_ok {
-        problems.push(format!("kms.azure.tenant_id {tenant_id:?} is not a tenant id or domain"));
-    }
-    if !is_name(client_id, true) {
-        problems.push(format!("kms.azure.client_id {client_id:?} is not a client id"));
-    }
 }
 
 struct CachedToken {

@@ -31,8 +31,12 @@
 mod keyfile;
 
 use async_trait::async_trait;
-use crypto::{CryptoError, DataKey, KekInfo, KeyContext, KeyManagement, KmsError, WrappedDataKey};
+use crypto::{
+    CryptoError, DataKey, Kek, KekInfo, KeyContext, KeyManagement, KmsError, SettingProblem, SettingsPlace,
+    WrappedDataKey,
+};
 use keyfile::{KeySet, RotationLock};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
@@ -42,20 +46,52 @@ pub const BACKEND: &str = "local";
 /// The key id used when the configuration names none.
 pub const DEFAULT_KEY_ID: &str = "local";
 
-/// Where the key file is and which key id a new one gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The key file used when the configuration names none (relative to the working directory,
+/// under cargo's `target/` so that a development checkout never commits it).
+pub const DEFAULT_KEY_FILE: &str = "target/praxis-dev-kms.key";
+
+/// Where the key file is and which key id a new one gets: the adapter's settings, as the
+/// application's configuration spells them (`[kms.local]`, or a `[[kms.previous]]` entry with
+/// `backend = "local"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LocalKmsConfig {
-    /// The key file; created (with its directory) on first use.
+    /// The key file; created (with its directory) on first use by the primary backend.
     pub key_file: PathBuf,
     /// The KEK id written into a new key file and expected in an existing one. It becomes
-    /// `WrappedDataKey::kek_id`, so it must differ from every other backend in a `Keyring`.
+    /// `WrappedDataKey::kek_id`, so it must differ from every other backend in a `Keyring` (two
+    /// local backends in one keyring, a migration from one key file to another, need two ids).
     pub key_id: String,
+}
+
+impl Default for LocalKmsConfig {
+    fn default() -> Self {
+        Self::new(DEFAULT_KEY_FILE)
+    }
 }
 
 impl LocalKmsConfig {
     /// A configuration with the default key id.
     pub fn new(key_file: impl Into<PathBuf>) -> Self {
         Self { key_file: key_file.into(), key_id: DEFAULT_KEY_ID.to_owned() }
+    }
+
+    /// Every problem of these settings at `place`, all at once. In production the backend
+    /// itself is refused: its keys sit on disk next to the data they protect.
+    pub fn problems(&self, place: &SettingsPlace<'_>) -> Vec<SettingProblem> {
+        let mut problems = Vec::new();
+        if self.key_file.as_os_str().is_empty() {
+            problems.push(place.missing("key_file"));
+        }
+        if self.key_id.trim().is_empty() || self.key_id.len() > Kek::MAX_LABEL_LEN {
+            problems.push(place.problem("key_id", format!("must be 1 to {} bytes", Kek::MAX_LABEL_LEN)));
+        }
+        if place.is_production() {
+            problems.push(place.refused(
+                "the local development KMS is not allowed in production; configure a real key management service",
+            ));
+        }
+        problems
     }
 }
 
@@ -133,6 +169,21 @@ impl LocalKms {
         let path = path.into();
         let set = keyfile::read(&path)?;
         Ok(Self::from_set(&path, set))
+    }
+
+    /// Opens the existing key file of `config`, which must hold the configured key id: an older
+    /// backend kept for unwrapping, whose file must not be created afresh (that would be a new
+    /// key that unwraps nothing).
+    pub fn open_existing(config: &LocalKmsConfig) -> Result<Self, LocalKmsError> {
+        let kms = Self::open(&config.key_file)?;
+        if kms.key_id != config.key_id {
+            return Err(LocalKmsError::KeyIdMismatch {
+                path: config.key_file.clone(),
+                found: kms.key_id,
+                expected: config.key_id.clone(),
+            });
+        }
+        Ok(kms)
     }
 
     fn from_set(path: &Path, set: KeySet) -> Self {

@@ -271,3 +271,32 @@ fn a_directory_is_not_a_key_file() {
     let missing = LocalKms::open(dir.path().join("missing.json")).unwrap_err();
     assert!(matches!(missing, LocalKmsError::Io { .. }) && missing.to_string().contains("missing.json"), "{missing}");
 }
+
+#[test]
+fn settings_problems_name_the_setting_and_refuse_production() {
+    let place = SettingsPlace::section("kms.local", "kms.backend", "local", kernel::Environment::Development);
+    assert_eq!(LocalKmsConfig::default().problems(&place), vec![]);
+    let bad = LocalKmsConfig { key_file: PathBuf::new(), key_id: "x".repeat(256) };
+    let found: Vec<String> = bad.problems(&place).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        ["kms.local.key_file: required when kms.backend = \"local\"", "kms.local.key_id: must be 1 to 255 bytes",]
+    );
+    let production = SettingsPlace::section("kms.local", "kms.backend", "local", kernel::Environment::Production);
+    let found = LocalKmsConfig::default().problems(&production);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].field, "kms.backend");
+    assert!(found[0].message.starts_with("the local development KMS is not allowed in production"));
+}
+
+#[test]
+fn an_older_key_file_must_exist_and_hold_the_configured_key_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = key_file(&dir);
+    assert!(matches!(LocalKms::open_existing(&LocalKmsConfig::new(&path)), Err(LocalKmsError::Io { .. })));
+    assert!(!path.exists());
+    LocalKms::open_or_create(&LocalKmsConfig::new(&path)).unwrap();
+    let other_id = LocalKmsConfig { key_file: path.clone(), key_id: "old".into() };
+    assert!(matches!(LocalKms::open_existing(&other_id), Err(LocalKmsError::KeyIdMismatch { .. })));
+    assert_eq!(LocalKms::open_existing(&LocalKmsConfig::new(&path)).unwrap().key_info().key_id, "local");
+}

@@ -67,6 +67,13 @@
 //! token_policies=praxis-kms token_ttl=1h token_max_ttl=4h secret_id_ttl=...`); the login path
 //! needs no policy.
 //!
+//! # Settings
+//!
+//! `VaultSettings` is what the application's configuration holds for this adapter (serde, unknown
+//! keys refused, secrets masked when printed). `VaultSettings::problems` lists every problem of
+//! them at once, each named where it sits (`crypto::SettingsPlace`); `VaultKms::new` refuses
+//! a `VaultKmsConfig` by the same rules.
+//!
 //! # Retries and timeouts (bounded, never a panic)
 //!
 //! Connection errors, timeouts, 429 (rate limit quotas, `Retry-After` honoured up to a cap),
@@ -96,6 +103,7 @@
 //! are. `generate_data_key` and `rewrap` (the common paths) never send a plaintext DEK.
 
 mod error;
+mod settings;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -113,6 +121,8 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 pub use kms_http::RetryPolicy;
+use settings::is_header_value;
+pub use settings::{VaultAppRoleSettings, VaultSettings};
 
 /// `KekInfo::backend` of this adapter.
 pub const BACKEND: &str = "vault-transit";
@@ -133,8 +143,8 @@ pub enum VaultAuth {
 /// Which transit key to use, where, and how to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultKmsConfig {
-    /// Vault's address, e.g. `https://vault.internal:8200`. `http://` is accepted for tests and
-    /// development; the application's production config check should insist on `https://`.
+    /// Vault's address, e.g. `https://vault.internal:8200`. `http://` is accepted here, for tests
+    /// and development; [`VaultSettings::problems`] refuses it in production.
     pub address: String,
     /// The transit engine's mount path (default `transit`).
     pub mount: String,
@@ -163,71 +173,9 @@ impl VaultKmsConfig {
         }
     }
 
-    /// Every problem with this configuration (empty when there is none), so the application's
-    /// config validation can list them all at once.
-    pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let address = self.address.trim();
-        if address.is_empty() {
-            problems.push("kms.vault.address is empty".to_owned());
-        } else if !(address.starts_with("https://") || address.starts_with("http://")) {
-            problems.push(format!("kms.vault.address {address:?} is not an http(s) URL"));
-        }
-        if !is_path(&self.mount) {
-            problems.push(format!("kms.vault.mount {:?} is not a Vault path", self.mount));
-        }
-        if !is_segment(&self.key_name) {
-            problems.push(format!("kms.vault.key_name {:?} must be letters, digits, '.', '_' or '-'", self.key_name));
-        }
-        if self.key_id().len() > crypto::Kek::MAX_LABEL_LEN {
-            // The key id is copied into every field ciphertext header with a one-byte length.
-            problems.push(format!("kms.vault mount/key_name is longer than {} bytes", crypto::Kek::MAX_LABEL_LEN));
-        }
-        match &self.auth {
-            VaultAuth::Token(token) => {
-                if !is_header_value(token.expose_secret()) {
-                    problems.push("kms.vault.token is empty or not a valid header value".to_owned());
-                }
-            }
-            VaultAuth::AppRole { mount, role_id, secret_id } => {
-                if !is_path(mount) {
-                    problems.push(format!("kms.vault.approle.mount {mount:?} is not a Vault path"));
-                }
-                if role_id.trim().is_empty() {
-                    problems.push("kms.vault.approle.role_id is empty".to_owned());
-                }
-                if secret_id.expose_secret().trim().is_empty() {
-                    problems.push("kms.vault.approle.secret_id is empty".to_owned());
-                }
-            }
-        }
-        if let Some(namespace) = &self.namespace
-            && !is_path(namespace.trim_end_matches('/'))
-        {
-            problems.push(format!("kms.vault.namespace {namespace:?} is not a Vault namespace path"));
-        }
-        problems.extend(self.retry.problems("kms.vault.retry"));
-        problems
-    }
-
     fn key_id(&self) -> String {
         format!("{}/{}", self.mount, self.key_name)
     }
-}
-
-fn is_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-fn is_path(s: &str) -> bool {
-    !s.is_empty() && s.split('/').all(is_segment)
-}
-
-fn is_header_value(s: &str) -> bool {
-    !s.trim().is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A token obtained by AppRole login, and when to log in again.

@@ -2,9 +2,10 @@
 //! interrupted runs resumed, readiness of the KMS, and the start-up self-test.
 
 use crate::support::{TestApp, assert_problem};
-use api::config::{KmsConfig, LocalKmsConfig};
+use api::config::KmsConfig;
 use crypto::{KeyContext, KeyManagement, KeyPurpose, Keyring};
 use kernel::{PatientId, SystemClock, TenantId};
+use kms_local::LocalKmsConfig;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;

@@ -95,14 +95,18 @@ async fn an_unreachable_endpoint_is_unavailable_within_bounded_time() {
 #[tokio::test]
 async fn invalid_configuration_is_reported_whole() {
     let config = AwsKmsConfig { key_id: " ".into(), region: String::new(), endpoint: Some("127.0.0.1:1".into()) };
-    let problems = config.problems();
+    let problems = config.problems(&crypto::SettingsPlace::direct());
     assert_eq!(problems.len(), 3, "{problems:?}");
     let err = AwsKms::connect(&config).await.unwrap_err();
     assert!(
         matches!(&err, KmsError::Other(m) if m.contains("key_id") && m.contains("region") && m.contains("endpoint"))
     );
     assert!(AwsKms::connect_with_credentials(&config, dummy_credentials()).await.is_err());
-    assert!(AwsKmsConfig { key_id: "k".into(), region: "eu-central-1".into(), endpoint: None }.problems().is_empty());
+    assert!(
+        AwsKmsConfig { key_id: "k".into(), region: "eu-central-1".into(), endpoint: None }
+            .problems(&crypto::SettingsPlace::direct())
+            .is_empty()
+    );
 }
 
 #[tokio::test]
