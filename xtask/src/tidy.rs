@@ -121,7 +121,6 @@ const FAT_ROUTE_TOKENS: &[&str] = &["store_postgres", "sqlx", "AuditEvent::new"]
 pub const ROUTES_NOT_YET_THIN: &[(&str, &str)] = &[
     ("appointments.rs", "handlers not yet moved to crates/app (issue 17)"),
     ("auth.rs", "handlers not yet moved to crates/app (issue 17)"),
-    ("calendar.rs", "handlers not yet moved to crates/app (issue 17)"),
     ("patients.rs", "handlers not yet moved to crates/app (issue 17)"),
     ("webhooks.rs", "handlers not yet moved to crates/app (issue 17)"),
 ];

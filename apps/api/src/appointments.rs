@@ -31,9 +31,8 @@ use scheduling::{
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use std::sync::Arc;
-use store_postgres::{DbContext, appointments as store};
+use store_postgres::appointments as store;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 /// The table name in every appointment note's AAD.
@@ -280,25 +279,14 @@ pub fn invalid_input(error: &SchedulingError) -> ApiError {
     invalid(error.field(), error.to_string())
 }
 
-/// An RFC 3339 instant (any offset; kept in UTC), or a 400 naming `field`.
+/// An RFC 3339 instant, or a 400 naming `field` (`app::calendar::parse_instant`).
 pub fn parse_instant(field: &str, text: &str) -> Result<OffsetDateTime, ApiError> {
-    let instant = OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC))
-        .ok_or_else(|| invalid(field, "must be an RFC 3339 date-time such as 2026-05-04T09:00:00Z"))?;
-    check_instant_range(field, instant)
+    Ok(app::calendar::parse_instant(field, text)?)
 }
 
-/// Instants Praxis accepts from a client: 1970 to 9000. Calendar arithmetic on them (a slot's
-/// end, a day or a query window added) then stays far inside what `time` (to 9999) and
-/// Postgres (from 4713 BC) can represent, so none of it can overflow into a panic or a database
-/// error.
+/// An instant within the years Praxis accepts (`app::calendar::check_instant_range`).
 pub fn check_instant_range(field: &str, instant: OffsetDateTime) -> Result<OffsetDateTime, ApiError> {
-    if (1970..=9000).contains(&instant.year()) {
-        Ok(instant)
-    } else {
-        Err(invalid(field, "must lie between the years 1970 and 9000"))
-    }
+    Ok(app::calendar::check_instant_range(field, instant)?)
 }
 
 /// An appointment kind, or a 400 naming `kind`.
@@ -473,12 +461,6 @@ pub async fn open_note(
 
 // --- calendar checks ------------------------------------------------------------------------------
 
-/// The practice's service context, for calendar reads that return only times (see the module
-/// documentation). Never used to return rows to a caller.
-pub fn calendar_context(tenant: TenantId) -> DbContext {
-    DbContext::service(tenant)
-}
-
 /// 404 unless `therapist` is an enabled therapist of the practice (read in `conn`, which must
 /// see staff: the calendar context does).
 pub async fn ensure_therapist(conn: &mut PgConnection, tenant: TenantId, therapist: UserId) -> Result<(), ApiError> {
@@ -557,7 +539,7 @@ pub async fn check_calendar(
     therapist: UserId,
     slot: &Slot,
 ) -> Result<Result<(), SlotRefusal>, ApiError> {
-    let mut tx = store_postgres::begin(&state.db, &calendar_context(tenant)).await?;
+    let mut tx = store_postgres::begin(&state.db, &app::calendar::calendar_context(tenant)).await?;
     ensure_therapist(&mut tx, tenant, therapist).await?;
     let Some((hours, _)) = store::working_hours(&mut tx, tenant, therapist).await? else {
         return Ok(Err(SlotRefusal::NoWorkingHours));
@@ -585,7 +567,7 @@ pub async fn conflicting_slot(
     slot: &Slot,
     except: Option<Uuid>,
 ) -> Result<Option<Slot>, ApiError> {
-    let mut tx = store_postgres::begin(&state.db, &calendar_context(tenant)).await?;
+    let mut tx = store_postgres::begin(&state.db, &app::calendar::calendar_context(tenant)).await?;
     let busy = store::busy_slots(&mut tx, tenant, therapist, slot.start(), slot.end(), except).await?;
     tx.commit().await?;
     Ok(busy.first().map(|b| b.slot))

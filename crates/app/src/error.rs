@@ -31,6 +31,11 @@ pub enum Error {
     /// A state machine refused the change; `allowed` lists what may be done instead.
     #[error("illegal transition: {detail}")]
     IllegalTransition { detail: String, allowed: Vec<String> },
+    /// The therapist's calendar refuses the slot (working hours, an absence, another booking):
+    /// `reason` for machines (`no_working_hours`, `outside_working_hours`, `therapist_absent`,
+    /// `slot_taken`), and the conflicting slot only when the caller may know it.
+    #[error("slot unavailable: {reason}")]
+    SlotUnavailable { reason: &'static str, detail: String, conflicting_slot: Option<scheduling::Slot> },
     /// A dependency (database, KMS) cannot answer now; the same call may succeed later.
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -14,6 +14,7 @@
 //! this layer orders the steps, it does not decide them.
 
 pub mod accounts;
+pub mod calendar;
 mod caller;
 pub mod consents;
 mod error;
@@ -82,6 +83,33 @@ impl Services {
         store_postgres::audit::append(&mut tx, event).await?;
         tx.commit().await?;
         Err(Error::Forbidden)
+    }
+
+    /// Refuses a caller whose "own" scope does not reach the record at hand (a therapist
+    /// managing another therapist's calendar): records `access.denied` naming the scope (in its
+    /// own transaction, like [`Services::authorize`]) and answers [`Error::Forbidden`], or the
+    /// error that kept the entry from being written.
+    pub(crate) async fn refuse_outside_own(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        resource_type: &str,
+    ) -> Error {
+        let event = caller
+            .audit_event(audit::Action::AccessDenied, resource_type, self.clock())
+            .with_outcome(audit::Outcome::Denied)
+            .with_detail(serde_json::json!({ "permission": permission.as_str(), "scope": "own" }));
+        let recorded: Result<()> = async {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            store_postgres::audit::append(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        match recorded {
+            Ok(()) => Error::Forbidden,
+            Err(error) => error,
+        }
     }
 
     /// Hashes a password with the configured argon2id cost, off the async threads.
