@@ -367,13 +367,22 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// The use cases for an operator command, on the runtime role's pool (`database.url`), with the
-/// configured password hashing cost: the same code and settings the API runs.
+/// configured password hashing cost and keyring: the same code and settings the API runs. (The
+/// keyring is only set up here; no KMS is called unless the command touches patient data.)
 async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
     let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
     let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
     let hasher = identity::PasswordHasher::new(config.auth.argon2())
         .map_err(|e| anyhow::anyhow!("auth.argon2_memory_kib: {e}"))?;
-    Ok(app::Services::new(app::Dependencies { db: pool, clock: Arc::new(SystemClock), hasher: Arc::new(hasher) }))
+    let clock: Arc<dyn kernel::Clock> = Arc::new(SystemClock);
+    Ok(app::Services::new(app::Dependencies {
+        db: pool,
+        clock: clock.clone(),
+        hasher: Arc::new(hasher),
+        keyring: crate::kms::build(&config.kms).await?.keyring,
+        dek_cache: Arc::new(crypto::DekCache::new(kernel::SharedClock(clock), crypto::DekCacheConfig::default())),
+        practice_keys: Arc::default(),
+    }))
 }
 
 /// A use case's refusal as the operator reads it: the flag the input came from, and what is

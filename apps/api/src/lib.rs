@@ -14,7 +14,6 @@ pub mod keys;
 pub mod kms;
 pub mod middleware;
 pub mod openapi;
-pub mod patients;
 pub mod reencrypt;
 pub mod reminders;
 pub mod routes;

@@ -18,12 +18,15 @@ pub mod calendar;
 mod caller;
 pub mod consents;
 mod error;
+pub mod protection;
 
 pub use caller::{Access, Caller};
 pub use error::{Error, FieldProblem, Result};
 
+use crypto::{DekCache, Keyring};
 use identity::{PasswordHasher, Permission, Scope};
-use kernel::Clock;
+use kernel::{Clock, SharedClock};
+use protection::PracticeKeys;
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -34,6 +37,9 @@ pub struct Services {
     db: PgPool,
     clock: Arc<dyn Clock>,
     hasher: Arc<PasswordHasher>,
+    keyring: Arc<Keyring>,
+    dek_cache: Arc<DekCache<SharedClock>>,
+    practice_keys: Arc<PracticeKeys>,
 }
 
 /// The parts [`Services`] is built from.
@@ -44,6 +50,13 @@ pub struct Dependencies {
     pub clock: Arc<dyn Clock>,
     /// argon2id with the configured cost.
     pub hasher: Arc<PasswordHasher>,
+    /// Wraps new data keys with the primary KEK, unwraps with any configured one.
+    pub keyring: Arc<Keyring>,
+    /// Unwrapped patient DEKs, bounded in count, age and uses; shared with the code of the doors
+    /// that still unwraps on its own.
+    pub dek_cache: Arc<DekCache<SharedClock>>,
+    /// Unwrapped practice-wide keys (blind index).
+    pub practice_keys: Arc<PracticeKeys>,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -60,8 +73,15 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(dependencies: Dependencies) -> Self {
-        let Dependencies { db, clock, hasher } = dependencies;
-        Self { db, clock, hasher }
+        let Dependencies { db, clock, hasher, keyring, dek_cache, practice_keys } = dependencies;
+        Self { db, clock, hasher, keyring, dek_cache, practice_keys }
+    }
+
+    /// The same services with another DEK cache (a benchmark compares reads with and without
+    /// one).
+    pub fn with_dek_cache(mut self, dek_cache: Arc<DekCache<SharedClock>>) -> Self {
+        self.dek_cache = dek_cache;
+        self
     }
 
     pub fn clock(&self) -> &dyn Clock {
