@@ -101,6 +101,11 @@ impl AppState {
                 keyring: kms.clone(),
                 dek_cache: dek_cache.clone(),
                 practice_keys: practice_keys.clone(),
+                booking_policy: config
+                    .appointments
+                    .booking_policy()
+                    .map_err(|e| anyhow::anyhow!("appointments: {e}"))?,
+                reminder_policy: config.reminders.policy().map_err(|e| anyhow::anyhow!("reminders: {e}"))?,
             }),
             // Checkpoints are signed, and verified, with each practice's KMS-wrapped key.
             audit: PgAuditLog::new(db.clone()).with_signer(Arc::new(KmsCheckpointSigner::new(

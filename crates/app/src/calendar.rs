@@ -13,7 +13,7 @@
 //! bookings, whoever asks; a patient must not see the absences or the other bookings
 //! themselves. Those reads therefore run in the practice's service context
 //! ([`calendar_context`]) and return only times; what reaches the caller is a yes, or a refusal
-//! whose details depend on who asks.
+//! whose details depend on who asks (see `crate::appointments`).
 
 use crate::{Caller, Error, Result, Services};
 use audit::Action;

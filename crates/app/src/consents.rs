@@ -125,7 +125,7 @@ pub async fn withdraw_on_opt_out(
     let now = clock.now();
     // Locks the patient: consent changes of one patient happen one at a time.
     match live_patient(conn, tenant, patient, Lock::ForUpdate).await {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(Error::NotFound | Error::Gone) => return Ok(None),
         Err(other) => return Err(other),
     }
@@ -202,12 +202,17 @@ pub enum Lock {
     ForUpdate,
 }
 
-/// Checks that patient `id` is visible to the transaction's context and not erased:
-/// [`Error::NotFound`] when invisible or absent (not told apart), [`Error::Gone`] when erased.
-pub async fn live_patient(conn: &mut PgConnection, tenant: TenantId, id: PatientId, lock: Lock) -> Result<()> {
+/// Patient `id` as the transaction's context sees it, if not erased: [`Error::NotFound`] when
+/// invisible or absent (not told apart), [`Error::Gone`] when erased.
+pub async fn live_patient(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: PatientId,
+    lock: Lock,
+) -> Result<store::PatientRow> {
     let row = store::get(conn, tenant, id, lock == Lock::ForUpdate).await?.ok_or(Error::NotFound)?;
     if row.erased_at.is_some() {
         return Err(Error::Gone);
     }
-    Ok(())
+    Ok(row)
 }

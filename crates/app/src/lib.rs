@@ -14,6 +14,7 @@
 //! this layer orders the steps, it does not decide them.
 
 pub mod accounts;
+pub mod appointments;
 pub mod calendar;
 mod caller;
 pub mod consents;
@@ -27,6 +28,7 @@ use crypto::{DekCache, Keyring};
 use identity::{PasswordHasher, Permission, Scope};
 use kernel::{Clock, SharedClock};
 use protection::PracticeKeys;
+use scheduling::{BookingPolicy, ReminderPolicy};
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -40,6 +42,8 @@ pub struct Services {
     keyring: Arc<Keyring>,
     dek_cache: Arc<DekCache<SharedClock>>,
     practice_keys: Arc<PracticeKeys>,
+    booking_policy: BookingPolicy,
+    reminder_policy: ReminderPolicy,
 }
 
 /// The parts [`Services`] is built from.
@@ -57,6 +61,10 @@ pub struct Dependencies {
     pub dek_cache: Arc<DekCache<SharedClock>>,
     /// Unwrapped practice-wide keys (blind index).
     pub practice_keys: Arc<PracticeKeys>,
+    /// The bounds on bookings (shortest, longest, how far ahead).
+    pub booking_policy: BookingPolicy,
+    /// Which reminders a booking plans.
+    pub reminder_policy: ReminderPolicy,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -73,8 +81,9 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(dependencies: Dependencies) -> Self {
-        let Dependencies { db, clock, hasher, keyring, dek_cache, practice_keys } = dependencies;
-        Self { db, clock, hasher, keyring, dek_cache, practice_keys }
+        let Dependencies { db, clock, hasher, keyring, dek_cache, practice_keys, booking_policy, reminder_policy } =
+            dependencies;
+        Self { db, clock, hasher, keyring, dek_cache, practice_keys, booking_policy, reminder_policy }
     }
 
     /// The same services with another DEK cache (a benchmark compares reads with and without

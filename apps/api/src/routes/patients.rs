@@ -613,7 +613,13 @@ async fn export_patient(
         .iter()
         .map(crate::routes::webhooks::message_json)
         .collect();
-    let appointments = crate::routes::appointments::export_of_patient(&state, &mut tx, &principal, id).await?;
+    let appointments = state
+        .app
+        .appointments_for_export(&mut tx, &principal.caller(), id)
+        .await?
+        .iter()
+        .map(crate::routes::appointments::export_json)
+        .collect::<Result<_, _>>()?;
     let event =
         AuditEvent::new(principal.tenant, principal.actor.clone(), Action::PatientExport, "patient", &*state.clock)
             .with_resource_id(id.to_string())
