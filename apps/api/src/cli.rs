@@ -418,6 +418,8 @@ fn services_on(
         keyring,
         dek_cache: Arc::new(crypto::DekCache::new(kernel::SharedClock(clock), crypto::DekCacheConfig::default())),
         practice_keys: Arc::default(),
+        booking_policy: config.appointments.booking_policy().map_err(|e| anyhow::anyhow!("appointments: {e}"))?,
+        reminder_policy: config.reminders.policy().map_err(|e| anyhow::anyhow!("reminders: {e}"))?,
     }))
 }
 

@@ -294,6 +294,11 @@ impl From<app::Error> for ApiError {
             app::Error::Conflict(detail) => ApiError::Conflict { detail },
             app::Error::IllegalTransition { detail, allowed } => ApiError::IllegalTransition { detail, allowed },
             app::Error::RateLimited { retry_after_secs } => ApiError::TooManyRequests { retry_after_secs },
+            app::Error::SlotUnavailable { reason, detail, conflicting_slot } => ApiError::SlotUnavailable {
+                reason,
+                detail,
+                conflicting_slot: conflicting_slot.map(|slot| (slot.start(), slot.end())),
+            },
             app::Error::Unavailable(detail) => ApiError::ServiceUnavailable { detail },
             app::Error::Internal(cause) => ApiError::Internal(cause),
         }

@@ -20,9 +20,9 @@
 //! `reminders.max_attempts`, then recorded as `failed`. Nothing is held in a database
 //! transaction while the notifier talks to the network.
 
-use crate::appointments::calendar_context;
 use crate::error::ApiError;
 use crate::state::AppState;
+use app::calendar::calendar_context;
 use consent::Purpose;
 use kernel::{Actor, Clock, Pii, TenantId};
 use patients::PatientField;

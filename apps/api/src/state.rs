@@ -108,6 +108,11 @@ impl AppState {
                 keyring: kms.clone(),
                 dek_cache: dek_cache.clone(),
                 practice_keys: practice_keys.clone(),
+                booking_policy: config
+                    .appointments
+                    .booking_policy()
+                    .map_err(|e| anyhow::anyhow!("appointments: {e}"))?,
+                reminder_policy: config.reminders.policy().map_err(|e| anyhow::anyhow!("reminders: {e}"))?,
             }),
             audit,
             hasher,

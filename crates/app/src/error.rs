@@ -42,6 +42,11 @@ pub enum Error {
     /// Too many attempts (failed logins); the same call may succeed after `retry_after_secs`.
     #[error("rate limited: retry after {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
+    /// The therapist's calendar refuses the slot (working hours, an absence, another booking):
+    /// `reason` for machines (`no_working_hours`, `outside_working_hours`, `therapist_absent`,
+    /// `slot_taken`), and the conflicting slot only when the caller may know it.
+    #[error("slot unavailable: {reason}")]
+    SlotUnavailable { reason: &'static str, detail: String, conflicting_slot: Option<scheduling::Slot> },
     /// A dependency (database, KMS) cannot answer now; the same call may succeed later.
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -14,7 +14,9 @@
 //! this layer orders the steps, it does not decide them.
 
 pub mod accounts;
+pub mod appointments;
 pub mod audit_trail;
+pub mod calendar;
 mod caller;
 pub mod checkpoint_signer;
 pub mod consents;
@@ -32,6 +34,7 @@ use crypto::{DekCache, Keyring};
 use identity::{PasswordHasher, Permission, Scope, SessionPolicy};
 use kernel::{Clock, SharedClock};
 use protection::PracticeKeys;
+use scheduling::{BookingPolicy, ReminderPolicy};
 use sqlx::PgPool;
 use std::sync::Arc;
 use store_postgres::PgAuditLog;
@@ -50,6 +53,8 @@ pub struct Services {
     keyring: Arc<Keyring>,
     dek_cache: Arc<DekCache<SharedClock>>,
     practice_keys: Arc<PracticeKeys>,
+    booking_policy: BookingPolicy,
+    reminder_policy: ReminderPolicy,
 }
 
 /// The parts [`Services`] is built from.
@@ -78,6 +83,10 @@ pub struct Dependencies {
     pub dek_cache: Arc<DekCache<SharedClock>>,
     /// Unwrapped practice-wide keys (blind index).
     pub practice_keys: Arc<PracticeKeys>,
+    /// The bounds on bookings (shortest, longest, how far ahead).
+    pub booking_policy: BookingPolicy,
+    /// Which reminders a booking plans.
+    pub reminder_policy: ReminderPolicy,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -105,6 +114,8 @@ impl Services {
             keyring,
             dek_cache,
             practice_keys,
+            booking_policy,
+            reminder_policy,
         } = dependencies;
         Self {
             db,
@@ -117,6 +128,8 @@ impl Services {
             keyring,
             dek_cache,
             practice_keys,
+            booking_policy,
+            reminder_policy,
         }
     }
 
@@ -146,6 +159,33 @@ impl Services {
         store_postgres::audit::append(&mut tx, event).await?;
         tx.commit().await?;
         Err(Error::Forbidden)
+    }
+
+    /// Refuses a caller whose "own" scope does not reach the record at hand (a therapist
+    /// managing another therapist's calendar): records `access.denied` naming the scope (in its
+    /// own transaction, like [`Services::authorize`]) and answers [`Error::Forbidden`], or the
+    /// error that kept the entry from being written.
+    pub(crate) async fn refuse_outside_own(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        resource_type: &str,
+    ) -> Error {
+        let event = caller
+            .audit_event(audit::Action::AccessDenied, resource_type, self.clock())
+            .with_outcome(audit::Outcome::Denied)
+            .with_detail(serde_json::json!({ "permission": permission.as_str(), "scope": "own" }));
+        let recorded: Result<()> = async {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            store_postgres::audit::append(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        match recorded {
+            Ok(()) => Error::Forbidden,
+            Err(error) => error,
+        }
     }
 
     /// Hashes a password with the configured argon2id cost, off the async threads.

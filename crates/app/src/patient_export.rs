@@ -5,8 +5,8 @@
 //! Its own module because it reads across areas (patients, consents, appointments, the audit
 //! trail) that do not depend on each other.
 
+use crate::appointments::AppointmentDetails;
 use crate::patients::{Lock, Patient, live_patient};
-use crate::protection::AppointmentNote;
 use crate::{Caller, Error, Result, Services};
 use ::patients::PatientField;
 use audit::{Action, AuditFilter, ChainedEntry, Page};
@@ -14,24 +14,11 @@ use consent::{ConsentEvent, ConsentRecord};
 use identity::Permission;
 use kernel::{PatientId, TenantId};
 use serde_json::json;
-use sqlx::PgConnection;
-use store_postgres::appointments::{AppointmentRow, ReminderRow};
 use store_postgres::webhooks::MessageRow;
 use time::OffsetDateTime;
 
 /// Audit entries read per round trip when an export gathers the patient's access log.
 const ACCESS_LOG_PAGE: u32 = 200;
-
-/// One appointment with what a full read shows: the stored booking, its notes opened (`None`
-/// when absent or when the patient's key was destroyed) and its reminders.
-#[derive(Debug, Clone)]
-pub struct AppointmentDetails {
-    pub appointment: AppointmentRow,
-    pub notes: Option<String>,
-    /// Only for a cancelled appointment.
-    pub cancel_note: Option<String>,
-    pub reminders: Vec<ReminderRow>,
-}
 
 /// Everything Praxis holds on a patient (GDPR Art. 15/20), decrypted.
 #[derive(Debug, Clone)]
@@ -68,10 +55,7 @@ impl Services {
         let consent_history = store_postgres::patients::consent_history(&mut tx, tenant, id).await?;
         let consents = crate::consents::records_of(id, &consent_history)?;
         let messages = store_postgres::webhooks::messages_of_patient(&mut tx, tenant, id).await?;
-        let mut appointments = Vec::new();
-        for appointment in store_postgres::appointments::of_patient(&mut tx, tenant, id).await? {
-            appointments.push(self.appointment_details(&mut tx, caller, appointment).await?);
-        }
+        let appointments = self.appointments_for_export(&mut tx, caller, id).await?;
         let event = caller
             .audit_event(Action::PatientExport, "patient", self.clock())
             .with_resource_id(id.to_string())
@@ -87,31 +71,6 @@ impl Services {
             messages,
             access_log,
         })
-    }
-
-    /// An appointment as a full read shows it, in `conn`'s transaction: its notes opened with the
-    /// patient's key (each KMS unwrap audited as the caller's), its reminders listed.
-    pub async fn appointment_details(
-        &self,
-        conn: &mut PgConnection,
-        caller: &Caller,
-        appointment: AppointmentRow,
-    ) -> Result<AppointmentDetails> {
-        let notes = match &appointment.notes_enc {
-            Some(ciphertext) => {
-                self.open_note(conn, caller, appointment.id, AppointmentNote::Booking, ciphertext).await?
-            }
-            None => None,
-        };
-        let cancelled = appointment.cancel_reason.is_some() && appointment.cancelled_at.is_some();
-        let cancel_note = match &appointment.cancel_note_enc {
-            Some(ciphertext) if cancelled => {
-                self.open_note(conn, caller, appointment.id, AppointmentNote::Cancellation, ciphertext).await?
-            }
-            _ => None,
-        };
-        let reminders = store_postgres::appointments::reminders_of(conn, caller.tenant, appointment.id).await?;
-        Ok(AppointmentDetails { appointment, notes, cancel_note, reminders })
     }
 
     /// Every audit entry whose resource is this patient (record, key, consents), newest first.

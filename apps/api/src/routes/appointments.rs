@@ -1,39 +1,21 @@
 //! Appointments: book, list, read, move, cancel, and record confirmations and outcomes.
 //!
-//! Authorization happens twice, as for patients: the permission matrix first
-//! (`appointment.read`, `appointment.manage`; 403, audited), then row-level security, under
-//! which a therapist sees the appointments they conduct and a patient their own; anything else
-//! answers 404 like an appointment that does not exist. Within "own", the API also checks that a
-//! therapist books and moves appointments only for themself, and that a patient only confirms or
-//! cancels (outcomes are recorded by staff).
-//!
-//! Double booking is refused by the database (the exclusion constraint over therapist and time
-//! on active appointments): of two racing bookings for overlapping times exactly one commits,
-//! the other answers 409 `slot-unavailable`. Working hours and absences are checked before
-//! (`crate::appointments::check_calendar`). Every create, change and cancellation writes an
-//! audit entry in its own transaction; reminders are planned, replanned and dropped in it too.
+//! The use cases are `app::appointments`: the permission matrix first (`appointment.read`,
+//! `appointment.manage`; 403, audited), then row-level security, under which a therapist sees
+//! the appointments they conduct and a patient their own; anything else answers 404 like an
+//! appointment that does not exist. Double booking is refused by the database's exclusion
+//! constraint, working hours and absences before it: both answer 409 `slot-unavailable`. A
+//! refused status change answers 409 `illegal-transition` with the allowed ones.
 
-use crate::appointments::{
-    self as support, Audience, SlotRefusal, check_calendar, check_instant_range, conflicting_slot, invalid,
-    invalid_input, note_text, parse_instant, parse_kind,
-};
-use crate::auth::{Principal, with_request};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use app::patient_export::AppointmentDetails;
-use app::protection::{AppointmentNote, SealingKey, seal_note};
-use audit::{Action, AuditEvent, Outcome};
-use identity::{Permission, Scope};
-use kernel::{PatientId, Role, UserId};
-use scheduling::{AppointmentStatus, ReminderSkipReason, SchedulingError, Slot, plan_reminders};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::json;
-use sqlx::PgConnection;
-use store_postgres::appointments::{
-    self as store, AppointmentChange, AppointmentCursor, AppointmentQuery, AppointmentRow, BookingWriteError,
-    CancelReason, NewAppointment, ReminderRow,
+use app::appointments::{
+    AppointmentDetails, AppointmentEdit, AppointmentFilter, AppointmentRow, NewBooking, ReminderState,
 };
+use kernel::{PatientId, UserId};
+use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -46,10 +28,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/appointments/{id}/cancel", web::post().to(cancel_appointment))
         .route("/api/v1/appointments/{id}/status", web::post().to(change_status));
 }
-
-/// How often a booking transaction is retried after losing a lock race (a deadlock Postgres
-/// broke between racing inserts); the retry then meets the winner's committed row.
-const MAX_ATTEMPTS: usize = 5;
 
 /// `POST /api/v1/appointments` body. Unknown fields are rejected.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -165,14 +143,14 @@ pub struct ReminderView {
     attempts: i32,
 }
 
-impl From<&ReminderRow> for ReminderView {
-    fn from(row: &ReminderRow) -> Self {
+impl From<&ReminderState> for ReminderView {
+    fn from(reminder: &ReminderState) -> Self {
         Self {
-            due_at: row.due_at,
-            status: row.status.as_str(),
-            skip_reason: row.skip_reason.map(|r| r.as_str()),
-            channel: row.channel.map(|c| c.as_str()),
-            attempts: row.attempts,
+            due_at: reminder.due_at,
+            status: reminder.status.as_str(),
+            skip_reason: reminder.skip_reason.map(|r| r.as_str()),
+            channel: reminder.channel.map(|c| c.as_str()),
+            attempts: reminder.attempts,
         }
     }
 }
@@ -231,12 +209,12 @@ impl AppointmentView {
         }
     }
 
-    /// The view of one appointment read in full: notes decrypted, reminders listed.
-    fn detailed(details: &AppointmentDetails) -> Self {
+    /// The whole view of one appointment: notes opened, reminders listed.
+    fn of(details: &AppointmentDetails) -> Self {
         let mut view = Self::summary(&details.appointment);
-        view.notes.clone_from(&details.notes);
+        view.notes = details.notes.clone();
         if let Some(cancellation) = view.cancellation.as_mut() {
-            cancellation.note.clone_from(&details.cancel_note);
+            cancellation.note = details.cancel_note.clone();
         }
         view.reminders = Some(details.reminders.iter().map(ReminderView::from).collect());
         view
@@ -251,124 +229,14 @@ pub struct AppointmentPage {
     next_cursor: Option<String>,
 }
 
-/// The whole view of one appointment: notes decrypted, reminders listed.
-async fn full_view(
-    state: &AppState,
-    conn: &mut PgConnection,
-    principal: &Principal,
-    row: &AppointmentRow,
-) -> Result<AppointmentView, ApiError> {
-    let details = state.app.appointment_details(conn, &principal.caller(), row.clone()).await?;
-    Ok(AppointmentView::detailed(&details))
+/// An appointment of the GDPR export: everything stored, notes opened, reminders listed.
+pub fn export_json(details: &AppointmentDetails) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(AppointmentView::of(details)).map_err(ApiError::internal)
 }
 
+/// A path's appointment id; anything but a UUID names no appointment.
 fn appointment_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse::<Uuid>().map_err(|_| ApiError::NotFound)
-}
-
-fn audience(principal: &Principal) -> Audience {
-    if principal.role == Some(Role::Patient) { Audience::Patient } else { Audience::Staff }
-}
-
-/// A 403 for an "own" caller acting outside what it owns, audited like a refused permission.
-async fn deny(state: &AppState, principal: &Principal, permission: Permission) -> ApiError {
-    let event =
-        AuditEvent::new(principal.tenant, principal.actor.clone(), Action::AccessDenied, "appointment", &*state.clock)
-            .with_outcome(Outcome::Denied)
-            .with_detail(json!({ "permission": permission.as_str(), "scope": "own" }));
-    match crate::auth::append_audit(state, &principal.db_context(), with_request(event)).await {
-        Ok(()) => ApiError::Forbidden,
-        Err(error) => error,
-    }
-}
-
-/// A therapist with only "own" scope may book and move only their own appointments.
-async fn check_own_therapist(
-    state: &AppState,
-    principal: &Principal,
-    scope: Scope,
-    therapist: UserId,
-) -> Result<(), ApiError> {
-    if scope == Scope::Own && principal.role == Some(Role::Therapist) && principal.user != Some(therapist) {
-        return Err(deny(state, principal, Permission::AppointmentManage).await);
-    }
-    Ok(())
-}
-
-/// How a transaction attempt of a booking write ended, short of success.
-enum Attempt {
-    Failed(ApiError),
-    Overlap,
-    Contention,
-}
-
-impl From<ApiError> for Attempt {
-    fn from(error: ApiError) -> Self {
-        Attempt::Failed(error)
-    }
-}
-
-impl From<store_postgres::StoreError> for Attempt {
-    fn from(error: store_postgres::StoreError) -> Self {
-        Attempt::Failed(error.into())
-    }
-}
-
-impl From<store_postgres::AuditStoreError> for Attempt {
-    fn from(error: store_postgres::AuditStoreError) -> Self {
-        Attempt::Failed(error.into())
-    }
-}
-
-impl From<sqlx::Error> for Attempt {
-    fn from(error: sqlx::Error) -> Self {
-        Attempt::Failed(error.into())
-    }
-}
-
-impl From<BookingWriteError> for Attempt {
-    fn from(error: BookingWriteError) -> Self {
-        match error {
-            BookingWriteError::Overlap => Attempt::Overlap,
-            BookingWriteError::Contention => Attempt::Contention,
-            BookingWriteError::Store(store) => Attempt::Failed(store.into()),
-        }
-    }
-}
-
-/// Runs `attempt` until it succeeds, fails for good, or has lost [`MAX_ATTEMPTS`] lock races;
-/// an overlap becomes the 409 naming the conflicting slot (as far as the caller may know it).
-async fn with_retries<T, F, Fut>(
-    state: &AppState,
-    principal: &Principal,
-    therapist: UserId,
-    slot: Slot,
-    except: Option<Uuid>,
-    mut attempt: F,
-) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Attempt>>,
-{
-    for round in 1..=MAX_ATTEMPTS {
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(Attempt::Failed(error)) => return Err(error),
-            Err(Attempt::Contention) if round < MAX_ATTEMPTS => {
-                tracing::debug!(round, "booking lost a lock race; retrying");
-            }
-            Err(Attempt::Contention) => {
-                return Err(ApiError::ServiceUnavailable {
-                    detail: "The calendar is busy with concurrent changes; try again.".into(),
-                });
-            }
-            Err(Attempt::Overlap) => {
-                let taken = conflicting_slot(state, principal.tenant, therapist, &slot, except).await?;
-                return Err(SlotRefusal::Taken(taken).to_error(audience(principal)));
-            }
-        }
-    }
-    Err(ApiError::internal(anyhow::anyhow!("booking retry loop ended without an outcome")))
 }
 
 #[utoipa::path(post, path = "/api/v1/appointments", tag = "appointments",
@@ -387,112 +255,19 @@ async fn create_appointment(
     principal: Principal,
     body: web::Json<NewAppointmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = principal.require_audited(&state, Permission::AppointmentManage, "appointment").await?;
     let request = body.into_inner();
-    let now = state.clock.now();
-    let start = parse_instant("start", &request.start)?;
-    let end = parse_instant("end", &request.end)?;
-    let kind = parse_kind(&request.kind)?;
-    let notes = note_text("notes", request.notes)?;
-    let slot = support::booking_policy(&state)?.validate_booking(start, end, now).map_err(|e| invalid_input(&e))?;
-    let therapist = UserId::from_uuid(request.therapist_id);
-    let patient = PatientId::from_uuid(request.patient_id);
-    check_own_therapist(&state, &principal, scope, therapist).await?;
-    if let Err(refusal) = check_calendar(&state, principal.tenant, therapist, &slot).await? {
-        return Err(refusal.to_error(audience(&principal)));
-    }
-    let planned = plan_reminders(slot.start(), now, &support::reminder_policy(&state)?);
-    let id = Uuid::now_v7();
-    let state_ref = &state;
-    let principal_ref = &principal;
-    let notes_ref = &notes;
-    let planned_ref = &planned;
-    let row = with_retries(&state, &principal, therapist, slot, None, || async move {
-        let state = state_ref;
-        let principal = principal_ref;
-        let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-        let patient_row = app::patients::live_patient(&mut tx, principal.tenant, patient, app::patients::Lock::No)
-            .await
-            .map_err(ApiError::from)?;
-        let notes_enc = match notes_ref {
-            Some(text) => {
-                let key = SealingKey {
-                    dek: state
-                        .app
-                        .patient_dek(&mut tx, &principal.caller(), &patient_row)
-                        .await
-                        .map_err(ApiError::from)?,
-                    wrapped: app::protection::wrapped_of(&patient_row).map_err(ApiError::from)?,
-                    generation: patient_row.dek_generation,
-                };
-                Some(
-                    seal_note(&key, principal.tenant, patient, id, AppointmentNote::Booking, text)
-                        .map_err(ApiError::from)?,
-                )
-            }
-            None => None,
-        };
-        let new =
-            NewAppointment { id, tenant: principal.tenant, patient, therapist, slot, kind, notes_enc, created_at: now };
-        // The audit entry first: appending locks the practice's chain head until commit, so
-        // racing bookings queue there instead of deadlocking on each other's exclusion checks.
-        let event = AuditEvent::new(
-            principal.tenant,
-            principal.actor.clone(),
-            Action::AppointmentCreate,
-            "appointment",
-            &*state.clock,
-        )
-        .with_resource_id(id.to_string())
-        .with_detail(json!({
-            "patient_id": patient.to_string(),
-            "therapist_id": therapist.to_string(),
-            "start": format_time(slot.start()),
-            "end": format_time(slot.end()),
-            "kind": kind.as_str(),
-            "reminders_planned": planned_ref.len(),
-        }));
-        store_postgres::audit::append(&mut tx, with_request(event)).await?;
-        store::insert(&mut tx, &new).await?;
-        store::insert_reminders(&mut tx, principal.tenant, id, slot.start(), planned_ref, now).await?;
-        let row = store::get(&mut tx, principal.tenant, id, false).await?.ok_or(ApiError::NotFound)?;
-        tx.commit().await?;
-        Ok(row)
-    })
-    .await?;
-    let mut view = AppointmentView::summary(&row);
-    view.notes = notes;
-    view.reminders = Some(
-        planned
-            .iter()
-            .map(|p| ReminderView {
-                due_at: p.due_at,
-                status: "pending",
-                skip_reason: None,
-                channel: None,
-                attempts: 0,
-            })
-            .collect(),
-    );
-    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/appointments/{id}"))).json(view))
-}
-
-fn format_time(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-fn parse_cursor(raw: &str) -> Result<AppointmentCursor, ApiError> {
-    let bad = || invalid("cursor", "must be a next_cursor from a previous page");
-    let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
-    let micros: i128 = micros.parse().map_err(|_| bad())?;
-    let start =
-        OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000).ok_or_else(bad)?).map_err(|_| bad())?;
-    let start = check_instant_range("cursor", start).map_err(|_| bad())?;
-    Ok(AppointmentCursor { start, id: id.parse().map_err(|_| bad())? })
-}
-
-fn cursor_of(row: &AppointmentRow) -> String {
-    format!("{}_{}", row.slot.start().unix_timestamp_nanos() / 1000, row.id)
+    let booking = NewBooking {
+        patient: PatientId::from_uuid(request.patient_id),
+        therapist: UserId::from_uuid(request.therapist_id),
+        start: request.start,
+        end: request.end,
+        kind: request.kind,
+        notes: request.notes,
+    };
+    let booked = state.app.book_appointment(&principal.caller(), booking).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/appointments/{}", booked.appointment.id)))
+        .json(AppointmentView::of(&booked)))
 }
 
 #[utoipa::path(get, path = "/api/v1/appointments", tag = "appointments",
@@ -508,35 +283,21 @@ async fn list_appointments(
     principal: Principal,
     query: web::Query<AppointmentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::AppointmentRead, "appointment").await?;
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(invalid("limit", "must be between 1 and 100"));
-    }
-    let filter = AppointmentQuery {
+    let filter = AppointmentFilter {
         therapist: query.therapist_id.map(UserId::from_uuid),
         patient: query.patient_id.map(PatientId::from_uuid),
-        from: query.from.as_deref().map(|t| parse_instant("from", t)).transpose()?,
-        to: query.to.as_deref().map(|t| parse_instant("to", t)).transpose()?,
-        status: query
-            .status
-            .as_deref()
-            .map(|s| s.parse::<AppointmentStatus>().map_err(|e| invalid_input(&e)))
-            .transpose()?,
+        from: query.from,
+        to: query.to,
+        status: query.status,
+        cursor: query.cursor,
+        limit: query.limit,
     };
-    if let (Some(from), Some(to)) = (filter.from, filter.to)
-        && to <= from
-    {
-        return Err(invalid("to", "must be after from"));
-    }
-    let after = query.cursor.as_deref().map(parse_cursor).transpose()?;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let rows = store::list(&mut tx, principal.tenant, &filter, after, limit).await?;
-    tx.commit().await?;
-    let next_cursor = (rows.len() == limit as usize).then(|| rows.last().map(cursor_of)).flatten();
-    Ok(HttpResponse::Ok()
-        .json(AppointmentPage { appointments: rows.iter().map(AppointmentView::summary).collect(), next_cursor }))
+    let page = state.app.list_appointments(&principal.caller(), &filter).await?;
+    Ok(HttpResponse::Ok().json(AppointmentPage {
+        appointments: page.appointments.iter().map(AppointmentView::summary).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/appointments/{id}", tag = "appointments",
@@ -552,18 +313,8 @@ async fn get_appointment(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::AppointmentRead, "appointment").await?;
-    let id = appointment_id(&path)?;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let row = store::get(&mut tx, principal.tenant, id, false).await?.ok_or(ApiError::NotFound)?;
-    let view = full_view(&state, &mut tx, &principal, &row).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(view))
-}
-
-/// A final appointment cannot be changed: 409 naming its status.
-fn refuse_final(row: &AppointmentRow) -> ApiError {
-    ApiError::Conflict { detail: format!("A {} appointment cannot be changed.", row.status) }
+    let details = state.app.appointment(&principal.caller(), appointment_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
 #[utoipa::path(patch, path = "/api/v1/appointments/{id}", tag = "appointments",
@@ -583,140 +334,19 @@ async fn update_appointment(
     path: web::Path<String>,
     body: web::Json<AppointmentPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = principal.require_audited(&state, Permission::AppointmentManage, "appointment").await?;
     let id = appointment_id(&path)?;
     let patch = body.into_inner();
-    if patch.payment_state.is_some() {
-        return Err(invalid("payment_state", "is set only by verified payment events, never by a client"));
-    }
-    if patch.status.is_some() {
-        return Err(invalid("status", "changes through POST /api/v1/appointments/{id}/status or /cancel"));
-    }
-    if patch.start.is_none()
-        && patch.end.is_none()
-        && patch.therapist_id.is_none()
-        && patch.kind.is_none()
-        && patch.notes.is_none()
-    {
-        return Err(invalid("body", "nothing to change"));
-    }
-    let new_start = patch.start.as_deref().map(|t| parse_instant("start", t)).transpose()?;
-    let new_end = patch.end.as_deref().map(|t| parse_instant("end", t)).transpose()?;
-    let new_kind = patch.kind.as_deref().map(parse_kind).transpose()?;
-    let new_notes = patch.notes.map(|n| note_text("notes", n)).transpose()?;
-    let now = state.clock.now();
-
-    // Read the appointment as it is, to work out the new slot and check the calendar first.
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let current = store::get(&mut tx, principal.tenant, id, false).await?.ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    if current.status.is_final() {
-        return Err(refuse_final(&current));
-    }
-    let therapist = patch.therapist_id.map(UserId::from_uuid).unwrap_or(current.therapist);
-    check_own_therapist(&state, &principal, scope, therapist).await?;
-    let moved = new_start.is_some() || new_end.is_some();
-    let slot = if moved {
-        let start = new_start.unwrap_or(current.slot.start());
-        let end = new_end.unwrap_or_else(|| start + current.slot.duration());
-        support::booking_policy(&state)?.validate_booking(start, end, now).map_err(|e| invalid_input(&e))?
-    } else {
-        current.slot
+    let edit = AppointmentEdit {
+        start: patch.start,
+        end: patch.end,
+        therapist: patch.therapist_id.map(UserId::from_uuid),
+        kind: patch.kind,
+        notes: patch.notes,
+        sets_status: patch.status.is_some(),
+        sets_payment_state: patch.payment_state.is_some(),
     };
-    let rebook = moved || therapist != current.therapist;
-    if rebook && let Err(refusal) = check_calendar(&state, principal.tenant, therapist, &slot).await? {
-        return Err(refusal.to_error(audience(&principal)));
-    }
-    let planned = if slot.start() != current.slot.start() {
-        Some(plan_reminders(slot.start(), now, &support::reminder_policy(&state)?))
-    } else {
-        None
-    };
-    let mut changed: Vec<&str> = Vec::new();
-    if slot.start() != current.slot.start() {
-        changed.push("start");
-    }
-    if slot.end() != current.slot.end() {
-        changed.push("end");
-    }
-    if therapist != current.therapist {
-        changed.push("therapist_id");
-    }
-    if new_kind.is_some_and(|k| k != current.kind) {
-        changed.push("kind");
-    }
-    if new_notes.is_some() {
-        changed.push("notes");
-    }
-    let (state_ref, principal_ref, planned_ref, notes_ref, changed_ref, current_ref, moved_ref) =
-        (&state, &principal, &planned, &new_notes, &changed, &current, rebook);
-    let view = with_retries(&state, &principal, therapist, slot, Some(id), || async move {
-        let (state, principal) = (state_ref, principal_ref);
-        let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-        let row = store::get(&mut tx, principal.tenant, id, true).await?.ok_or(ApiError::NotFound)?;
-        if row.status.is_final() {
-            return Err(Attempt::Failed(refuse_final(&row)));
-        }
-        // The slot and therapist written below were worked out from `current`, read before
-        // this lock: had someone moved the appointment in between, writing them would silently
-        // undo that move (and leave its reminders stale).
-        if moved_ref {
-            refuse_patient_after_start(principal, &row, now).map_err(Attempt::Failed)?;
-        }
-        if row.slot != current_ref.slot || row.therapist != current_ref.therapist {
-            return Err(Attempt::Failed(ApiError::Conflict {
-                detail: "The appointment was changed by someone else meanwhile; read it again and retry.".into(),
-            }));
-        }
-        let notes_enc = match notes_ref {
-            None => row.notes_enc.clone(),
-            Some(None) => None,
-            Some(Some(text)) => {
-                let key = state
-                    .app
-                    .sealing_key(&mut tx, &principal.caller(), row.patient)
-                    .await
-                    .map_err(ApiError::from)?
-                    .ok_or(ApiError::Gone)?;
-                Some(
-                    seal_note(&key, principal.tenant, row.patient, id, AppointmentNote::Booking, text)
-                        .map_err(ApiError::from)?,
-                )
-            }
-        };
-        let change = AppointmentChange { therapist, slot, kind: new_kind.unwrap_or(row.kind), notes_enc };
-        // The audit entry first (it locks the practice's chain head), as for a new booking.
-        let event = AuditEvent::new(
-            principal.tenant,
-            principal.actor.clone(),
-            Action::AppointmentUpdate,
-            "appointment",
-            &*state.clock,
-        )
-        .with_resource_id(id.to_string())
-        .with_detail(json!({
-            "fields": changed_ref,
-            "start": format_time(slot.start()),
-            "end": format_time(slot.end()),
-            "therapist_id": therapist.to_string(),
-            "reminders_replanned": planned_ref.as_ref().map(Vec::len),
-        }));
-        store_postgres::audit::append(&mut tx, with_request(event)).await?;
-        if !store::reschedule(&mut tx, principal.tenant, id, &change, now).await? {
-            return Err(Attempt::Failed(ApiError::NotFound));
-        }
-        if let Some(planned) = planned_ref {
-            store::skip_pending_reminders(&mut tx, principal.tenant, id, ReminderSkipReason::AppointmentMoved, now)
-                .await?;
-            store::insert_reminders(&mut tx, principal.tenant, id, slot.start(), planned, now).await?;
-        }
-        let row = store::get(&mut tx, principal.tenant, id, false).await?.ok_or(ApiError::NotFound)?;
-        let view = full_view(state, &mut tx, principal, &row).await?;
-        tx.commit().await?;
-        Ok(view)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(view))
+    let details = state.app.edit_appointment(&principal.caller(), id, edit).await?;
+    Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/cancel", tag = "appointments",
@@ -736,92 +366,10 @@ async fn cancel_appointment(
     path: web::Path<String>,
     body: web::Json<CancelRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::AppointmentManage, "appointment").await?;
     let id = appointment_id(&path)?;
     let request = body.into_inner();
-    let reason = CancelReason::parse(&request.reason).filter(|r| *r != CancelReason::PatientErased).ok_or_else(|| {
-        invalid(
-            "reason",
-            "must be one of patient_request, therapist_unavailable, practice_closed, no_longer_needed, rescheduled, other",
-        )
-    })?;
-    let note = note_text("note", request.note)?;
-    let now = state.clock.now();
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let row = store::get(&mut tx, principal.tenant, id, true).await?.ok_or(ApiError::NotFound)?;
-    row.status
-        .transition_at(AppointmentStatus::Cancelled, row.slot.start(), now)
-        .map_err(|e| transition_error(&e, &row, now))?;
-    refuse_patient_after_start(&principal, &row, now)?;
-    let note_enc = match &note {
-        Some(text) => {
-            let key = state.app.sealing_key(&mut tx, &principal.caller(), row.patient).await?.ok_or(ApiError::Gone)?;
-            Some(seal_note(&key, principal.tenant, row.patient, id, AppointmentNote::Cancellation, text)?)
-        }
-        None => None,
-    };
-    if !store::cancel(&mut tx, principal.tenant, id, row.status, reason, note_enc.as_deref(), now).await? {
-        return Err(ApiError::Conflict { detail: "The appointment changed meanwhile; read it and retry.".into() });
-    }
-    let skipped =
-        store::skip_pending_reminders(&mut tx, principal.tenant, id, ReminderSkipReason::AppointmentCancelled, now)
-            .await?;
-    let event = AuditEvent::new(
-        principal.tenant,
-        principal.actor.clone(),
-        Action::AppointmentCancel,
-        "appointment",
-        &*state.clock,
-    )
-    .with_resource_id(id.to_string())
-    .with_detail(json!({
-        "reason": reason.as_str(),
-        "from": row.status.as_str(),
-        "reason_detailed": note.is_some(),
-        "reminders_skipped": skipped,
-    }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    let row = store::get(&mut tx, principal.tenant, id, false).await?.ok_or(ApiError::NotFound)?;
-    let view = full_view(&state, &mut tx, &principal, &row).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(view))
-}
-
-/// A patient may cancel or move an appointment only before it starts: afterwards only the
-/// practice records what happened (completed, no-show), and a patient's late cancellation
-/// must not erase a no-show.
-fn refuse_patient_after_start(
-    principal: &Principal,
-    row: &AppointmentRow,
-    now: OffsetDateTime,
-) -> Result<(), ApiError> {
-    if principal.role == Some(Role::Patient) && now >= row.slot.start() {
-        return Err(ApiError::Conflict {
-            detail: "The appointment has started; please contact the practice to change it.".into(),
-        });
-    }
-    Ok(())
-}
-
-/// A refused status change as a 409 listing what is allowed from the current status at `now`.
-fn transition_error(error: &SchedulingError, row: &AppointmentRow, now: OffsetDateTime) -> ApiError {
-    match error {
-        SchedulingError::IllegalTransition { from, to, allowed } => ApiError::IllegalTransition {
-            detail: format!("An appointment cannot go from {from} to {to}."),
-            allowed: allowed.iter().map(|s| s.as_str().to_owned()).collect(),
-        },
-        SchedulingError::OutcomeBeforeStart { to } => ApiError::IllegalTransition {
-            detail: format!("An appointment cannot be marked {to} before it starts."),
-            allowed: row
-                .status
-                .allowed_transitions()
-                .iter()
-                .filter(|s| row.status.transition_at(**s, row.slot.start(), now).is_ok())
-                .map(|s| s.as_str().to_owned())
-                .collect(),
-        },
-        other => invalid_input(other),
-    }
+    let details = state.app.cancel_appointment(&principal.caller(), id, &request.reason, request.note).await?;
+    Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/status", tag = "appointments",
@@ -841,41 +389,7 @@ async fn change_status(
     path: web::Path<String>,
     body: web::Json<StatusRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::AppointmentManage, "appointment").await?;
     let id = appointment_id(&path)?;
-    let to: AppointmentStatus = body.status.parse().map_err(|e| invalid_input(&e))?;
-    if to == AppointmentStatus::Cancelled {
-        return Err(invalid("status", "cancel with POST /api/v1/appointments/{id}/cancel and a reason"));
-    }
-    if principal.role == Some(Role::Patient) && to != AppointmentStatus::Confirmed {
-        return Err(deny(&state, &principal, Permission::AppointmentManage).await);
-    }
-    let now = state.clock.now();
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    let row = store::get(&mut tx, principal.tenant, id, true).await?.ok_or(ApiError::NotFound)?;
-    row.status.transition_at(to, row.slot.start(), now).map_err(|e| transition_error(&e, &row, now))?;
-    if !store::set_status(&mut tx, principal.tenant, id, row.status, to, now).await? {
-        return Err(ApiError::Conflict { detail: "The appointment changed meanwhile; read it and retry.".into() });
-    }
-    let event = AuditEvent::new(
-        principal.tenant,
-        principal.actor.clone(),
-        Action::AppointmentUpdate,
-        "appointment",
-        &*state.clock,
-    )
-    .with_resource_id(id.to_string())
-    .with_detail(json!({ "fields": ["status"], "from": row.status.as_str(), "to": to.as_str() }));
-    store_postgres::audit::append(&mut tx, with_request(event)).await?;
-    let row = store::get(&mut tx, principal.tenant, id, false).await?.ok_or(ApiError::NotFound)?;
-    let view = full_view(&state, &mut tx, &principal, &row).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(view))
-}
-
-/// One appointment of a patient's GDPR export (`app::Services::export_patient`), in the shape of
-/// a full read: everything stored, notes decrypted, and its reminders (when and on which channel
-/// the patient was contacted, or why not).
-pub fn export_document(details: &AppointmentDetails) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(AppointmentView::detailed(details)).map_err(ApiError::internal)
+    let details = state.app.change_appointment_status(&principal.caller(), id, &body.status).await?;
+    Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }

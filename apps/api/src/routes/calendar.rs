@@ -5,21 +5,17 @@
 //! hours and absences; changes are audited as `calendar.update`. Working hours are readable by
 //! everyone of the practice. Absences are never shown to patients: availability merges them with
 //! other bookings into "not free", so a patient sees where they can book and nothing about why
-//! other times are taken.
+//! other times are taken. The use cases are `app::calendar`.
 
-use crate::appointments::{calendar_context, ensure_therapist, invalid, invalid_input, parse_instant};
-use crate::auth::{Principal, with_request};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use audit::{Action, AuditEvent, Outcome};
-use identity::{Permission, Scope};
+use app::calendar::{AbsenceRow, WorkingRangeInput};
 use kernel::UserId;
-use scheduling::{Absence, FreeSlotQuery, MAX_FREE_SLOTS, MAX_SEARCH_DAYS, Slot, TimeRange, WeeklyHours, free_slots};
+use scheduling::WeeklyHours;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use store_postgres::appointments::{self as store, AbsenceRow, parse_hh_mm, parse_weekday};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -57,13 +53,13 @@ pub struct WorkingHoursDocument {
 
 impl WorkingHoursDocument {
     fn of(hours: &WeeklyHours) -> Self {
-        let ranges = store::WEEK
+        let ranges = app::calendar::WEEK
             .into_iter()
             .flat_map(|day| {
                 hours.ranges(day).iter().map(move |r| WorkingRange {
-                    weekday: store::weekday_name(day).to_owned(),
-                    start: store::hh_mm(r.start),
-                    end: store::hh_mm(r.end),
+                    weekday: app::calendar::weekday_name(day).to_owned(),
+                    start: app::calendar::hh_mm(r.start),
+                    end: app::calendar::hh_mm(r.end),
                 })
             })
             .collect();
@@ -154,35 +150,9 @@ pub struct Availability {
     slots: Vec<FreeSlot>,
 }
 
+/// A path's therapist id; anything but a UUID names no therapist.
 fn therapist_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse::<Uuid>().map(UserId::from_uuid).map_err(|_| ApiError::NotFound)
-}
-
-/// `calendar.manage` for this therapist: practice-wide, or "own" for the therapist themself
-/// (403, audited, otherwise).
-async fn require_manage(state: &AppState, principal: &Principal, therapist: UserId) -> Result<(), ApiError> {
-    let scope = principal.require_audited(state, Permission::CalendarManage, "calendar").await?;
-    if scope == Scope::Own && principal.user != Some(therapist) {
-        let event =
-            AuditEvent::new(principal.tenant, principal.actor.clone(), Action::AccessDenied, "calendar", &*state.clock)
-                .with_outcome(Outcome::Denied)
-                .with_detail(json!({ "permission": Permission::CalendarManage.as_str(), "scope": "own" }));
-        crate::auth::append_audit(state, &principal.db_context(), with_request(event)).await?;
-        return Err(ApiError::Forbidden);
-    }
-    Ok(())
-}
-
-fn calendar_event(state: &AppState, principal: &Principal, resource_type: &str, resource_id: String) -> AuditEvent {
-    let event = AuditEvent::new(
-        principal.tenant,
-        principal.actor.clone(),
-        Action::CalendarUpdate,
-        resource_type,
-        &*state.clock,
-    )
-    .with_resource_id(resource_id);
-    with_request(event)
 }
 
 #[utoipa::path(put, path = "/api/v1/therapists/{id}/working-hours", tag = "calendar",
@@ -202,30 +172,13 @@ async fn put_working_hours(
     body: web::Json<WorkingHoursDocument>,
 ) -> Result<HttpResponse, ApiError> {
     let therapist = therapist_id(&path)?;
-    require_manage(&state, &principal, therapist).await?;
     let document = body.into_inner();
-    let mut ranges = Vec::with_capacity(document.ranges.len());
-    for (index, range) in document.ranges.iter().enumerate() {
-        let weekday = parse_weekday(&range.weekday)
-            .ok_or_else(|| invalid("ranges", format!("range {index}: weekday must be monday ... sunday")))?;
-        let start = parse_hh_mm(&range.start)
-            .ok_or_else(|| invalid("ranges", format!("range {index}: start must be HH:MM")))?;
-        let end =
-            parse_hh_mm(&range.end).ok_or_else(|| invalid("ranges", format!("range {index}: end must be HH:MM")))?;
-        ranges.push((weekday, TimeRange { start, end }));
-    }
-    let hours = WeeklyHours::new(&document.time_zone, ranges).map_err(|e| match e.field() {
-        "weekly_hours" => invalid("ranges", e.to_string()),
-        _ => invalid_input(&e),
-    })?;
-    let now = state.clock.now();
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    ensure_therapist(&mut tx, principal.tenant, therapist).await?;
-    store::put_working_hours(&mut tx, principal.tenant, therapist, &hours, now).await?;
-    let event = calendar_event(&state, &principal, "working_hours", therapist.to_string())
-        .with_detail(json!({ "time_zone": hours.time_zone(), "ranges": store::ranges_json(&hours) }));
-    store_postgres::audit::append(&mut tx, event).await?;
-    tx.commit().await?;
+    let ranges: Vec<WorkingRangeInput> = document
+        .ranges
+        .into_iter()
+        .map(|r| WorkingRangeInput { weekday: r.weekday, start: r.start, end: r.end })
+        .collect();
+    let hours = state.app.put_working_hours(&principal.caller(), therapist, &document.time_zone, &ranges).await?;
     Ok(HttpResponse::Ok().json(WorkingHoursDocument::of(&hours)))
 }
 
@@ -242,13 +195,7 @@ async fn get_working_hours(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::AppointmentRead, "calendar").await?;
-    let therapist = therapist_id(&path)?;
-    let mut tx = store_postgres::begin(&state.db, &calendar_context(principal.tenant)).await?;
-    ensure_therapist(&mut tx, principal.tenant, therapist).await?;
-    let hours = store::working_hours(&mut tx, principal.tenant, therapist).await?;
-    tx.commit().await?;
-    let (hours, _) = hours.ok_or(ApiError::NotFound)?;
+    let hours = state.app.working_hours(&principal.caller(), therapist_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(WorkingHoursDocument::of(&hours)))
 }
 
@@ -269,34 +216,11 @@ async fn create_absence(
     body: web::Json<NewAbsenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let therapist = therapist_id(&path)?;
-    require_manage(&state, &principal, therapist).await?;
-    let start = parse_instant("start", &body.start)?;
-    let end = parse_instant("end", &body.end)?;
-    let absence = Absence::new(start, end).map_err(|e| invalid_input(&e))?;
-    if absence.as_slot().duration() > Duration::days(366) {
-        return Err(invalid("end", "an absence may last at most 366 days"));
-    }
-    let now = state.clock.now();
-    let row = AbsenceRow { id: Uuid::now_v7(), therapist, absence, created_at: now };
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    ensure_therapist(&mut tx, principal.tenant, therapist).await?;
-    store::insert_absence(&mut tx, principal.tenant, &row).await?;
-    let overlapping: Vec<Uuid> = store::busy_slots(&mut tx, principal.tenant, therapist, start, end, None)
-        .await?
-        .iter()
-        .map(|b| b.appointment)
-        .collect();
-    let event = calendar_event(&state, &principal, "absence", row.id.to_string()).with_detail(json!({
-        "therapist_id": therapist.to_string(),
-        "action": "create",
-        "overlapping_appointments": overlapping.len(),
-    }));
-    store_postgres::audit::append(&mut tx, event).await?;
-    tx.commit().await?;
-    let mut view = AbsenceView::of(&row);
-    view.overlapping_appointments = Some(overlapping);
+    let created = state.app.create_absence(&principal.caller(), therapist, &body.start, &body.end).await?;
+    let mut view = AbsenceView::of(&created.absence);
+    view.overlapping_appointments = Some(created.overlapping_appointments);
     Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/therapists/{therapist}/absences/{}", row.id)))
+        .insert_header(("Location", format!("/api/v1/therapists/{therapist}/absences/{}", created.absence.id)))
         .json(view))
 }
 
@@ -316,25 +240,7 @@ async fn list_absences(
     query: web::Query<AbsenceListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let therapist = therapist_id(&path)?;
-    require_manage(&state, &principal, therapist).await?;
-    let from = match &query.from {
-        Some(text) => parse_instant("from", text)?,
-        None => state.clock.now(),
-    };
-    let to = match &query.to {
-        Some(text) => parse_instant("to", text)?,
-        None => from + Duration::days(90),
-    };
-    if to <= from {
-        return Err(invalid("to", "must be after from"));
-    }
-    if to - from > Duration::days(366) {
-        return Err(invalid("to", "at most 366 days after from"));
-    }
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    ensure_therapist(&mut tx, principal.tenant, therapist).await?;
-    let rows = store::absences(&mut tx, principal.tenant, therapist, from, to).await?;
-    tx.commit().await?;
+    let rows = state.app.absences(&principal.caller(), therapist, query.from.as_deref(), query.to.as_deref()).await?;
     Ok(HttpResponse::Ok().json(rows.iter().map(AbsenceView::of).collect::<Vec<_>>()))
 }
 
@@ -356,25 +262,9 @@ async fn delete_absence(
 ) -> Result<HttpResponse, ApiError> {
     let (raw_therapist, raw_absence) = path.into_inner();
     let therapist = therapist_id(&raw_therapist)?;
-    require_manage(&state, &principal, therapist).await?;
     let absence: Uuid = raw_absence.parse().map_err(|_| ApiError::NotFound)?;
-    let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
-    if !store::delete_absence(&mut tx, principal.tenant, therapist, absence).await? {
-        return Err(ApiError::NotFound);
-    }
-    let event = calendar_event(&state, &principal, "absence", absence.to_string())
-        .with_detail(json!({ "therapist_id": therapist.to_string(), "action": "delete" }));
-    store_postgres::audit::append(&mut tx, event).await?;
-    tx.commit().await?;
+    state.app.delete_absence(&principal.caller(), therapist, absence).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-fn minutes_param(field: &str, value: Option<u32>, default: u32) -> Result<Duration, ApiError> {
-    let minutes = value.unwrap_or(default);
-    if !(1..=1440).contains(&minutes) {
-        return Err(invalid(field, "must be between 1 and 1440 minutes"));
-    }
-    Ok(Duration::minutes(i64::from(minutes)))
 }
 
 #[utoipa::path(get, path = "/api/v1/therapists/{id}/availability", tag = "calendar",
@@ -392,63 +282,19 @@ async fn availability(
     path: web::Path<String>,
     query: web::Query<AvailabilityQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_audited(&state, Permission::AppointmentRead, "calendar").await?;
     let therapist = therapist_id(&path)?;
-    let from = parse_instant("from", &query.from)?;
-    let to = parse_instant("to", &query.to)?;
-    let slot_length = minutes_param("length_minutes", query.length_minutes, 60)?;
-    let step = minutes_param("step_minutes", query.step_minutes, 30)?;
-    let limit = query.limit.unwrap_or(200);
-    if limit == 0 || limit as usize > MAX_FREE_SLOTS {
-        return Err(invalid("limit", "must be between 1 and 1000"));
-    }
-    if to <= from {
-        return Err(invalid("to", "must be after from"));
-    }
-    if to - from > Duration::days(MAX_SEARCH_DAYS) {
-        return Err(invalid("to", format!("at most {MAX_SEARCH_DAYS} days after from")));
-    }
-    // Times only, read in the practice's service context whoever asks (see the module docs).
-    let mut tx = store_postgres::begin(&state.db, &calendar_context(principal.tenant)).await?;
-    ensure_therapist(&mut tx, principal.tenant, therapist).await?;
-    let hours = store::working_hours(&mut tx, principal.tenant, therapist).await?;
-    let Some((hours, _)) = hours else {
-        tx.commit().await?;
-        return Ok(HttpResponse::Ok().json(Availability {
-            therapist_id: *therapist.as_uuid(),
-            time_zone: None,
-            slots: vec![],
-        }));
+    let query = query.into_inner();
+    let search = app::calendar::AvailabilityQuery {
+        from: query.from,
+        to: query.to,
+        length_minutes: query.length_minutes,
+        step_minutes: query.step_minutes,
+        limit: query.limit,
     };
-    // Busy spans that could touch a slot: widen by a day so a stretch's grid is anchored right.
-    let (wide_from, wide_to) = (from - Duration::days(1), to + Duration::days(1));
-    let absences: Vec<Absence> = store::absences(&mut tx, principal.tenant, therapist, wide_from, wide_to)
-        .await?
-        .iter()
-        .map(|a| a.absence)
-        .collect();
-    let booked: Vec<Slot> = store::busy_slots(&mut tx, principal.tenant, therapist, wide_from, wide_to, None)
-        .await?
-        .iter()
-        .map(|b| b.slot)
-        .collect();
-    tx.commit().await?;
-    let free = free_slots(
-        &hours,
-        &absences,
-        &booked,
-        &FreeSlotQuery { from, to, slot_length, step, now: Some(state.clock.now()), limit: limit as usize },
-    )
-    .map_err(|e| match e.field() {
-        "slot_length" => invalid("length_minutes", e.to_string()),
-        "step" => invalid("step_minutes", e.to_string()),
-        _ => invalid_input(&e),
-    })?;
-    // Only whole-minute starts are bookable; the grid is whole minutes from whole-minute hours.
-    let slots = free.iter().map(|s| FreeSlot { start: s.start(), end: s.end() }).collect();
+    let found = state.app.availability(&principal.caller(), therapist, &search).await?;
     Ok(HttpResponse::Ok().json(Availability {
         therapist_id: *therapist.as_uuid(),
-        time_zone: Some(hours.time_zone().to_owned()),
-        slots,
+        time_zone: found.time_zone,
+        slots: found.slots.iter().map(|s| FreeSlot { start: s.start(), end: s.end() }).collect(),
     }))
 }

@@ -339,7 +339,7 @@ async fn export_patient(
         appointments: export
             .appointments
             .iter()
-            .map(crate::routes::appointments::export_document)
+            .map(crate::routes::appointments::export_json)
             .collect::<Result<_, _>>()?,
         messages: export.messages.iter().map(crate::routes::webhooks::message_json).collect(),
         audit: export.access_log.into_iter().map(crate::routes::audit::EntryView::from).collect(),
