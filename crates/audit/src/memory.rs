@@ -32,9 +32,10 @@ impl MemoryAuditLog {
     }
 }
 
-#[async_trait]
-impl AuditLog for MemoryAuditLog {
-    async fn append(&self, event: AuditEvent) -> Result<ChainedEntry, AuditError> {
+impl MemoryAuditLog {
+    /// Validates, chains and stores `event` in its tenant's chain (in memory there is no
+    /// transaction to share).
+    pub fn append(&self, event: AuditEvent) -> Result<ChainedEntry, AuditError> {
         let mut chains = self.lock();
         let chain = chains.entry(event.tenant).or_default();
         let head = chain.last().map_or(ChainHead::GENESIS, ChainedEntry::head);
@@ -42,7 +43,10 @@ impl AuditLog for MemoryAuditLog {
         chain.push(entry.clone());
         Ok(entry)
     }
+}
 
+#[async_trait]
+impl AuditLog for MemoryAuditLog {
     async fn query(&self, tenant: TenantId, filter: &AuditFilter, page: Page) -> Result<AuditPage, AuditError> {
         filter.validate()?;
         let chains = self.lock();
@@ -82,9 +86,9 @@ mod tests {
         for i in 0..5 {
             let outcome = if i % 2 == 0 { Outcome::Success } else { Outcome::Failure };
             let event = AuditEvent::new(a, actor.clone(), Action::AuthLogin, "session", &clock).with_outcome(outcome);
-            assert_eq!(block_on(log.append(event)).unwrap().seq, i + 1);
+            assert_eq!(log.append(event).unwrap().seq, i + 1);
         }
-        let other = block_on(log.append(AuditEvent::new(b, actor, Action::AuthLogin, "session", &clock))).unwrap();
+        let other = log.append(AuditEvent::new(b, actor, Action::AuthLogin, "session", &clock)).unwrap();
         assert_eq!(other.seq, 1);
 
         let all = AuditFilter::default();

@@ -9,17 +9,15 @@ use async_trait::async_trait;
 use kernel::{Actor, TenantId};
 use time::OffsetDateTime;
 
-/// Port: the tenant-scoped, append-only audit log.
+/// Port: reading the tenant-scoped, append-only audit log.
 ///
-/// An adapter appends by reading the tenant's [`crate::ChainHead`] under a lock, calling
-/// [`crate::next_entry`] and storing the result, all in one transaction (so the entry commits or
-/// rolls back with the change it records). It verifies by streaming the chain through a
-/// [`crate::ChainVerifier`]. It never updates or deletes entries.
+/// Appending is deliberately not part of it: an entry is written in the transaction of the change
+/// it records, so it can only be appended through that transaction (the Postgres adapter's
+/// `store_postgres::audit::append(conn, event)`), never by a port method that would open a
+/// transaction of its own. An adapter verifies by streaming the chain through a
+/// [`crate::ChainVerifier`]; it never updates or deletes entries.
 #[async_trait]
 pub trait AuditLog: Send + Sync + std::fmt::Debug {
-    /// Validates, chains and stores `event` in its tenant's chain.
-    async fn append(&self, event: AuditEvent) -> Result<ChainedEntry, AuditError>;
-
     /// Entries of `tenant` matching `filter`, newest first (descending seq), one page at a time.
     async fn query(&self, tenant: TenantId, filter: &AuditFilter, page: Page) -> Result<AuditPage, AuditError>;
 

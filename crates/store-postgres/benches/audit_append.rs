@@ -11,7 +11,7 @@
 // A failing setup is a broken benchmark, not a runtime path; the summary is the point of a bench.
 #![allow(clippy::expect_used, clippy::print_stdout, reason = "benchmark setup and report")]
 
-use audit::{Action, AuditEvent, AuditLog};
+use audit::{Action, AuditEvent};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kernel::{Actor, FixedClock, RequestId, Role, TenantId, UserId};
 use serde_json::json;
@@ -54,7 +54,9 @@ async fn run(log: &PgAuditLog, tenants: &[TenantId], clock: &FixedClock, iters: 
         let (log, tenant, clock) = (log.clone(), *tenant, clock.clone());
         handles.push(tokio::spawn(async move {
             for _ in 0..count {
-                log.append(event(tenant, &clock)).await.expect("append");
+                let mut tx = begin(log.pool(), &DbContext::tenant(tenant)).await.expect("begin");
+                store_postgres::audit::append(&mut tx, event(tenant, &clock)).await.expect("append");
+                tx.commit().await.expect("commit");
             }
         }));
     }

@@ -298,8 +298,8 @@ impl<'a> EntryColumns<'a> {
 
 /// The [`AuditLog`] port over Postgres.
 ///
-/// Use the runtime role's pool. `append` opens its own transaction; to record a change, call
-/// [`append`] inside the change's transaction instead.
+/// Use the runtime role's pool. Entries are appended with [`append`] inside the transaction of
+/// the change they record; this type reads and verifies.
 #[derive(Debug, Clone)]
 pub struct PgAuditLog {
     pool: PgPool,
@@ -403,13 +403,6 @@ const QUERY_ENTRIES: &str = concat!(
 
 #[async_trait]
 impl AuditLog for PgAuditLog {
-    async fn append(&self, event: AuditEvent) -> Result<ChainedEntry, AuditError> {
-        let mut tx = begin(&self.pool, &DbContext::tenant(event.tenant)).await.map_err(AuditStoreError::from)?;
-        let entry = append(&mut tx, event).await?;
-        tx.commit().await.map_err(AuditStoreError::db)?;
-        Ok(entry)
-    }
-
     async fn query(&self, tenant: TenantId, filter: &AuditFilter, page: Page) -> Result<AuditPage, AuditError> {
         Ok(self.query_entries(tenant, filter, page).await?)
     }

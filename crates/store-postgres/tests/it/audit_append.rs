@@ -1,6 +1,6 @@
 //! Appending: inside the caller's transaction, serialised per tenant, refused in the wrong context.
 
-use crate::support::{append_reads, clock, read_event, seed_tenant, stored_seqs};
+use crate::support::{append_alone, append_reads, clock, read_event, seed_tenant, stored_seqs};
 use audit::{AuditLog, ChainHead};
 use futures_util::future::join_all;
 use store_postgres::audit::append;
@@ -17,7 +17,7 @@ async fn fifty_concurrent_appends_for_one_tenant_form_one_chain() {
     let tasks = (0..50u64).map(|i| {
         let log = log.clone();
         let event = read_event(tenant, i, &clock);
-        tokio::spawn(async move { log.append(event).await.unwrap().seq })
+        tokio::spawn(async move { append_alone(log.pool(), event).await.unwrap().seq })
     });
     let mut seqs: Vec<u64> = join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     seqs.sort_unstable();
@@ -41,7 +41,7 @@ async fn concurrent_appends_for_several_tenants_form_one_chain_each() {
         let log = log.clone();
         let tenant = tenants[(i % 4) as usize];
         let event = read_event(tenant, i, &clock);
-        tokio::spawn(async move { log.append(event).await.unwrap() })
+        tokio::spawn(async move { append_alone(log.pool(), event).await.unwrap() })
     });
     for result in join_all(tasks).await {
         result.unwrap();
@@ -72,7 +72,7 @@ async fn an_entry_rolls_back_with_the_change_it_records() {
     let log = PgAuditLog::new(db.app_pool.clone());
     assert!(log.verify(tenant).await.unwrap().is_intact());
     // The head rolled back too: the next entry takes seq 3 and links to entry 2.
-    let next = log.append(read_event(tenant, 100, &clock)).await.unwrap();
+    let next = append_alone(log.pool(), read_event(tenant, 100, &clock)).await.unwrap();
     assert_eq!(next.seq, 3);
     let report = log.verify(tenant).await.unwrap();
     assert!(report.is_intact());
@@ -154,7 +154,7 @@ async fn batches_appended_with_append_all_interleave_with_single_appends_into_on
     let singles = (0..10u64).map(|i| {
         let log = log.clone();
         let event = read_event(tenant, i, &clock);
-        tokio::spawn(async move { vec![log.append(event).await.unwrap().seq] })
+        tokio::spawn(async move { vec![append_alone(log.pool(), event).await.unwrap().seq] })
     });
     let mut batch_seqs = Vec::new();
     for seqs in join_all(batches).await {

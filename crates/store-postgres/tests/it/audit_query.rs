@@ -1,6 +1,6 @@
 //! Filters and newest-first cursor pagination.
 
-use crate::support::{clock, read_event, seed_tenant, system_event};
+use crate::support::{append_alone, clock, read_event, seed_tenant, system_event};
 use audit::{Action, AuditError, AuditFilter, AuditLog, Outcome, Page};
 use kernel::{Actor, Clock, Role, TenantId, UserId};
 use store_postgres::PgAuditLog;
@@ -30,11 +30,13 @@ async fn filters_and_pages_match_the_reference_semantics() {
     // 1..=20 patient reads, 21..=25 consent expiries (5 failures among them: 22, 24).
     let mut stored = Vec::new();
     for i in 0..20 {
-        stored.push(log.append(read_event(tenant, i % 4, &clock)).await.unwrap());
+        stored.push(append_alone(log.pool(), read_event(tenant, i % 4, &clock)).await.unwrap());
     }
     for i in 0..5 {
         let outcome = if i % 2 == 1 { Outcome::Failure } else { Outcome::Success };
-        stored.push(log.append(system_event(tenant, Action::ConsentExpired, outcome, &clock)).await.unwrap());
+        stored.push(
+            append_alone(log.pool(), system_event(tenant, Action::ConsentExpired, outcome, &clock)).await.unwrap(),
+        );
     }
     let mid = stored[9].event.occurred_at;
 
@@ -85,7 +87,7 @@ async fn page_size_and_time_range_are_bounded() {
     let log = PgAuditLog::new(db.app_pool.clone());
     let clock = clock();
     for i in 0..3 {
-        log.append(read_event(tenant, i, &clock)).await.unwrap();
+        append_alone(log.pool(), read_event(tenant, i, &clock)).await.unwrap();
     }
     let t = clock.now();
     let empty = AuditFilter { from: Some(t), to: Some(t), ..AuditFilter::default() };

@@ -52,6 +52,14 @@ pub async fn append_reads(db: &TestDb, tenant: TenantId, n: u64, clock: &FixedCl
     entries
 }
 
+/// Appends `event` in a transaction of its own, as a change that records nothing else would.
+pub async fn append_alone(pool: &PgPool, event: AuditEvent) -> Result<ChainedEntry, store_postgres::AuditStoreError> {
+    let mut tx = begin(pool, &DbContext::tenant(event.tenant)).await?;
+    let entry = store_postgres::audit::append(&mut tx, event).await?;
+    tx.commit().await.map_err(store_postgres::StoreError::classify)?;
+    Ok(entry)
+}
+
 /// `sql` run as the owner role in the tenant's context.
 pub async fn as_owner(db: &TestDb, tenant: TenantId, sql: &str) -> Result<u64, sqlx::Error> {
     run_in_context(&db.owner_pool, tenant, sql).await
