@@ -1,5 +1,6 @@
 //! The `praxis` command line: `serve`, `migrate`, `config check`, `tenants create`, operator
-//! commands (`users`, `sessions`, `ip`, `audit`) and `keys rotate|migrate`.
+//! commands (`users`, `sessions`, `ip`, `audit`) and `keys rotate|migrate|reencrypt` (their
+//! doors: `keys.rs`, `reencrypt.rs`).
 //!
 //! Output on stdout/stderr is this module's user interface, hence the print allowances.
 #![allow(clippy::print_stdout, clippy::print_stderr)]

@@ -9,9 +9,10 @@
 //!   transaction (who caused a KMS call for whose key), so the trail shows every key use.
 //!   [`Services::unwrap_patient_dek`] is the one place that does this.
 //! - Each practice has one blind-index key (`tenant_keys`, purpose `blind-index`), created on
-//!   first use (`practice_key::load_or_create_practice_key`) in its own committed transaction (a key must never exist only in memory: an index
-//!   computed with it would be unsearchable after a restart), and cached for the process's life;
-//!   at most [`PRACTICE_KEYS_CAPACITY`] practices are held, then the cache starts over.
+//!   first use (`practice_key::load_or_create_practice_key`) in its own committed transaction (a
+//!   key must never exist only in memory: an index computed with it would be unsearchable after
+//!   a restart), and cached for the process's life; at most [`PRACTICE_KEYS_CAPACITY`]
+//!   practices are held, then the cache starts over.
 //!
 //! # Patient fields
 //! Each personal field is sealed separately, its AAD binding (tenant, `patients`, field, patient
