@@ -1,10 +1,12 @@
 //! The `praxis` command line: `serve`, `migrate`, `config check`, `tenants create`, operator
-//! commands (`users`, `sessions`, `ip`, `audit`) and `keys rotate|migrate`.
+//! commands (`users`, `sessions`, `ip`, `audit`) and `keys rotate|migrate|reencrypt` (their
+//! doors: `keys.rs`, `reencrypt.rs`).
 //!
 //! Output on stdout/stderr is this module's user interface, hence the print allowances.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use crate::config::{Config, LogFormat};
+use crate::operator::{operator_error, services_on};
 use crate::state::AppState;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -79,7 +81,7 @@ pub struct KeysArgs {
     #[arg(long)]
     pub tenant: Option<TenantId>,
     /// Data keys per batch: per transaction, per progress line and per audit entry.
-    #[arg(long, default_value_t = crate::keys::DEFAULT_BATCH_SIZE)]
+    #[arg(long, default_value_t = app::keys::DEFAULT_BATCH_SIZE)]
     pub batch_size: u32,
     /// Stop after this many rewraps (run again to continue).
     #[arg(long)]
@@ -391,62 +393,12 @@ async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
     services_on(config, pool, keyring, None)
 }
 
-/// The use cases on `pool`, with the configured password hashing cost, `keyring` and, when
-/// given, the audit trail's checkpoint signer.
-fn services_on(
-    config: &Config,
-    pool: sqlx::PgPool,
-    keyring: Arc<crypto::Keyring>,
-    signer: Option<Arc<app::checkpoint_signer::KmsCheckpointSigner>>,
-) -> anyhow::Result<app::Services> {
-    let hasher = identity::PasswordHasher::new(config.auth.argon2())
-        .map_err(|e| anyhow::anyhow!("auth.argon2_memory_kib: {e}"))?;
-    let audit_log = match signer {
-        Some(signer) => store_postgres::PgAuditLog::new(pool.clone()).with_signer(signer),
-        None => store_postgres::PgAuditLog::new(pool.clone()),
-    };
-    let clock: Arc<dyn kernel::Clock> = Arc::new(SystemClock);
-    Ok(app::Services::new(app::Dependencies {
-        db: pool,
-        clock: clock.clone(),
-        hasher: Arc::new(hasher),
-        audit_log,
-        // Operator commands log nobody in: they need no Redis.
-        login_failures: None,
-        login_limit: config.rate_limits.login_limit(),
-        session_policy: config.auth.session_policy(),
-        keyring,
-        dek_cache: Arc::new(crypto::DekCache::new(kernel::SharedClock(clock), crypto::DekCacheConfig::default())),
-        practice_keys: Arc::default(),
-        booking_policy: config.appointments.booking_policy().map_err(|e| anyhow::anyhow!("appointments: {e}"))?,
-        reminder_policy: config.reminders.policy().map_err(|e| anyhow::anyhow!("reminders: {e}"))?,
-    }))
-}
-
 /// The use cases of the audit commands on `pool`, with each practice's checkpoint key wrapped by
 /// the configured KMS.
 async fn audit_services(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<app::Services> {
     let keyring = crate::kms::build(&config.kms).await?.keyring;
     let signer = app::checkpoint_signer::KmsCheckpointSigner::new(pool.clone(), keyring.clone(), Arc::new(SystemClock));
     services_on(config, pool, keyring, Some(Arc::new(signer)))
-}
-
-/// A use case's refusal as the operator reads it: the flag the input came from, and what is
-/// wrong. `flags` names each use-case field's command-line flag.
-fn operator_error(error: app::Error, flags: &[(&str, &str)]) -> anyhow::Error {
-    match error {
-        app::Error::Invalid(problems) => {
-            let lines: Vec<String> = problems
-                .iter()
-                .map(|p| {
-                    let flag = flags.iter().find(|(field, _)| *field == p.field).map_or(p.field.as_str(), |(_, f)| f);
-                    format!("{flag}: {}", p.message)
-                })
-                .collect();
-            anyhow::anyhow!("{}", lines.join("\n"))
-        }
-        other => anyhow::Error::new(other),
-    }
 }
 
 async fn create_tenant(config: Config, name: String, admin_email: String) -> anyhow::Result<()> {

@@ -25,9 +25,11 @@
 //! (edited, or copied from another practice) makes its signatures invalid, not an error, since
 //! that is tampering to report, and is logged.
 
+use crate::Caller;
+use crate::practice_key::{PracticeKey, PracticeKeyError, load_or_create_practice_key, wrapped_practice_key};
 use async_trait::async_trait;
 use audit::{AuditError, CheckpointSigner};
-use crypto::{KeyContext, KeyManagement, KeyPurpose, Keyring, KmsError, MAC_LEN, MacKey, WrappedDataKey};
+use crypto::{KeyContext, KeyManagement, KeyPurpose, Keyring, KmsError, MAC_LEN, MacKey};
 use kernel::{Actor, Clock, TenantId};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -50,6 +52,16 @@ pub enum SignerError {
     Store(#[from] store_postgres::StoreError),
     #[error("checkpoint key creation could not be audited: {0}")]
     Audit(#[from] store_postgres::AuditStoreError),
+}
+
+impl From<PracticeKeyError> for SignerError {
+    fn from(error: PracticeKeyError) -> Self {
+        match error {
+            PracticeKeyError::Kms(error) => Self::Kms(error),
+            PracticeKeyError::Store(error) => Self::Store(error),
+            PracticeKeyError::Audit(error) => Self::Audit(error),
+        }
+    }
 }
 
 impl SignerError {
@@ -119,12 +131,7 @@ impl KmsCheckpointSigner {
     /// Unwraps a stored key through the keyring. `Ok(None)` when the wrapped bytes do not
     /// authenticate under the practice's context: the row was tampered with.
     async fn unwrap(&self, row: &TenantKeyRecord) -> Result<Option<MacKey>, SignerError> {
-        let wrapped = WrappedDataKey {
-            kek_id: row.kek_id.clone(),
-            kek_version: row.kek_version.clone(),
-            ciphertext: row.wrapped_key.clone(),
-        };
-        match self.keyring.unwrap(&wrapped, &KeyContext::tenant_key(row.tenant, PURPOSE)).await {
+        match self.keyring.unwrap(&wrapped_practice_key(row), &KeyContext::tenant_key(row.tenant, PURPOSE)).await {
             Ok(key) => Ok(Some(MacKey::from_data_key(key))),
             Err(KmsError::InvalidCiphertext) => {
                 tracing::warn!(
@@ -150,63 +157,25 @@ impl KmsCheckpointSigner {
         Ok(self.unwrap(&row).await?.map(|key| self.remember(tenant, generation, key)))
     }
 
-    /// The practice's newest key, created (and its creation audited) when it has none.
+    /// The practice's newest key, created (and its creation audited, as the `audit-checkpoint`
+    /// component) when it has none. Its unwraps are not audited: signing runs inside the audit
+    /// trail's own writes.
     async fn signing_key(&self, tenant: TenantId) -> Result<(u32, Arc<MacKey>), SignerError> {
         if let Some(cached) = self.cached(tenant, None) {
             return Ok(cached);
         }
-        if let Some(row) = self.stored(tenant).await?.pop() {
-            return match self.unwrap(&row).await? {
-                Some(key) => Ok((row.generation, self.remember(tenant, row.generation, key))),
+        let creator = Caller::system(tenant, Actor::System { component: "audit-checkpoint".into() });
+        match load_or_create_practice_key(&self.pool, &self.keyring, self.clock.as_ref(), &creator, PURPOSE).await? {
+            PracticeKey::Created { record, key } => {
+                tracing::info!(tenant = %tenant, generation = record.generation, "audit-checkpoint key created");
+                Ok((record.generation, self.remember(tenant, record.generation, MacKey::from_data_key(key))))
+            }
+            // Stored before, or just now by another process that won the insert: every checkpoint
+            // of the practice is signed with the one stored key.
+            PracticeKey::Stored(record) => match self.unwrap(&record).await? {
+                Some(key) => Ok((record.generation, self.remember(tenant, record.generation, key))),
                 None => Err(KmsError::InvalidCiphertext.into()),
-            };
-        }
-        // Generated outside any transaction: the KMS call may take a while.
-        let ctx = KeyContext::tenant_key(tenant, PURPOSE);
-        let (key, wrapped) = self.keyring.generate_data_key(&ctx).await?;
-        let now = self.clock.now();
-        let mut tx = begin(&self.pool, &DbContext::tenant(tenant)).await?;
-        let stored = tenant_keys::insert_first(
-            &mut tx,
-            tenant,
-            PURPOSE.as_str(),
-            &wrapped.kek_id,
-            &wrapped.kek_version,
-            &wrapped.ciphertext,
-            now,
-        )
-        .await?;
-        let created = stored.wrapped_key == wrapped.ciphertext;
-        if created {
-            let info = self.keyring.key_info();
-            let event = audit::AuditEvent::new(
-                tenant,
-                Actor::System { component: "audit-checkpoint".into() },
-                audit::Action::KeyGenerate,
-                "tenant_key",
-                self.clock.as_ref(),
-            )
-            .with_resource_id(PURPOSE.as_str())
-            .with_detail(serde_json::json!({
-                "purpose": PURPOSE.as_str(),
-                "generation": stored.generation,
-                "kek_backend": info.backend,
-                "kek_id": wrapped.kek_id,
-                "kek_version": wrapped.kek_version,
-            }));
-            store_postgres::audit::append(&mut tx, event).await?;
-        }
-        tx.commit().await.map_err(store_postgres::StoreError::classify)?;
-        let generation = stored.generation;
-        if created {
-            tracing::info!(tenant = %tenant, generation, "audit-checkpoint key created");
-            return Ok((generation, self.remember(tenant, generation, MacKey::from_data_key(key))));
-        }
-        // Another process created it first: use theirs, so every checkpoint has one key.
-        drop(key);
-        match self.unwrap(&stored).await? {
-            Some(key) => Ok((generation, self.remember(tenant, generation, key))),
-            None => Err(KmsError::InvalidCiphertext.into()),
+            },
         }
     }
 }

@@ -21,8 +21,10 @@ mod caller;
 pub mod checkpoint_signer;
 pub mod consents;
 mod error;
+pub mod keys;
 pub mod patient_export;
 pub mod patients;
+pub mod practice_key;
 pub mod protection;
 pub mod sessions;
 

@@ -9,9 +9,10 @@
 //!   transaction (who caused a KMS call for whose key), so the trail shows every key use.
 //!   [`Services::unwrap_patient_dek`] is the one place that does this.
 //! - Each practice has one blind-index key (`tenant_keys`, purpose `blind-index`), created on
-//!   first use in its own committed transaction (a key must never exist only in memory: an index
-//!   computed with it would be unsearchable after a restart), and cached for the process's life;
-//!   at most [`PRACTICE_KEYS_CAPACITY`] practices are held, then the cache starts over.
+//!   first use (`practice_key::load_or_create_practice_key`) in its own committed transaction (a
+//!   key must never exist only in memory: an index computed with it would be unsearchable after
+//!   a restart), and cached for the process's life; at most [`PRACTICE_KEYS_CAPACITY`]
+//!   practices are held, then the cache starts over.
 //!
 //! # Patient fields
 //! Each personal field is sealed separately, its AAD binding (tenant, `patients`, field, patient
@@ -26,6 +27,7 @@
 //! may read), so whoever may see the appointment may read its notes even without seeing the
 //! patient record (a therapist booked for a patient not assigned to them).
 
+use crate::practice_key::{PracticeKey, PracticeKeyError, load_or_create_practice_key, wrapped_practice_key};
 use crate::{Caller, Error, Result, Services};
 use ::patients::{PatientData, PatientField};
 use audit::Action;
@@ -62,6 +64,17 @@ pub fn kms_error(error: KmsError) -> Error {
         Error::Unavailable("The key management service is unavailable; try again shortly.".into())
     } else {
         Error::internal(error)
+    }
+}
+
+/// A practice key's failures in the caller's terms, as the KMS's and the store's are.
+impl From<PracticeKeyError> for Error {
+    fn from(error: PracticeKeyError) -> Self {
+        match error {
+            PracticeKeyError::Kms(error) => kms_error(error),
+            PracticeKeyError::Store(error) => error.into(),
+            PracticeKeyError::Audit(error) => error.into(),
+        }
     }
 }
 
@@ -120,49 +133,35 @@ impl AppointmentNote {
 }
 
 impl Services {
-    /// The practice's blind-index key: cached, else unwrapped from `tenant_keys`, else created.
-    /// Runs in its own transaction (committed before it returns, see the module documentation),
-    /// which records the unwrap or creation as the caller's.
+    /// The practice's blind-index key: cached, else unwrapped from `tenant_keys`, else created
+    /// (by [`crate::practice_key::load_or_create_practice_key`], which records the creation as the
+    /// caller's). A stored key's unwrap is recorded as the caller's `key.unwrap` in a short
+    /// transaction of its own, committed before the key is used (see the module documentation).
     pub async fn blind_index_key(&self, caller: &Caller) -> Result<Arc<BlindIndexKey>> {
         let tenant = caller.tenant;
         if let Some(key) = self.practice_keys.cached(tenant) {
             return Ok(key);
         }
         let purpose = KeyPurpose::BlindIndex;
-        let ctx = KeyContext::tenant_key(tenant, purpose);
-        let mut tx = store_postgres::begin(&self.db, &DbContext::tenant(tenant)).await?;
-        let stored = store_postgres::tenant_keys::current(&mut tx, tenant, purpose.as_str()).await?;
-        let (record, action) = match stored {
-            Some(record) => (record, Action::KeyUnwrap),
-            None => {
-                let (_, wrapped) = self.keyring.generate_data_key(&ctx).await.map_err(kms_error)?;
-                let record = store_postgres::tenant_keys::insert_first(
-                    &mut tx,
-                    tenant,
-                    purpose.as_str(),
-                    &wrapped.kek_id,
-                    &wrapped.kek_version,
-                    &wrapped.ciphertext,
-                    self.clock.now(),
-                )
-                .await?;
-                (record, Action::KeyGenerate)
+        let dek = match load_or_create_practice_key(&self.db, &self.keyring, self.clock(), caller, purpose).await? {
+            PracticeKey::Created { key, .. } => key,
+            PracticeKey::Stored(record) => {
+                let dek = self
+                    .keyring
+                    .unwrap(&wrapped_practice_key(&record), &KeyContext::tenant_key(tenant, purpose))
+                    .await
+                    .map_err(kms_error)?;
+                let event = caller
+                    .audit_event(Action::KeyUnwrap, "tenant_key", self.clock())
+                    .with_resource_id(purpose.as_str())
+                    .with_detail(serde_json::json!({ "kek_id": record.kek_id, "kek_version": record.kek_version }));
+                let mut tx = store_postgres::begin(&self.db, &DbContext::tenant(tenant)).await?;
+                store_postgres::audit::append(&mut tx, event).await?;
+                tx.commit().await?;
+                dek
             }
         };
-        // Unwrap what is stored (after a lost insert race, that is the winner's key, not ours).
-        let wrapped = WrappedDataKey {
-            kek_id: record.kek_id.clone(),
-            kek_version: record.kek_version.clone(),
-            ciphertext: record.wrapped_key.clone(),
-        };
-        let dek = self.keyring.unwrap(&wrapped, &ctx).await.map_err(kms_error)?;
         let key = Arc::new(BlindIndexKey::from_bytes(dek.expose_secret()).map_err(Error::internal)?);
-        let event = caller
-            .audit_event(action, "tenant_key", self.clock())
-            .with_resource_id(purpose.as_str())
-            .with_detail(serde_json::json!({ "kek_id": record.kek_id, "kek_version": record.kek_version }));
-        store_postgres::audit::append(&mut tx, event).await?;
-        tx.commit().await?;
         self.practice_keys.remember(tenant, key.clone());
         Ok(key)
     }

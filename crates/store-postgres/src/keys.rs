@@ -224,3 +224,27 @@ pub async fn destroy_all(
     .map_err(StoreError::classify)?;
     Ok(result.rows_affected())
 }
+
+/// Crypto-shredding of one generation (`praxis keys reencrypt`, once the patient's data is
+/// sealed under a newer one): empties that DEK and marks it destroyed. Returns whether a live
+/// key was destroyed.
+pub async fn destroy(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    patient: PatientId,
+    generation: u32,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "UPDATE patient_keys SET wrapped_dek = NULL, destroyed_at = $4 \
+         WHERE tenant_id = $1 AND patient_id = $2 AND generation = $3 AND destroyed_at IS NULL",
+    )
+    .bind(tenant.as_uuid())
+    .bind(patient.as_uuid())
+    .bind(generation_param(generation)?)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::classify)?;
+    Ok(result.rows_affected() == 1)
+}

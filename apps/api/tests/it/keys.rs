@@ -51,10 +51,10 @@ pub(crate) async fn populate(db: &TestDb, key_file: &Path, patients: usize) -> D
             let patient = PatientId::new();
             let generations = if index == 0 { 2 } else { 1 };
             for generation in 1..=generations {
-                let (key, _) = api::keys::create_patient_key(&mut tx, &ring, &SystemClock, tenant, patient, generation)
+                let key = app::keys::create_patient_key(&mut tx, &ring, &SystemClock, tenant, patient, generation)
                     .await
                     .unwrap();
-                deks.insert((tenant, patient, generation), *key.expose_secret());
+                deks.insert((tenant, patient, generation), *key.dek.expose_secret());
             }
         }
         for purpose in PRACTICE_KEYS {
