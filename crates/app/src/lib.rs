@@ -22,6 +22,7 @@ mod error;
 pub mod patient_export;
 pub mod patients;
 pub mod protection;
+pub mod reminders;
 pub mod sessions;
 
 pub use caller::{Access, Caller};
