@@ -351,8 +351,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     if config.reminders.enabled {
         let worker = crate::reminders::ReminderWorker::new(
-            state.clone(),
-            state.clock.clone(),
+            state.app.clone(),
             crate::reminders::notifier_from_config(&config.reminders)
                 .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?,
             crate::reminders::WorkerSettings::from_config(&config.reminders),

@@ -26,6 +26,7 @@ pub mod patient_export;
 pub mod patients;
 pub mod practice_key;
 pub mod protection;
+pub mod reminders;
 pub mod sessions;
 
 pub use caller::{Access, Caller};

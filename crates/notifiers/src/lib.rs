@@ -242,6 +242,14 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_idempotency_key_is_stable_per_reminder_and_the_recipient_does_not_print() {
+        let message = ReminderMessage { reminder_id: Uuid::from_u128(7), ..message(ReminderChannel::Sms) };
+        assert_eq!(message.idempotency_key(), message.clone().idempotency_key());
+        assert!(message.idempotency_key().ends_with(&Uuid::from_u128(7).to_string()));
+        assert!(!format!("{message:?}").contains("4915100000000"), "the recipient must not print");
+    }
+
     #[derive(Debug)]
     struct Fixed(Result<(), NotifyError>);
 

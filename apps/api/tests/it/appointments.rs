@@ -1077,10 +1077,10 @@ impl RecordingNotifier {
 /// A worker on the test server's database and KMS, with its own clock.
 fn worker(app: &TestApp, clock: &FixedClock, notifier: Arc<RecordingNotifier>) -> ReminderWorker {
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let state = api::AppState::from_config(Arc::new(app.config.clone()), clock.clone()).unwrap();
+    let state = api::AppState::from_config(Arc::new(app.config.clone()), clock).unwrap();
     let mut settings = WorkerSettings::from_config(&app.config.reminders);
-    settings.batch_size = 4;
-    ReminderWorker::new(state, clock, notifier, settings)
+    settings.round.batch_size = 4;
+    ReminderWorker::new(state.app, notifier, settings)
 }
 
 async fn grant_reminders(app: &TestApp, who: &Value, patient: &str, action: &str) {
@@ -1369,8 +1369,8 @@ fn twilio_worker(app: &TestApp, clock: &FixedClock, api_base: &str) -> ReminderW
     let notifier = api::reminders::notifier_from_config(&config.reminders).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let settings = WorkerSettings::from_config(&config.reminders);
-    let state = api::AppState::from_config(Arc::new(config), clock.clone()).unwrap();
-    ReminderWorker::new(state, clock, notifier, settings)
+    let state = api::AppState::from_config(Arc::new(config), clock).unwrap();
+    ReminderWorker::new(state.app, notifier, settings)
 }
 
 #[actix_web::test]
@@ -1459,10 +1459,10 @@ async fn a_worker_defers_reminders_when_its_lease_leaves_no_room_for_a_send() {
     // A lease shorter than one send may take: sending could outlast the claim, and another worker
     // could then send the same reminder again. The worker leaves it instead.
     let mut settings = WorkerSettings::from_config(&app.config.reminders);
-    settings.lease = Duration::seconds(10);
+    settings.round.lease = Duration::seconds(10);
     let worker_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let state = api::AppState::from_config(Arc::new(app.config.clone()), worker_clock.clone()).unwrap();
-    let report = ReminderWorker::new(state, worker_clock, notifier.clone(), settings).tick().await.unwrap();
+    let state = api::AppState::from_config(Arc::new(app.config.clone()), worker_clock).unwrap();
+    let report = ReminderWorker::new(state.app, notifier.clone(), settings).tick().await.unwrap();
     assert_eq!((report.claimed, report.deferred, report.sent), (1, 1, 0), "{report:?}");
     assert!(notifier.sent().is_empty());
     assert_eq!(reminders_of(&app, tenant, booked["id"].as_str().unwrap()).await, [("pending".to_owned(), None)]);
