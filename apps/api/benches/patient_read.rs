@@ -24,15 +24,13 @@ fn noop_routes(cfg: &mut web::ServiceConfig) {
 
 /// A server with `dek_cache_capacity` (0 = no cache), its URL, a bearer token, its DEK cache,
 /// and `PATIENTS` patients.
-async fn server(
-    cache_capacity: usize,
-) -> (String, String, Vec<String>, Arc<crypto::DekCache<api::state::SharedClock>>) {
+async fn server(cache_capacity: usize) -> (String, String, Vec<String>, Arc<crypto::DekCache<kernel::SharedClock>>) {
     let db = testkit::TestDb::new().await;
     let redis = testkit::TestRedis::new();
     let config = support::bench_config(&db, &redis);
-    let mut state = api::AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap();
     let cache_config = crypto::DekCacheConfig { capacity: cache_capacity, ..crypto::DekCacheConfig::default() };
-    state.dek_cache = Arc::new(crypto::DekCache::new(api::state::SharedClock(state.clock.clone()), cache_config));
+    let state =
+        api::AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap().with_dek_cache(cache_config);
     let cache = state.dek_cache.clone();
     let (tenant, email) = support::create_practice(&db, &state.hasher).await;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -66,11 +64,7 @@ async fn server(
 }
 
 /// KMS unwraps caused by 1,000 reads over the 100 patients (each miss of the cache is one).
-async fn unwraps_per_1000_reads(
-    bearer: &str,
-    urls: &[String],
-    cache: &crypto::DekCache<api::state::SharedClock>,
-) -> u64 {
+async fn unwraps_per_1000_reads(bearer: &str, urls: &[String], cache: &crypto::DekCache<kernel::SharedClock>) -> u64 {
     cache.clear();
     let before = cache.stats().misses;
     let client = reqwest::Client::new();

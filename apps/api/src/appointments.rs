@@ -1,15 +1,10 @@
-//! Appointments in the API: the booking and reminder settings, notes sealed under the patient's
-//! DEK, the calendar checks a booking must pass, and scheduling refusals as API errors.
+//! Appointments in the API: the booking and reminder settings, the calendar checks a booking
+//! must pass, and scheduling refusals as API errors.
 //!
 //! # Notes
-//! Booking notes and cancellation notes are free text about a patient, so they are sealed like
-//! the patient's own fields: AES-256-GCM under the **patient's** DEK, AAD (tenant,
-//! `appointments`, column, appointment id). Erasing the patient destroys the DEK and with it
-//! every note. A note is opened with the DEK its header names (looked up in `patient_keys`, which
-//! every role of the practice may read), so whoever may see the appointment may read its notes
-//! even without seeing the patient record (a therapist booked for a patient not assigned to
-//! them). Notes are scheduling notes ("bring the referral"), not clinical notes: those belong in
-//! the patient's clinical record.
+//! Booking notes and cancellation notes are sealed under the patient's DEK by
+//! `app::protection`. They are scheduling notes ("bring the referral"), not clinical notes: those
+//! belong in the patient's clinical record.
 //!
 //! # The calendar context
 //! Whether a slot is bookable depends on the therapist's working hours, absences and other
@@ -18,30 +13,20 @@
 //! ([`calendar_context`]) and return only times; what reaches the caller is a yes, or a refusal
 //! whose details depend on who asks ([`SlotRefusal`]).
 
-use crate::auth::with_request;
 use crate::config::Problem;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
-use audit::{Action, AuditEvent};
-use crypto::{Aad, DataKey, DekCacheKey, DekRef, FieldHeader, KeyContext, KeyManagement, WrappedDataKey};
-use kernel::{Actor, PatientId, TenantId, UserId};
+use kernel::{TenantId, UserId};
 use scheduling::{
     Absence, AppointmentKind, BookingPolicy, ReminderChannel, ReminderPolicy, SchedulingError, Slot, fits_working_hours,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use std::sync::Arc;
 use store_postgres::{DbContext, appointments as store};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-/// The table name in every appointment note's AAD.
-pub const TABLE: &str = "appointments";
-/// AAD column of the booking notes.
-pub const NOTES: &str = "notes";
-/// AAD column of the cancellation note.
-pub const CANCEL_NOTE: &str = "cancel_note";
 /// Longest note, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
 
@@ -322,153 +307,6 @@ pub fn note_text(field: &str, note: Option<String>) -> Result<Option<String>, Ap
         return Err(invalid(field, "must not contain control characters"));
     }
     Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
-}
-
-// --- notes ---------------------------------------------------------------------------------------
-
-fn note_aad(tenant: TenantId, appointment: Uuid, column: &'static str) -> Aad<'static> {
-    Aad::new(tenant, TABLE, column, appointment)
-}
-
-/// A patient DEK to seal notes with: the key, its wrapped form (named in the ciphertext's
-/// header) and its generation.
-#[derive(Debug, Clone)]
-pub struct SealingKey {
-    pub dek: Arc<DataKey>,
-    pub wrapped: WrappedDataKey,
-    pub generation: u32,
-}
-
-/// The patient's newest live DEK as a key to seal with; `None` when the patient has no live key
-/// (erased). Unwraps through the KMS unless cached (each unwrap audited as `key.unwrap` in
-/// `conn`'s transaction).
-pub async fn sealing_key(
-    state: &AppState,
-    conn: &mut PgConnection,
-    actor: &Actor,
-    tenant: TenantId,
-    patient: PatientId,
-) -> Result<Option<SealingKey>, ApiError> {
-    let Some(record) = store::latest_live_patient_key(conn, tenant, patient).await? else {
-        return Ok(None);
-    };
-    let Some(ciphertext) = record.wrapped_dek.clone() else {
-        return Ok(None);
-    };
-    let wrapped = WrappedDataKey { kek_id: record.kek_id.clone(), kek_version: record.kek_version.clone(), ciphertext };
-    let dek = unwrap_dek(state, conn, actor, tenant, DekRef::new(patient, record.generation), &wrapped).await?;
-    Ok(Some(SealingKey { dek, wrapped, generation: record.generation }))
-}
-
-async fn unwrap_dek(
-    state: &AppState,
-    conn: &mut PgConnection,
-    actor: &Actor,
-    tenant: TenantId,
-    dek_ref: DekRef,
-    wrapped: &WrappedDataKey,
-) -> Result<Arc<DataKey>, ApiError> {
-    let cache_key = DekCacheKey::new(tenant, dek_ref);
-    if let Some(dek) = state.dek_cache.get(&cache_key) {
-        return Ok(dek);
-    }
-    let dek = state
-        .kms
-        .unwrap(wrapped, &KeyContext::patient_data(tenant, dek_ref.patient))
-        .await
-        .map_err(crate::patients::kms_error)?;
-    let event = AuditEvent::new(tenant, actor.clone(), Action::KeyUnwrap, "patient_key", &*state.clock)
-        .with_resource_id(dek_ref.patient.to_string())
-        .with_detail(serde_json::json!({
-            "generation": dek_ref.generation,
-            "kek_id": wrapped.kek_id,
-            "kek_version": wrapped.kek_version,
-        }));
-    store_postgres::audit::append(conn, with_request(event)).await?;
-    Ok(state.dek_cache.insert(cache_key, dek))
-}
-
-/// Seals a note of an appointment under the patient's DEK.
-pub fn seal_note(
-    key: &SealingKey,
-    tenant: TenantId,
-    patient: PatientId,
-    appointment: Uuid,
-    column: &'static str,
-    text: &str,
-) -> Result<Vec<u8>, ApiError> {
-    let header =
-        FieldHeader::for_wrapped(DekRef::new(patient, key.generation), &key.wrapped).map_err(ApiError::internal)?;
-    crypto::encrypt_field(&key.dek, &header, &note_aad(tenant, appointment, column), text.as_bytes())
-        .map_err(ApiError::internal)
-}
-
-/// For `praxis keys reencrypt`, in its transaction and before it destroys the old generation:
-/// every note of the patient's appointments sealed under `old_generation` is opened with
-/// `old_dek` and sealed again under `new`. Returns how many notes were re-sealed.
-pub async fn reseal_notes(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    patient: PatientId,
-    old_dek: &DataKey,
-    old_generation: u32,
-    new: &SealingKey,
-) -> Result<u64, ApiError> {
-    let mut resealed = 0;
-    for row in store::of_patient(conn, tenant, patient).await? {
-        let mut columns = [(NOTES, row.notes_enc.clone()), (CANCEL_NOTE, row.cancel_note_enc.clone())];
-        let mut changed = false;
-        for (column, ciphertext) in &mut columns {
-            let Some(old) = ciphertext.as_deref() else { continue };
-            if FieldHeader::parse(old).map_err(ApiError::internal)?.dek().generation != old_generation {
-                continue;
-            }
-            let plain =
-                crypto::decrypt_field(old_dek, &note_aad(tenant, row.id, column), old).map_err(ApiError::internal)?;
-            let text = std::str::from_utf8(&plain).map_err(ApiError::internal)?;
-            *ciphertext = Some(seal_note(new, tenant, patient, row.id, column, text)?);
-            changed = true;
-            resealed += 1;
-        }
-        if changed {
-            let [(_, notes), (_, cancel_note)] = columns;
-            store::replace_note_ciphertexts(conn, tenant, row.id, notes.as_deref(), cancel_note.as_deref()).await?;
-        }
-    }
-    Ok(resealed)
-}
-
-/// Opens a note with the DEK its header names. `None` when that key was destroyed (the patient
-/// was erased): the note is gone, which is the point of crypto-shredding.
-pub async fn open_note(
-    state: &AppState,
-    conn: &mut PgConnection,
-    actor: &Actor,
-    tenant: TenantId,
-    appointment: Uuid,
-    column: &'static str,
-    ciphertext: &[u8],
-) -> Result<Option<String>, ApiError> {
-    let header = FieldHeader::parse(ciphertext).map_err(ApiError::internal)?;
-    let dek_ref = header.dek();
-    let dek = match state.dek_cache.get(&DekCacheKey::new(tenant, dek_ref)) {
-        Some(dek) => dek,
-        None => {
-            let Some(record) = store_postgres::keys::get(conn, tenant, dek_ref.patient, dek_ref.generation).await?
-            else {
-                return Err(ApiError::internal(anyhow::anyhow!("note of {appointment} names an unknown DEK")));
-            };
-            let Some(wrapped) = record.wrapped_dek.clone() else {
-                return Ok(None);
-            };
-            let wrapped =
-                WrappedDataKey { kek_id: record.kek_id, kek_version: record.kek_version, ciphertext: wrapped };
-            unwrap_dek(state, conn, actor, tenant, dek_ref, &wrapped).await?
-        }
-    };
-    let plain =
-        crypto::decrypt_field(&dek, &note_aad(tenant, appointment, column), ciphertext).map_err(ApiError::internal)?;
-    String::from_utf8(plain.to_vec()).map(Some).map_err(ApiError::internal)
 }
 
 // --- calendar checks ------------------------------------------------------------------------------

@@ -381,19 +381,22 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// The use cases for an operator command, on the runtime role's pool (`database.url`), with the
-/// configured password hashing cost: the same code and settings the API runs. (Redis is named,
-/// not connected to: no operator command signs anyone in.)
+/// configured password hashing cost and keyring: the same code and settings the API runs. (Redis
+/// is named, not connected to: no operator command signs anyone in. The keyring is only set up
+/// here; no KMS is called unless the command touches patient data.)
 async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
     let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
     let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
-    services_on(config, pool, None)
+    let keyring = crate::kms::build(&config.kms).await?.keyring;
+    services_on(config, pool, keyring, None)
 }
 
-/// The use cases on `pool`, with the configured password hashing cost and, when given, the
-/// audit trail's checkpoint signer.
+/// The use cases on `pool`, with the configured password hashing cost, `keyring` and, when
+/// given, the audit trail's checkpoint signer.
 fn services_on(
     config: &Config,
     pool: sqlx::PgPool,
+    keyring: Arc<crypto::Keyring>,
     signer: Option<Arc<app::checkpoint_signer::KmsCheckpointSigner>>,
 ) -> anyhow::Result<app::Services> {
     let hasher = identity::PasswordHasher::new(config.auth.argon2())
@@ -402,24 +405,28 @@ fn services_on(
         Some(signer) => store_postgres::PgAuditLog::new(pool.clone()).with_signer(signer),
         None => store_postgres::PgAuditLog::new(pool.clone()),
     };
+    let clock: Arc<dyn kernel::Clock> = Arc::new(SystemClock);
     Ok(app::Services::new(app::Dependencies {
         db: pool,
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
         hasher: Arc::new(hasher),
         audit_log,
         // Operator commands log nobody in: they need no Redis.
         login_failures: None,
         login_limit: config.rate_limits.login_limit(),
         session_policy: config.auth.session_policy(),
+        keyring,
+        dek_cache: Arc::new(crypto::DekCache::new(kernel::SharedClock(clock), crypto::DekCacheConfig::default())),
+        practice_keys: Arc::default(),
     }))
 }
 
 /// The use cases of the audit commands on `pool`, with each practice's checkpoint key wrapped by
 /// the configured KMS.
 async fn audit_services(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<app::Services> {
-    let kms = crate::kms::build(&config.kms).await?;
-    let signer = app::checkpoint_signer::KmsCheckpointSigner::new(pool.clone(), kms.keyring, Arc::new(SystemClock));
-    services_on(config, pool, Some(Arc::new(signer)))
+    let keyring = crate::kms::build(&config.kms).await?.keyring;
+    let signer = app::checkpoint_signer::KmsCheckpointSigner::new(pool.clone(), keyring.clone(), Arc::new(SystemClock));
+    services_on(config, pool, keyring, Some(Arc::new(signer)))
 }
 
 /// A use case's refusal as the operator reads it: the flag the input came from, and what is

@@ -15,7 +15,6 @@ pub mod middleware;
 pub mod openapi;
 pub mod openapi_document;
 pub mod operator;
-pub mod patients;
 pub mod reencrypt;
 pub mod reminders;
 pub mod routes;

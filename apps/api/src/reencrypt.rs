@@ -17,8 +17,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // progress and summary are the command's output
 
 use crate::config::Config;
-use crate::patients::{open_fields, seal_fields, wrapped_of};
 use anyhow::{Context, bail};
+use app::protection::{SealingKey, open_fields, reseal_notes, seal_fields, wrapped_of};
 use audit::{Action, AuditEvent, Outcome};
 use crypto::{DataKey, KeyContext, KeyManagement, Keyring};
 use kernel::{Actor, Clock, PatientId, SystemClock, TenantId};
@@ -130,10 +130,12 @@ async fn reencrypt_patient(
     let ctx = KeyContext::patient_data(tenant, patient);
     let old_wrapped = wrapped_of(&row).map_err(|e| anyhow::anyhow!("{e}"))?;
     let old_dek: DataKey = keyring.unwrap(&old_wrapped, &ctx).await.context("unwrapping the old data key")?;
-    let data = open_fields(&old_dek, &row, true).map_err(|e| anyhow::anyhow!("decrypting under the old key: {e}"))?;
+    let data = open_fields(&old_dek, &row, &PatientField::ALL)
+        .map_err(|e| anyhow::anyhow!("decrypting under the old key: {e}"))?;
     let generation = row.dek_generation.checked_add(1).context("DEK generation overflow")?;
     let (new_dek, new_wrapped) = keyring.generate_data_key(&ctx).await.context("generating the new data key")?;
-    let fields = seal_fields(&new_dek, &new_wrapped, tenant, patient, generation, &data, &PatientField::ALL)
+    let new_key = SealingKey { dek: std::sync::Arc::new(new_dek), wrapped: new_wrapped.clone(), generation };
+    let fields = seal_fields(&new_key, tenant, patient, &data, &PatientField::ALL)
         .map_err(|e| anyhow::anyhow!("sealing under the new key: {e}"))?;
     let now = clock.now();
     store_postgres::keys::insert(
@@ -153,9 +155,7 @@ async fn reencrypt_patient(
         return Ok(false);
     }
     // Appointment notes are sealed under the patient's DEK too: they move to the new one.
-    let new_key =
-        crate::appointments::SealingKey { dek: std::sync::Arc::new(new_dek), wrapped: new_wrapped.clone(), generation };
-    crate::appointments::reseal_notes(&mut tx, tenant, patient, &old_dek, row.dek_generation, &new_key)
+    reseal_notes(&mut tx, tenant, patient, &old_dek, row.dek_generation, &new_key)
         .await
         .map_err(|e| anyhow::anyhow!("re-sealing appointment notes: {e}"))?;
     // The old generation is destroyed: data sealed under the suspect key is gone from the row,

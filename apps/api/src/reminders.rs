@@ -24,7 +24,6 @@ use crate::appointments::calendar_context;
 use crate::error::ApiError;
 use crate::state::AppState;
 use consent::Purpose;
-use crypto::Aad;
 use kernel::{Actor, Clock, Pii, TenantId};
 use patients::PatientField;
 use scheduling::{ReminderChannel, ReminderCheck, ReminderDecision, decide_reminder};
@@ -196,21 +195,15 @@ impl ReminderWorker {
         let mut addresses: Vec<(ReminderChannel, String)> = Vec::new();
         let mut consented: &[ReminderChannel] = &[];
         if !erased {
-            let dek = crate::patients::patient_dek(state, &mut tx, &self.actor, &patient).await?;
-            let open = |field: PatientField| -> Result<Option<String>, ApiError> {
-                let Some(ciphertext) = patient.fields.get(&field) else {
-                    return Ok(None);
-                };
-                let aad = Aad::new(tenant, crate::patients::TABLE, field.aad_column(), *patient.id.as_uuid());
-                let plain = crypto::decrypt_field(&dek, &aad, ciphertext).map_err(ApiError::internal)?;
-                String::from_utf8(plain.to_vec()).map(Some).map_err(ApiError::internal)
-            };
-            let phone = open(PatientField::Phone)?;
-            let email = open(PatientField::Email)?;
+            let caller = app::Caller::system(tenant, self.actor.clone());
+            let contact = state
+                .app
+                .open_patient_fields(&mut tx, &caller, &patient, &[PatientField::Phone, PatientField::Email])
+                .await?;
             for channel in &self.settings.channels {
                 let address = match channel {
-                    ReminderChannel::Whatsapp | ReminderChannel::Sms => phone.clone(),
-                    ReminderChannel::Email => email.clone(),
+                    ReminderChannel::Whatsapp | ReminderChannel::Sms => contact.phone.clone(),
+                    ReminderChannel::Email => contact.email.clone(),
                 };
                 if let Some(address) = address {
                     addresses.push((*channel, address));

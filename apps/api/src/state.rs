@@ -3,7 +3,7 @@ use app::checkpoint_signer::KmsCheckpointSigner;
 use cache_redis::{FailureCounter, FallbackLimiter, IpBlockList, RateLimiter, RedisStore, ResilientLimiter};
 use crypto::{DekCache, DekCacheConfig, Keyring};
 use identity::{Cidr, PasswordHasher};
-use kernel::Clock;
+use kernel::{Clock, SharedClock};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,24 +31,14 @@ pub struct AppState {
     pub kms: Arc<Keyring>,
     /// Unwrapped DEKs, bounded in count, age and uses (crypto's defaults).
     pub dek_cache: Arc<DekCache<SharedClock>>,
-    /// Unwrapped practice-wide keys (blind index), see `crate::patients`.
-    pub practice_keys: Arc<crate::patients::PracticeKeys>,
+    /// Unwrapped practice-wide keys (blind index), see `app::protection`.
+    pub practice_keys: Arc<app::protection::PracticeKeys>,
     /// Inbound webhook endpoints by practice and provider (`[webhooks]`).
     pub webhooks: Arc<crate::webhooks::Endpoints>,
     /// Redis claims that keep concurrent copies of a webhook apart.
     pub idempotency: cache_redis::IdempotencyClaims,
     /// Verified webhook deliveries waiting for a shared transaction (group commit).
     pub webhook_batcher: Arc<crate::webhooks::batch::IngestBatcher>,
-}
-
-/// The state's clock as a `kernel::Clock` value, for components generic over the clock.
-#[derive(Debug, Clone)]
-pub struct SharedClock(pub Arc<dyn Clock>);
-
-impl Clock for SharedClock {
-    fn now(&self) -> time::OffsetDateTime {
-        self.0.now()
-    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -70,6 +60,14 @@ impl AppState {
     pub fn from_config(config: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let kms = crate::kms::build_sync(&config.kms)?;
         Self::with_keyring(config, clock, kms.keyring)
+    }
+
+    /// This state with a DEK cache configured as `config`, shared by the handlers and the use
+    /// cases (the benchmark that compares reads with and without the cache).
+    pub fn with_dek_cache(mut self, config: DekCacheConfig) -> Self {
+        self.dek_cache = Arc::new(DekCache::new(SharedClock(self.clock.clone()), config));
+        self.app = self.app.with_dek_cache(self.dek_cache.clone());
+        self
     }
 
     /// Builds pools without connecting: readiness tells whether the dependencies answer.
@@ -96,6 +94,8 @@ impl AppState {
             kms.clone(),
             clock.clone(),
         )));
+        let dek_cache = Arc::new(DekCache::new(SharedClock(clock.clone()), DekCacheConfig::default()));
+        let practice_keys = Arc::new(app::protection::PracticeKeys::default());
         Ok(Self {
             app: app::Services::new(app::Dependencies {
                 db: db.clone(),
@@ -105,14 +105,17 @@ impl AppState {
                 login_failures: Some(FailureCounter::new(redis.clone())),
                 login_limit: config.rate_limits.login_limit(),
                 session_policy: config.auth.session_policy(),
+                keyring: kms.clone(),
+                dek_cache: dek_cache.clone(),
+                practice_keys: practice_keys.clone(),
             }),
             audit,
             hasher,
             trusted_proxies: Arc::new(config.auth.trusted_proxy_cidrs()),
             limiter: Arc::new(limiter),
             blocklist: IpBlockList::new(redis.clone()),
-            dek_cache: Arc::new(DekCache::new(SharedClock(clock.clone()), DekCacheConfig::default())),
-            practice_keys: Arc::new(crate::patients::PracticeKeys::default()),
+            dek_cache,
+            practice_keys,
             webhooks: Arc::new(crate::webhooks::Endpoints::from_config(&config.webhooks)),
             idempotency: cache_redis::IdempotencyClaims::new(redis.clone()),
             webhook_batcher: Arc::default(),

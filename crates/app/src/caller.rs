@@ -29,6 +29,10 @@ pub enum Access {
     /// An operator at the command line: holds the database credentials already, so acts with
     /// admin rights inside the one practice named on the command line.
     Operator,
+    /// The system's own work for the practice: a worker (the reminder worker) or a verified
+    /// inbound webhook. It runs in the practice's service context and holds no permission of
+    /// the matrix: what it does is what its code does, not a request to authorise.
+    System,
 }
 
 impl Caller {
@@ -48,6 +52,12 @@ impl Caller {
         Self { tenant, actor: Actor::System { component: "cli".into() }, access: Access::Operator, request_id: None }
     }
 
+    /// The system's own work for `tenant`, recorded as `actor` (a worker's component, a
+    /// webhook's provider).
+    pub fn system(tenant: TenantId, actor: Actor) -> Self {
+        Self { tenant, actor, access: Access::System, request_id: None }
+    }
+
     pub fn with_request_id(mut self, request_id: Option<RequestId>) -> Self {
         self.request_id = request_id;
         self
@@ -65,17 +75,19 @@ impl Caller {
     pub fn db_context(&self) -> DbContext {
         match &self.access {
             Access::Account { user, role } => DbContext::user(self.tenant, *user, *role),
-            Access::ApiKey { .. } => DbContext::service(self.tenant),
+            Access::ApiKey { .. } | Access::System => DbContext::service(self.tenant),
             Access::Operator => DbContext::operator(self.tenant),
         }
     }
 
-    /// How far `permission` reaches for this caller. An operator reaches the whole practice.
+    /// How far `permission` reaches for this caller. An operator reaches the whole practice; the
+    /// system's own work reaches nothing through the matrix.
     pub fn scope(&self, permission: Permission) -> Scope {
         match &self.access {
             Access::Account { role, .. } => identity::allowed(*role, permission),
             Access::ApiKey { scopes } => identity::api_key_allowed(scopes, permission),
             Access::Operator => Scope::Tenant,
+            Access::System => Scope::Denied,
         }
     }
 

@@ -19,14 +19,17 @@ mod caller;
 pub mod checkpoint_signer;
 pub mod consents;
 mod error;
+pub mod protection;
 pub mod sessions;
 
 pub use caller::{Access, Caller};
 pub use error::{Error, FieldProblem, Result};
 
 use cache_redis::FailureCounter;
+use crypto::{DekCache, Keyring};
 use identity::{PasswordHasher, Permission, Scope, SessionPolicy};
-use kernel::Clock;
+use kernel::{Clock, SharedClock};
+use protection::PracticeKeys;
 use sqlx::PgPool;
 use std::sync::Arc;
 use store_postgres::PgAuditLog;
@@ -42,6 +45,9 @@ pub struct Services {
     login_failures: Option<FailureCounter>,
     login_limit: identity::Limit,
     session_policy: SessionPolicy,
+    keyring: Arc<Keyring>,
+    dek_cache: Arc<DekCache<SharedClock>>,
+    practice_keys: Arc<PracticeKeys>,
 }
 
 /// The parts [`Services`] is built from.
@@ -63,6 +69,13 @@ pub struct Dependencies {
     pub login_limit: identity::Limit,
     /// Idle and absolute session timeouts.
     pub session_policy: SessionPolicy,
+    /// Wraps new data keys with the primary KEK, unwraps with any configured one.
+    pub keyring: Arc<Keyring>,
+    /// Unwrapped patient DEKs, bounded in count, age and uses; shared with the code of the doors
+    /// that still unwraps on its own.
+    pub dek_cache: Arc<DekCache<SharedClock>>,
+    /// Unwrapped practice-wide keys (blind index).
+    pub practice_keys: Arc<PracticeKeys>,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -79,8 +92,26 @@ impl std::fmt::Debug for Services {
 
 impl Services {
     pub fn new(dependencies: Dependencies) -> Self {
-        let Dependencies { db, clock, hasher, audit_log, login_failures, login_limit, session_policy } = dependencies;
-        Self { db, clock, hasher, audit_log, login_failures, login_limit, session_policy }
+        let Dependencies {
+            db,
+            clock,
+            hasher,
+            audit_log,
+            login_failures,
+            login_limit,
+            session_policy,
+            keyring,
+            dek_cache,
+            practice_keys,
+        } = dependencies;
+        Self { db, clock, hasher, audit_log, login_failures, login_limit, session_policy, keyring, dek_cache, practice_keys }
+    }
+
+    /// The same services with another DEK cache (a benchmark compares reads with and without
+    /// one).
+    pub fn with_dek_cache(mut self, dek_cache: Arc<DekCache<SharedClock>>) -> Self {
+        self.dek_cache = dek_cache;
+        self
     }
 
     pub fn clock(&self) -> &dyn Clock {

@@ -21,6 +21,17 @@ impl Clock for SystemClock {
     }
 }
 
+/// A shared clock as a `Clock` value, for components generic over their clock (the DEK cache)
+/// that must read the same clock as the rest of the process.
+#[derive(Debug, Clone)]
+pub struct SharedClock(pub Arc<dyn Clock>);
+
+impl Clock for SharedClock {
+    fn now(&self) -> OffsetDateTime {
+        self.0.now()
+    }
+}
+
 /// A clock that only moves when told to; for tests and simulations.
 #[derive(Debug, Clone)]
 pub struct FixedClock {

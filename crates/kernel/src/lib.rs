@@ -7,7 +7,7 @@ pub mod ids;
 pub mod role;
 pub mod secret;
 
-pub use clock::{Clock, FixedClock, SystemClock};
+pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
 pub use ids::{PatientId, RequestId, TenantId, UserId};
 pub use role::{Actor, Role, UnknownRole};
 pub use secret::{Pii, Secret};

@@ -14,13 +14,14 @@
 //! audit entry in its own transaction; reminders are planned, replanned and dropped in it too.
 
 use crate::appointments::{
-    self as support, Audience, CANCEL_NOTE, NOTES, SlotRefusal, check_calendar, check_instant_range, conflicting_slot,
-    invalid, invalid_input, note_text, open_note, parse_instant, parse_kind, seal_note, sealing_key,
+    self as support, Audience, SlotRefusal, check_calendar, check_instant_range, conflicting_slot, invalid,
+    invalid_input, note_text, parse_instant, parse_kind,
 };
 use crate::auth::{Principal, with_request};
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
+use app::protection::{AppointmentNote, SealingKey, seal_note};
 use audit::{Action, AuditEvent, Outcome};
 use identity::{Permission, Scope};
 use kernel::{PatientId, Role, UserId};
@@ -247,11 +248,12 @@ async fn full_view(
 ) -> Result<AppointmentView, ApiError> {
     let mut view = AppointmentView::summary(row);
     if let Some(ciphertext) = &row.notes_enc {
-        view.notes = open_note(state, conn, &principal.actor, row.tenant, row.id, NOTES, ciphertext).await?;
+        view.notes =
+            state.app.open_note(conn, &principal.caller(), row.id, AppointmentNote::Booking, ciphertext).await?;
     }
     if let (Some(cancellation), Some(ciphertext)) = (view.cancellation.as_mut(), &row.cancel_note_enc) {
         cancellation.note =
-            open_note(state, conn, &principal.actor, row.tenant, row.id, CANCEL_NOTE, ciphertext).await?;
+            state.app.open_note(conn, &principal.caller(), row.id, AppointmentNote::Cancellation, ciphertext).await?;
     }
     let reminders = store::reminders_of(conn, row.tenant, row.id).await?;
     view.reminders = Some(reminders.iter().map(ReminderView::from).collect());
@@ -410,12 +412,19 @@ async fn create_appointment(
         let patient_row = crate::routes::patients::live_patient(&mut tx, principal, patient, false).await?;
         let notes_enc = match notes_ref {
             Some(text) => {
-                let key = support::SealingKey {
-                    dek: crate::patients::patient_dek(state, &mut tx, &principal.actor, &patient_row).await?,
-                    wrapped: crate::patients::wrapped_of(&patient_row)?,
+                let key = SealingKey {
+                    dek: state
+                        .app
+                        .patient_dek(&mut tx, &principal.caller(), &patient_row)
+                        .await
+                        .map_err(ApiError::from)?,
+                    wrapped: app::protection::wrapped_of(&patient_row).map_err(ApiError::from)?,
                     generation: patient_row.dek_generation,
                 };
-                Some(seal_note(&key, principal.tenant, patient, id, NOTES, text)?)
+                Some(
+                    seal_note(&key, principal.tenant, patient, id, AppointmentNote::Booking, text)
+                        .map_err(ApiError::from)?,
+                )
             }
             None => None,
         };
@@ -659,10 +668,16 @@ async fn update_appointment(
             None => row.notes_enc.clone(),
             Some(None) => None,
             Some(Some(text)) => {
-                let key = sealing_key(state, &mut tx, &principal.actor, principal.tenant, row.patient)
-                    .await?
+                let key = state
+                    .app
+                    .sealing_key(&mut tx, &principal.caller(), row.patient)
+                    .await
+                    .map_err(ApiError::from)?
                     .ok_or(ApiError::Gone)?;
-                Some(seal_note(&key, principal.tenant, row.patient, id, NOTES, text)?)
+                Some(
+                    seal_note(&key, principal.tenant, row.patient, id, AppointmentNote::Booking, text)
+                        .map_err(ApiError::from)?,
+                )
             }
         };
         let change = AppointmentChange { therapist, slot, kind: new_kind.unwrap_or(row.kind), notes_enc };
@@ -736,10 +751,8 @@ async fn cancel_appointment(
     refuse_patient_after_start(&principal, &row, now)?;
     let note_enc = match &note {
         Some(text) => {
-            let key = sealing_key(&state, &mut tx, &principal.actor, principal.tenant, row.patient)
-                .await?
-                .ok_or(ApiError::Gone)?;
-            Some(seal_note(&key, principal.tenant, row.patient, id, CANCEL_NOTE, text)?)
+            let key = state.app.sealing_key(&mut tx, &principal.caller(), row.patient).await?.ok_or(ApiError::Gone)?;
+            Some(seal_note(&key, principal.tenant, row.patient, id, AppointmentNote::Cancellation, text)?)
         }
         None => None,
     };

@@ -10,9 +10,9 @@
 
 use crate::auth::{Principal, with_request};
 use crate::error::{ApiError, FieldError};
-use crate::patients::{self as protect, blind_index_key, open_fields, patient_dek, seal_fields};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
+use app::protection::{CONTACT_FIELDS, SealingKey, email_index, open_fields, phone_index, seal_fields};
 use audit::{Action, AuditEvent, AuditFilter, Page};
 use identity::{Permission, Scope};
 use kernel::{PatientId, Role, UserId};
@@ -188,6 +188,11 @@ fn reads_clinical(principal: &Principal) -> bool {
     principal.scope(Permission::PatientReadClinical) != Scope::Denied
 }
 
+/// The fields a caller reads: clinical ones only when it may.
+fn readable_fields(clinical: bool) -> &'static [PatientField] {
+    if clinical { &PatientField::ALL } else { &CONTACT_FIELDS }
+}
+
 fn read_event(state: &AppState, principal: &Principal, row: &PatientRow, clinical: bool) -> AuditEvent {
     let event =
         AuditEvent::new(principal.tenant, principal.actor.clone(), Action::PatientRead, "patient", &*state.clock)
@@ -233,10 +238,11 @@ async fn create_patient(
         principal.require_audited(&state, Permission::PatientWriteClinical, "patient").await?;
     }
     let id = PatientId::from_uuid(uuid::Uuid::now_v7());
-    let index_key = blind_index_key(&state, principal.tenant, &principal.actor).await?;
+    let index_key = state.app.blind_index_key(&principal.caller()).await?;
     // The KMS call happens before the transaction opens, so no row lock waits on the network.
-    let (dek, wrapped) = protect::new_patient_dek(&state, principal.tenant, id).await?;
-    let fields = seal_fields(&dek, &wrapped, principal.tenant, id, 1, &valid.data, &PatientField::ALL)?;
+    let key = state.app.new_patient_dek(principal.tenant, id).await?;
+    let wrapped = &key.wrapped;
+    let fields = seal_fields(&key, principal.tenant, id, &valid.data, &PatientField::ALL)?;
     let now = state.clock.now();
 
     let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
@@ -264,8 +270,8 @@ async fn create_patient(
             dek_generation: 1,
             assigned_therapist: valid.assigned_therapist.map(UserId::from_uuid),
             fields,
-            email_index: valid.data.email.as_deref().map(|e| protect::email_index(&index_key, e)),
-            phone_index: valid.data.phone.as_deref().map(|p| protect::phone_index(&index_key, p)),
+            email_index: valid.data.email.as_deref().map(|e| email_index(&index_key, e)),
+            phone_index: valid.data.phone.as_deref().map(|p| phone_index(&index_key, p)),
             created_at: now,
         },
     )
@@ -285,10 +291,7 @@ async fn create_patient(
     let row = store::get(&mut tx, principal.tenant, id, false).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
 
-    state.dek_cache.insert(
-        crypto::DekCacheKey::new(principal.tenant, crypto::DekRef::new(id, 1)),
-        crypto::DataKey::from_bytes(dek.expose_secret()).map_err(ApiError::internal)?,
-    );
+    state.app.remember_patient_dek(principal.tenant, id, &key)?;
     let mut data = valid.data;
     if !reads_clinical(&principal) {
         data.clinical_notes = None;
@@ -317,8 +320,7 @@ async fn get_patient(
     let clinical = reads_clinical(&principal);
     let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
     let row = live_patient(&mut tx, &principal, id, false).await?;
-    let dek = patient_dek(&state, &mut tx, &principal.actor, &row).await?;
-    let data = open_fields(&dek, &row, clinical)?;
+    let data = state.app.open_patient_fields(&mut tx, &principal.caller(), &row, readable_fields(clinical)).await?;
     store_postgres::audit::append(&mut tx, read_event(&state, &principal, &row, clinical)).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(PatientView::new(&row, data)))
@@ -345,18 +347,18 @@ async fn list_patients(
     }
     let mut filter = PatientQuery::default();
     if query.email.is_some() || query.phone.is_some() {
-        let key = blind_index_key(&state, principal.tenant, &principal.actor).await?;
+        let key = state.app.blind_index_key(&principal.caller()).await?;
         if let Some(email) = &query.email {
             if email.trim().is_empty() || email.len() > patients::EMAIL_MAX_LEN {
                 return Err(invalid("email", "must be an email address of at most 254 characters"));
             }
-            filter.email_index = Some(protect::email_index(&key, email));
+            filter.email_index = Some(email_index(&key, email));
         }
         if let Some(phone) = &query.phone {
             if !phone.starts_with('+') || phone.len() > 16 || !phone[1..].chars().all(|c| c.is_ascii_digit()) {
                 return Err(invalid("phone", "must be an E.164 number such as +4915112345678"));
             }
-            filter.phone_index = Some(protect::phone_index(&key, phone));
+            filter.phone_index = Some(phone_index(&key, phone));
         }
     }
     let clinical = reads_clinical(&principal);
@@ -367,8 +369,8 @@ async fn list_patients(
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let mut patients = Vec::with_capacity(rows.len());
     for row in &rows {
-        let dek = patient_dek(&state, &mut tx, &principal.actor, row).await?;
-        patients.push(PatientView::new(row, open_fields(&dek, row, clinical)?));
+        let data = state.app.open_patient_fields(&mut tx, &principal.caller(), row, readable_fields(clinical)).await?;
+        patients.push(PatientView::new(row, data));
         store_postgres::audit::append(&mut tx, read_event(&state, &principal, row, clinical)).await?;
     }
     tx.commit().await?;
@@ -406,7 +408,7 @@ async fn update_patient(
     let index_key = if patch.email.is_absent() && patch.phone.is_absent() {
         None
     } else {
-        Some(blind_index_key(&state, principal.tenant, &principal.actor).await?)
+        Some(state.app.blind_index_key(&principal.caller()).await?)
     };
     let clinical = reads_clinical(&principal);
 
@@ -415,21 +417,24 @@ async fn update_patient(
     if let Some(therapist) = patch.assigned_therapist.as_set() {
         check_therapist(&mut tx, &principal, *therapist).await?;
     }
-    let dek = patient_dek(&state, &mut tx, &principal.actor, &row).await?;
-    let wrapped = protect::wrapped_of(&row)?;
+    let key = SealingKey {
+        dek: state.app.patient_dek(&mut tx, &principal.caller(), &row).await?,
+        wrapped: app::protection::wrapped_of(&row)?,
+        generation: row.dek_generation,
+    };
     let mut new_data = PatientData { name: String::new(), ..PatientData::default() };
     patch.apply(&mut new_data);
-    let sealed = seal_fields(&dek, &wrapped, row.tenant, row.id, row.dek_generation, &new_data, &changed)?;
+    let sealed = seal_fields(&key, row.tenant, row.id, &new_data, &changed)?;
     let mut change = PatientChange::default();
     for field in &changed {
         change.fields.insert(*field, sealed.get(field).cloned());
     }
     if let Some(key) = &index_key {
         if !patch.email.is_absent() {
-            change.email_index = Some(new_data.email.as_deref().map(|e| protect::email_index(key, e)));
+            change.email_index = Some(new_data.email.as_deref().map(|e| email_index(key, e)));
         }
         if !patch.phone.is_absent() {
-            change.phone_index = Some(new_data.phone.as_deref().map(|p| protect::phone_index(key, p)));
+            change.phone_index = Some(new_data.phone.as_deref().map(|p| phone_index(key, p)));
         }
     }
     if !patch.assigned_therapist.is_absent() {
@@ -452,7 +457,7 @@ async fn update_patient(
     let row = live_patient(&mut tx, &principal, id, false).await;
     let view = match row {
         Ok(row) => {
-            let data = open_fields(&dek, &row, clinical)?;
+            let data = open_fields(&key.dek, &row, readable_fields(clinical))?;
             Some(PatientView::new(&row, data))
         }
         // A therapist who unassigned... cannot (only practice-wide roles assign), but a row
@@ -598,8 +603,7 @@ async fn export_patient(
     let audit = audit_entries_about(&state, &principal, id).await?;
     let mut tx = store_postgres::begin(&state.db, &principal.db_context()).await?;
     let row = live_patient(&mut tx, &principal, id, false).await?;
-    let dek = patient_dek(&state, &mut tx, &principal.actor, &row).await?;
-    let data = open_fields(&dek, &row, true)?;
+    let data = state.app.open_patient_fields(&mut tx, &principal.caller(), &row, &PatientField::ALL).await?;
     let history = store::consent_history(&mut tx, principal.tenant, id).await?;
     let records = app::consents::records_of(id, &history)?;
     let consents = records.iter().map(|r| crate::routes::consents::consent_json(r, &records, now)).collect();

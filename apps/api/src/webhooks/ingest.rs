@@ -247,7 +247,8 @@ async fn prepare_and_process(
     // waits on the KMS.
     let index_key = if needs_index {
         let actor = Actor::Webhook { provider: event.provider().slug().to_owned() };
-        Some(crate::patients::blind_index_key(state, tenant, &actor).await?)
+        let caller = app::Caller::system(tenant, actor).with_request_id(crate::error::current_request_id());
+        Some(state.app.blind_index_key(&caller).await?)
     } else {
         None
     };
@@ -695,7 +696,7 @@ async fn inbound_message(
     let patients = match cx.index_key {
         Some(key) => {
             let query = PatientQuery {
-                phone_index: Some(crate::patients::phone_index(key, message.from)),
+                phone_index: Some(app::protection::phone_index(key, message.from)),
                 ..PatientQuery::default()
             };
             store_postgres::patients::list(conn, tenant, query, None, MAX_MATCHED_PATIENTS).await?
