@@ -418,6 +418,8 @@ fn services_on(
         keyring,
         dek_cache: Arc::new(crypto::DekCache::new(kernel::SharedClock(clock), crypto::DekCacheConfig::default())),
         practice_keys: Arc::default(),
+        // Operator commands receive no webhooks.
+        webhook_ingest: None,
     }))
 }
 

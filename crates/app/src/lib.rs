@@ -21,6 +21,7 @@ pub mod consents;
 mod error;
 pub mod protection;
 pub mod sessions;
+pub mod webhook_ingest;
 
 pub use caller::{Access, Caller};
 pub use error::{Error, FieldProblem, Result};
@@ -33,6 +34,7 @@ use protection::PracticeKeys;
 use sqlx::PgPool;
 use std::sync::Arc;
 use store_postgres::PgAuditLog;
+use webhook_ingest::{IngestBatcher, WebhookIngest};
 
 /// What the use cases work with. Cheap to clone; built once by the wiring (`apps/api`), or by a
 /// CLI command for its own run.
@@ -48,6 +50,9 @@ pub struct Services {
     keyring: Arc<Keyring>,
     dek_cache: Arc<DekCache<SharedClock>>,
     practice_keys: Arc<PracticeKeys>,
+    webhook_ingest: Option<WebhookIngest>,
+    /// Verified webhook deliveries waiting for a shared transaction (group commit).
+    webhook_batcher: Arc<IngestBatcher>,
 }
 
 /// The parts [`Services`] is built from.
@@ -76,6 +81,10 @@ pub struct Dependencies {
     pub dek_cache: Arc<DekCache<SharedClock>>,
     /// Unwrapped practice-wide keys (blind index).
     pub practice_keys: Arc<PracticeKeys>,
+    /// The webhook endpoints, their budgets and the Redis pieces of the ingest. `None` in a
+    /// process that receives no webhooks (an operator command, which then needs no Redis): it
+    /// has no webhook endpoint.
+    pub webhook_ingest: Option<WebhookIngest>,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -103,8 +112,22 @@ impl Services {
             keyring,
             dek_cache,
             practice_keys,
+            webhook_ingest,
         } = dependencies;
-        Self { db, clock, hasher, audit_log, login_failures, login_limit, session_policy, keyring, dek_cache, practice_keys }
+        Self {
+            db,
+            clock,
+            hasher,
+            audit_log,
+            login_failures,
+            login_limit,
+            session_policy,
+            keyring,
+            dek_cache,
+            practice_keys,
+            webhook_ingest,
+            webhook_batcher: Arc::default(),
+        }
     }
 
     /// The same services with another DEK cache (a benchmark compares reads with and without
