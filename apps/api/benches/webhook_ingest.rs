@@ -13,7 +13,7 @@
 //! 2 HTTP workers (`PRAXIS_BENCH_WORKERS` sets another number).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // a benchmark program
 
-use api::webhooks::config::{StripeWebhook, TenantWebhooks};
+use api::config::webhooks::{StripeWebhook, TenantWebhooks};
 use kernel::{Role, Secret, SystemClock, TenantId, UserId};
 use std::net::TcpListener;
 use std::path::PathBuf;

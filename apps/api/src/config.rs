@@ -2,6 +2,8 @@
 //! variables. Unknown keys are errors (a typo must not silently fall back to a default), and every
 //! error names the field it is about.
 
+pub mod webhooks;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use kernel::Secret;
@@ -27,7 +29,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub telemetry: TelemetryConfig,
-    pub webhooks: crate::webhooks::config::WebhooksConfig,
+    pub webhooks: webhooks::WebhooksConfig,
     pub appointments: crate::appointments::AppointmentsConfig,
     pub reminders: crate::appointments::RemindersConfig,
 }

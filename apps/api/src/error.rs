@@ -22,16 +22,6 @@ pub fn current_request_id() -> Option<RequestId> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// Runs `work` as part of the request `request_id` (when there is one): code that runs on behalf
-/// of a request outside its task (a shared webhook transaction) stamps its audit entries and
-/// errors with that request's id.
-pub async fn in_request_scope<F: std::future::Future>(request_id: Option<RequestId>, work: F) -> F::Output {
-    match request_id {
-        Some(id) => REQUEST_ID.scope(id, work).await,
-        None => work.await,
-    }
-}
-
 /// A field-level validation failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {

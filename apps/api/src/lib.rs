@@ -20,7 +20,6 @@ pub mod reminders;
 pub mod routes;
 pub mod server;
 pub mod state;
-pub mod webhooks;
 
 pub use config::Config;
 pub use error::ApiError;

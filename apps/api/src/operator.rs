@@ -61,6 +61,8 @@ pub fn services_on(
         practice_keys: Arc::default(),
         booking_policy: config.appointments.booking_policy().map_err(|e| anyhow::anyhow!("appointments: {e}"))?,
         reminder_policy: config.reminders.policy().map_err(|e| anyhow::anyhow!("reminders: {e}"))?,
+        // Operator commands receive no webhooks.
+        webhook_ingest: None,
     }))
 }
 

@@ -33,12 +33,6 @@ pub struct AppState {
     pub dek_cache: Arc<DekCache<SharedClock>>,
     /// Unwrapped practice-wide keys (blind index), see `app::protection`.
     pub practice_keys: Arc<app::protection::PracticeKeys>,
-    /// Inbound webhook endpoints by practice and provider (`[webhooks]`).
-    pub webhooks: Arc<crate::webhooks::Endpoints>,
-    /// Redis claims that keep concurrent copies of a webhook apart.
-    pub idempotency: cache_redis::IdempotencyClaims,
-    /// Verified webhook deliveries waiting for a shared transaction (group commit).
-    pub webhook_batcher: Arc<crate::webhooks::batch::IngestBatcher>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -96,6 +90,18 @@ impl AppState {
         )));
         let dek_cache = Arc::new(DekCache::new(SharedClock(clock.clone()), DekCacheConfig::default()));
         let practice_keys = Arc::new(app::protection::PracticeKeys::default());
+        let limiter = Arc::new(limiter);
+        let blocklist = IpBlockList::new(redis.clone());
+        // The webhook ingest shares the limiter and block list with the request guard.
+        let webhook_ingest = app::webhook_ingest::WebhookIngest {
+            endpoints: Arc::new(config.webhooks.endpoints()),
+            budgets: config.webhooks.budgets(),
+            rejection_audits_per_ip: config.webhooks.rejection_audits_per_ip(),
+            payment_events: crate::config::webhooks::payment_events(config.environment),
+            limiter: limiter.clone(),
+            blocklist: blocklist.clone(),
+            claims: cache_redis::IdempotencyClaims::new(redis.clone()),
+        };
         Ok(Self {
             app: app::Services::new(app::Dependencies {
                 db: db.clone(),
@@ -113,17 +119,15 @@ impl AppState {
                     .booking_policy()
                     .map_err(|e| anyhow::anyhow!("appointments: {e}"))?,
                 reminder_policy: config.reminders.policy().map_err(|e| anyhow::anyhow!("reminders: {e}"))?,
+                webhook_ingest: Some(webhook_ingest),
             }),
             audit,
             hasher,
             trusted_proxies: Arc::new(config.auth.trusted_proxy_cidrs()),
-            limiter: Arc::new(limiter),
-            blocklist: IpBlockList::new(redis.clone()),
+            limiter,
+            blocklist,
             dek_cache,
             practice_keys,
-            webhooks: Arc::new(crate::webhooks::Endpoints::from_config(&config.webhooks)),
-            idempotency: cache_redis::IdempotencyClaims::new(redis.clone()),
-            webhook_batcher: Arc::default(),
             kms,
             config,
             db,

@@ -28,6 +28,7 @@ pub mod practice_key;
 pub mod protection;
 pub mod reminders;
 pub mod sessions;
+pub mod webhook_ingest;
 
 pub use caller::{Access, Caller};
 pub use error::{Error, FieldProblem, Result};
@@ -41,6 +42,7 @@ use scheduling::{BookingPolicy, ReminderPolicy};
 use sqlx::PgPool;
 use std::sync::Arc;
 use store_postgres::PgAuditLog;
+use webhook_ingest::{IngestBatcher, WebhookIngest};
 
 /// What the use cases work with. Cheap to clone; built once by the wiring (`apps/api`), or by a
 /// CLI command for its own run.
@@ -58,6 +60,9 @@ pub struct Services {
     practice_keys: Arc<PracticeKeys>,
     booking_policy: BookingPolicy,
     reminder_policy: ReminderPolicy,
+    webhook_ingest: Option<WebhookIngest>,
+    /// Verified webhook deliveries waiting for a shared transaction (group commit).
+    webhook_batcher: Arc<IngestBatcher>,
 }
 
 /// The parts [`Services`] is built from.
@@ -90,6 +95,10 @@ pub struct Dependencies {
     pub booking_policy: BookingPolicy,
     /// Which reminders a booking plans.
     pub reminder_policy: ReminderPolicy,
+    /// The webhook endpoints, their budgets and the Redis pieces of the ingest. `None` in a
+    /// process that receives no webhooks (an operator command, which then needs no Redis): it
+    /// has no webhook endpoint.
+    pub webhook_ingest: Option<WebhookIngest>,
 }
 
 impl std::fmt::Debug for Dependencies {
@@ -119,6 +128,7 @@ impl Services {
             practice_keys,
             booking_policy,
             reminder_policy,
+            webhook_ingest,
         } = dependencies;
         Self {
             db,
@@ -133,6 +143,8 @@ impl Services {
             practice_keys,
             booking_policy,
             reminder_policy,
+            webhook_ingest,
+            webhook_batcher: Arc::default(),
         }
     }
 

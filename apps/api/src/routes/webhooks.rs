@@ -9,7 +9,8 @@
 //!    (`[webhooks.tenants]`), else 404. The practice is never read from the body.
 //! 2. The body, at most 256 KiB: a larger declared length is refused before a byte is read, a
 //!    longer stream as soon as it passes the limit (413).
-//! 3. Verification and parsing (`webhooks::receive`). A rejection answers 400 (payload) or 401
+//! 3. Verification and parsing (`webhooks::receive`, called by `app::webhook_ingest` before it
+//!    does anything else). A rejection answers 400 (payload) or 401
 //!    (authentication) with a generic problem, and writes `webhook.rejected` to the practice's
 //!    audit trail with the provider, the reason class and the source IP, at most
 //!    `webhooks.rejection_audits_per_ip_per_minute` times per address and minute. Unverified
@@ -18,11 +19,11 @@
 //!    guard's checks (block list, global limit: `middleware::check_client`) run here.
 //! 4. The provider's budget for the practice (`webhooks.rate_limits`), counted for verified
 //!    deliveries only, in the same Redis round trip as the event keys' claims and the sender's
-//!    block-list entry (`crate::webhooks::ingest`): 429 + `Retry-After` over it, 403 from a
+//!    block-list entry (`app::webhook_ingest`): 429 + `Retry-After` over it, 403 from a
 //!    blocked address; its `X-RateLimit-*` on the answer (the global limit's on answers that
 //!    never reached it). Not the global per-address limit: every practice's deliveries of a
 //!    provider come from the provider's few addresses.
-//! 5. De-duplication and the handlers (`crate::webhooks::ingest`): 200 `{"received": true,
+//! 5. De-duplication and the handlers (`app::webhook_ingest`): 200 `{"received": true,
 //!    "duplicate": false}`, or `"duplicate": true` for an event processed before.
 //!
 //! The request guard (`middleware::guard`) leaves these routes' answers alone (they carry
@@ -30,21 +31,18 @@
 //! the fact, as they did no work. A blocked or over-limit address's request is therefore read
 //! (at most 256 KiB) and verified (one HMAC) before it is refused; nothing is written for it.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, current_request_id};
 use crate::middleware::{GuardedByRoute, check_client, with_global_limit};
 use crate::state::AppState;
-use crate::webhooks::ingest::{self, Outcome};
-use crate::webhooks::{Endpoints, TenantEndpoints, provider_from_path};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use audit::{Action, AuditEvent, Outcome as AuditOutcome};
+use app::webhook_ingest::{Endpoint, MessageRow, Outcome, RawDelivery, Verdict};
 use futures_util::StreamExt;
-use kernel::{Actor, TenantId};
+use kernel::TenantId;
 use serde::Serialize;
 use serde_json::json;
-use store_postgres::DbContext;
 use utoipa::ToSchema;
-use webhooks::{Headers, InboundRequest, Provider, RejectReason, WebhookError};
+use webhooks::{Headers, Provider, RejectReason, WebhookError};
 
 /// Largest webhook body accepted (issue #7); larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -69,24 +67,24 @@ pub struct WebhookReceipt {
     duplicate: bool,
 }
 
-/// The endpoint a request addresses: the practice and the provider's configuration.
-struct Endpoint<'s> {
-    tenant: TenantId,
-    provider: Provider,
-    endpoints: &'s TenantEndpoints,
-}
+/// The providers, by the name used in endpoint paths.
+const PROVIDERS: [(&str, Provider); 5] = [
+    ("stripe", Provider::Stripe),
+    ("whatsapp", Provider::WhatsApp),
+    ("twilio", Provider::Twilio),
+    ("vapi", Provider::Vapi),
+    ("standard", Provider::Standard),
+];
 
-/// `practice`: the id from the path, or `None` for the path without one (the sole practice
-/// configuring the provider, see `Endpoints::sole_tenant`).
+/// The endpoint a request addresses. `practice`: the id from the path, or `None` for the path
+/// without one (the sole practice configuring the provider).
 fn endpoint<'s>(state: &'s AppState, provider: &str, practice: Option<&str>) -> Result<Endpoint<'s>, ApiError> {
-    let provider = provider_from_path(provider).ok_or(ApiError::NotFound)?;
-    let tenant = match practice {
-        Some(practice) => practice.parse::<uuid::Uuid>().map(TenantId::from_uuid).map_err(|_| ApiError::NotFound)?,
-        None => state.webhooks.sole_tenant(provider).ok_or(ApiError::NotFound)?,
+    let provider = PROVIDERS.iter().find(|(path, _)| *path == provider).map(|(_, p)| *p).ok_or(ApiError::NotFound)?;
+    let practice = match practice {
+        Some(id) => Some(id.parse::<uuid::Uuid>().map(TenantId::from_uuid).map_err(|_| ApiError::NotFound)?),
+        None => None,
     };
-    let endpoints = state.webhooks.tenant(tenant).ok_or(ApiError::NotFound)?;
-    endpoints.provider(provider).ok_or(ApiError::NotFound)?;
-    Ok(Endpoint { tenant, provider, endpoints })
+    Ok(state.app.webhook_endpoint(provider, practice)?)
 }
 
 /// The `X-RateLimit-*` values of a decision on the provider's budget for the practice.
@@ -202,32 +200,31 @@ async fn receive_verified(
         }
         Err(error) => return guarded_error(state, req, error).await,
     };
-    let Some(config) = endpoint.endpoints.provider(endpoint.provider) else {
-        return guarded_error(state, req, ApiError::NotFound).await;
-    };
     let headers = headers_of(req);
-    let public_url = state.webhooks.public_url(req.uri().path(), req.query_string());
-    let request = InboundRequest { headers: &headers, body: &body, public_url: &public_url, now: state.clock.now() };
-    let event = match webhooks::receive(config, &request) {
-        Ok(event) => event,
-        Err(rejection) => {
+    let delivery = RawDelivery {
+        headers: &headers,
+        body: &body,
+        path: req.uri().path(),
+        query: req.query_string(),
+        sender: crate::auth::client_ip(req, state),
+        request_id: current_request_id(),
+    };
+    match state.app.receive_webhook(endpoint, delivery).await {
+        Verdict::Rejected(rejection) => {
             let error = answer_for(&rejection);
-            return rejected(state, req, endpoint, rejection.reason(), error, None).await;
+            rejected(state, req, endpoint, rejection.reason(), error, None).await
         }
-    };
-    // Only a verified delivery counts against the practice's budget: forged requests cannot use
-    // it up and lock the real provider out (they are limited per address by the global limit).
-    let limit = Endpoints::rate_limit(&state.config.webhooks, endpoint.provider);
-    let sender = crate::auth::client_ip(req, state);
-    let ingested = ingest::ingest(state, endpoint.tenant, event, &body, limit, sender).await;
-    let response = match ingested.result {
-        Ok(Outcome::Duplicate) => HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: true }),
-        Ok(Outcome::Processed { .. } | Outcome::Empty) => {
-            HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: false })
+        Verdict::Counted { budget, result } => {
+            let response = match result {
+                Ok(Outcome::Duplicate) => HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: true }),
+                Ok(Outcome::Processed { .. } | Outcome::Empty) => {
+                    HttpResponse::Ok().json(WebhookReceipt { received: true, duplicate: false })
+                }
+                Err(error) => ApiError::from(error).error_response(),
+            };
+            with_headers(response, &limit_headers(state, &budget))
         }
-        Err(error) => error.error_response(),
-    };
-    with_headers(response, &limit_headers(state, &ingested.decision))
+    }
 }
 
 /// The answer to a request that failed before verification, once the request guard's checks
@@ -255,20 +252,9 @@ fn answer_for(rejection: &WebhookError) -> ApiError {
     }
 }
 
-/// The class of a rejection reason, recorded beside the reason.
-fn reason_class(reason: RejectReason) -> &'static str {
-    if reason.is_authentication_failure() {
-        "authentication"
-    } else if reason.is_configuration_fault() {
-        "configuration"
-    } else {
-        "payload"
-    }
-}
-
-/// Answers a rejected webhook and audits it (rate-limited per source IP).
-/// `checked`: the request guard's decision when its checks ran already (the WhatsApp
-/// handshake checks first); otherwise they run here.
+/// Answers a rejected webhook and has it audited (`app::webhook_ingest`, rate-limited per
+/// source IP). `checked`: the request guard's decision when its checks ran already (the
+/// WhatsApp handshake checks first); otherwise they run here.
 async fn rejected(
     state: &AppState,
     req: &HttpRequest,
@@ -286,33 +272,7 @@ async fn rejected(
             Err(refusal) => return refusal,
         },
     };
-    let limit = cache_redis::Limit::new(
-        state.config.webhooks.rejection_audits_per_ip_per_minute,
-        std::time::Duration::from_secs(60),
-    );
-    let (decision, _) = state.limiter.check("webhook_rejection_audit", &ip.to_string(), limit).await;
-    if decision.allowed {
-        let actor = Actor::System { component: "webhook-verifier".to_owned() };
-        let event = AuditEvent::new(endpoint.tenant, actor, Action::WebhookRejected, "webhook_endpoint", &*state.clock)
-            .with_resource_id(endpoint.provider.slug())
-            .with_outcome(AuditOutcome::Denied)
-            .with_detail(json!({
-                "provider": endpoint.provider.slug(),
-                "reason": reason.slug(),
-                "class": reason_class(reason),
-                "source_ip": ip.to_string(),
-            }));
-        let context = DbContext::service(endpoint.tenant);
-        if let Err(error) = crate::auth::append_audit(state, &context, crate::auth::with_request(event)).await {
-            tracing::error!(?error, provider = endpoint.provider.slug(), "could not audit a rejected webhook");
-        }
-    } else {
-        tracing::warn!(
-            provider = endpoint.provider.slug(),
-            reason = reason.slug(),
-            "webhook rejected; this address's rejections are over the audit budget for this minute"
-        );
-    }
+    state.app.record_webhook_rejection(endpoint, reason, ip, current_request_id()).await;
     with_global_limit(state, answer.error_response(), &global)
 }
 
@@ -367,33 +327,29 @@ async fn subscribe_checked(
     if endpoint.provider != Provider::WhatsApp {
         return Err(ApiError::MethodNotAllowed);
     }
-    let tokens = endpoint.endpoints.whatsapp_verify_tokens().unwrap_or_default();
-    let challenge = match webhooks::whatsapp::verify_subscription(req.query_string(), tokens) {
-        Ok(challenge) => challenge,
-        Err(rejection) => {
+    // Counted against the practice's WhatsApp budget once verified, as deliveries are.
+    match state.app.confirm_whatsapp_subscription(endpoint, req.query_string()).await {
+        Verdict::Rejected(rejection) => {
             let answer = match rejection.reason() {
                 RejectReason::PayloadInvalid => {
                     ApiError::BadRequest { detail: "The subscription request was not accepted.".into() }
                 }
                 _ => ApiError::Unauthorized,
             };
-            return Ok(rejected(state, req, endpoint, rejection.reason(), answer, Some(global)).await);
+            Ok(rejected(state, req, endpoint, rejection.reason(), answer, Some(global)).await)
         }
-    };
-    // Counted against the practice's WhatsApp budget once verified, as deliveries are.
-    let limit = Endpoints::rate_limit(&state.config.webhooks, endpoint.provider);
-    let subject = format!("{}:{}", endpoint.tenant, endpoint.provider.slug());
-    let (decision, _) = state.limiter.check("webhook", &subject, limit).await;
-    let response = if decision.allowed {
-        HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(challenge)
-    } else {
-        ApiError::TooManyRequests { retry_after_secs: decision.retry_after_secs().unwrap_or(1) }.error_response()
-    };
-    Ok(with_headers(response, &limit_headers(state, &decision)))
+        Verdict::Counted { budget, result } => {
+            let response = match result {
+                Ok(challenge) => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(challenge),
+                Err(error) => ApiError::from(error).error_response(),
+            };
+            Ok(with_headers(response, &limit_headers(state, &budget)))
+        }
+    }
 }
 
 /// A logged inbound message as the patient's GDPR export shows it.
-pub fn message_json(message: &store_postgres::webhooks::MessageRow) -> serde_json::Value {
+pub fn message_json(message: &MessageRow) -> serde_json::Value {
     let rfc3339 = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).ok();
     json!({
         "id": message.id,

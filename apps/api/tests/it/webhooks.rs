@@ -10,7 +10,7 @@
 use crate::identity::{bearer, create_practice, fast_hashing, login};
 use crate::support::{TestApp, assert_problem};
 use api::config::Config;
-use api::webhooks::config::{
+use api::config::webhooks::{
     StandardWebhook, StripeWebhook, TenantWebhooks, TwilioWebhook, VapiWebhook, WhatsAppWebhook,
 };
 use base64::Engine as _;
@@ -802,8 +802,9 @@ async fn a_claim_left_behind_by_a_copy_that_never_finished_does_not_swallow_the_
     // A copy claimed the event in Redis and then died before committing (a crash, a dropped
     // request, a failed release): the claim stays for 24 h, the inbox never saw the event.
     let state = api::AppState::from_config(Arc::new(hooks.app.config.clone()), Arc::new(SystemClock)).unwrap();
+    let claims = cache_redis::IdempotencyClaims::new(state.redis.clone());
     let namespace = format!("webhook:{}:stripe", hooks.tenant);
-    let claim = state.idempotency.claim(&namespace, "evt_orphaned", api::webhooks::ingest::CLAIM_TTL).await.unwrap();
+    let claim = claims.claim(&namespace, "evt_orphaned", app::webhook_ingest::CLAIM_TTL).await.unwrap();
     assert!(matches!(claim, cache_redis::Claim::Claimed(_)));
 
     // The provider's retry is processed, not acknowledged as a duplicate, and only once.

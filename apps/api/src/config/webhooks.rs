@@ -19,11 +19,21 @@
 //! read from the unverified body. Secrets are lists so one can be rotated without dropping events
 //! signed with the other (see docs/operations.md). Environment variables reach them too, e.g.
 //! `PRAXIS__WEBHOOKS__TENANTS__<practice id>__STRIPE__SIGNING_SECRETS='["whsec_..."]'`.
+//!
+//! The webhook ingest (`app::webhook_ingest`) receives the section as plain values:
+//! [`WebhooksConfig::endpoints`], [`WebhooksConfig::budgets`] and
+//! [`WebhooksConfig::rejection_audits_per_ip`].
 
-use crate::config::{Environment, Problem};
-use kernel::Secret;
+use super::{Environment, Problem};
+use app::webhook_ingest::{Endpoints, PaymentEvents, PracticeEndpoints, ProviderBudgets};
+use kernel::{Secret, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
+use webhooks::{
+    ProviderConfig, StandardConfig, StandardSecret, StripeConfig, StripeTolerance, TwilioConfig, VapiConfig,
+    WhatsAppConfig,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -223,7 +233,7 @@ impl WebhooksConfig {
             if let Some(standard) = &providers.standard {
                 secrets("standard.secrets", &standard.secrets, production);
                 for secret in &standard.secrets {
-                    if !secret.expose_secret().trim().is_empty() && webhooks::StandardSecret::parse(secret).is_err() {
+                    if !secret.expose_secret().trim().is_empty() && StandardSecret::parse(secret).is_err() {
                         tenant_problem("standard.secrets", "an entry is not whsec_ + base64 of 24 to 64 bytes");
                     }
                 }
@@ -280,6 +290,92 @@ impl WebhooksConfig {
             });
         }
         problems
+    }
+}
+
+impl WebhooksConfig {
+    /// The configured endpoints, ready for `webhooks::receive`. Entries [`WebhooksConfig::problems`]
+    /// refuses (a key that is not a practice id, a Standard Webhooks secret that does not decode)
+    /// are left out here: a server never starts with them.
+    pub fn endpoints(&self) -> Endpoints {
+        let mut endpoints = Endpoints::new(self.public_base_url.as_deref());
+        for (key, providers) in &self.tenants {
+            let Ok(id) = key.parse::<uuid::Uuid>() else { continue };
+            endpoints = endpoints.with_practice(TenantId::from_uuid(id), providers.endpoints());
+        }
+        endpoints
+    }
+
+    /// The per-practice budget of each provider: `rate_limits` verified deliveries a minute.
+    pub fn budgets(&self) -> ProviderBudgets {
+        let per_minute = |max| cache_redis::Limit::new(max, Duration::from_secs(60));
+        let limits = self.rate_limits;
+        ProviderBudgets {
+            stripe: per_minute(limits.stripe),
+            whatsapp: per_minute(limits.whatsapp),
+            twilio: per_minute(limits.twilio),
+            vapi: per_minute(limits.vapi),
+            standard: per_minute(limits.standard),
+        }
+    }
+
+    /// How many `webhook.rejected` entries one source address may cause a minute.
+    pub fn rejection_audits_per_ip(&self) -> cache_redis::Limit {
+        cache_redis::Limit::new(self.rejection_audits_per_ip_per_minute, Duration::from_secs(60))
+    }
+}
+
+impl TenantWebhooks {
+    /// This practice's configured providers.
+    fn endpoints(&self) -> PracticeEndpoints {
+        let mut endpoints = PracticeEndpoints::default();
+        if let Some(stripe) = &self.stripe {
+            let tolerance = match stripe.tolerance_secs {
+                0 => StripeTolerance::Disabled,
+                secs => StripeTolerance::Within(Duration::from_secs(secs)),
+            };
+            endpoints = endpoints.with_provider(ProviderConfig::Stripe(StripeConfig {
+                signing_secrets: stripe.signing_secrets.clone(),
+                tolerance,
+            }));
+        }
+        if let Some(whatsapp) = &self.whatsapp {
+            endpoints = endpoints
+                .with_provider(ProviderConfig::WhatsApp(WhatsAppConfig {
+                    app_secrets: whatsapp.app_secrets.clone(),
+                    phone_number_ids: whatsapp.phone_number_ids.clone(),
+                }))
+                .with_whatsapp_verify_tokens(whatsapp.verify_tokens.clone());
+        }
+        if let Some(twilio) = &self.twilio {
+            endpoints = endpoints
+                .with_provider(ProviderConfig::Twilio(TwilioConfig { auth_tokens: twilio.auth_tokens.clone() }));
+        }
+        if let Some(vapi) = &self.vapi {
+            let config = match vapi.mode {
+                VapiMode::Hmac => VapiConfig::Hmac {
+                    secrets: vapi.secrets.clone(),
+                    tolerance: Duration::from_secs(vapi.tolerance_secs),
+                },
+                VapiMode::LegacySharedSecret => VapiConfig::LegacySharedSecret { secrets: vapi.secrets.clone() },
+            };
+            endpoints = endpoints.with_provider(ProviderConfig::Vapi(config));
+        }
+        if let Some(standard) = &self.standard {
+            let secrets = standard.secrets.iter().filter_map(|s| StandardSecret::parse(s).ok()).collect();
+            endpoints = endpoints.with_provider(ProviderConfig::Standard(StandardConfig { secrets }));
+        }
+        endpoints
+    }
+}
+
+/// Which Stripe events may move payment state in `environment`: in production only live-mode
+/// events, so a test-mode signing secret left in the list cannot mark a real appointment paid;
+/// test mode everywhere else (development runs against Stripe's test mode).
+pub fn payment_events(environment: Environment) -> PaymentEvents {
+    match environment {
+        Environment::Production => PaymentEvents::LiveOnly,
+        Environment::Development => PaymentEvents::LiveAndTest,
     }
 }
 
@@ -403,6 +499,12 @@ mod tests {
             assert!(base_url_problem(bad, false).is_some(), "{bad}");
         }
         assert!(base_url_problem("https://api.example.org", true).is_none());
+    }
+
+    #[test]
+    fn only_production_ignores_test_mode_payment_events() {
+        assert_eq!(payment_events(Environment::Production), PaymentEvents::LiveOnly);
+        assert_eq!(payment_events(Environment::Development), PaymentEvents::LiveAndTest);
     }
 
     #[test]
