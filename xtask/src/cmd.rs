@@ -1,5 +1,6 @@
 //! The commands themselves.
 
+use crate::openbao::TestVault;
 use crate::services::{self, Services};
 use crate::{target_dir, tidy, workspace_root};
 use std::process::{Command, Stdio};
@@ -126,18 +127,24 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
     let interrupted = install_interrupt_flag()?;
     let mut services = Services::start("test")?;
     services.start_aws_kms()?;
-    let role_password = services::random_hex(16)?;
+    // Not fatal: every other test still runs, and the Vault tests fail saying what is missing.
+    if let Err(why) = services.start_vault() {
+        println!("xtask: no OpenBao for the Vault KMS tests, which will fail: {why}");
+    }
+    let role_password = crate::random_hex(16)?;
     println!("xtask: Postgres at {} and Redis at {}", services.admin_url_for_display(), services.redis_url);
 
     let mut command = cargo();
     command
         // Every test binary runs even when one fails, so one report shows every failure.
-        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(["test", "--no-fail-fast"])
+        .args(workspace_unless_packages_given(extra_args))
         .args(extra_args)
         .env("PRAXIS_TEST_DATABASE_URL", &services.admin_url)
         .env("PRAXIS_TEST_REDIS_URL", &services.redis_url)
         .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password)
         .env(crate::moto::ENDPOINT_VAR, services.aws_kms_endpoint.as_deref().unwrap_or_default())
+        .envs(services.vault.as_ref().map_or_else(TestVault::missing_env, TestVault::test_env))
         // cache-redis's TLS tests start a TLS-only Redis of their own from this binary.
         .env(
             services::REDIS_SERVER_VAR,
@@ -149,7 +156,7 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    println!("xtask: running every test (cargo test --workspace)");
+    println!("xtask: running the tests (cargo test)");
     let mut child = command.spawn().map_err(|e| format!("cannot start cargo test: {e}"))?;
     // Pass the output through while adding up the per-binary results for one closing line.
     let stdout = child.stdout.take().ok_or("cargo test has no stdout")?;
@@ -179,6 +186,17 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
     drop(services);
     println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     if status.success() { Ok(()) } else { Err(format!("tests failed ({status})")) }
+}
+
+/// `--workspace`, unless the cargo arguments (those before `--`) pick packages with `-p` or
+/// `--package`: cargo lets `--workspace` win over them, so `cargo xtask test -p kms-vault` would
+/// otherwise run every test of the workspace.
+fn workspace_unless_packages_given(cargo_args: &[String]) -> Option<&'static str> {
+    let picks_packages = cargo_args
+        .iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg.starts_with("-p") || arg == "--package" || arg.starts_with("--package="));
+    (!picks_packages).then_some("--workspace")
 }
 
 /// Sums of libtest's `test result:` lines across every test binary.
@@ -217,7 +235,7 @@ impl TestTotals {
 /// Redis read the same variables), e.g. `cargo xtask bench -p api --bench middleware`.
 pub fn bench(extra_args: &[String]) -> Result<(), String> {
     let services = Services::start("bench")?;
-    let role_password = services::random_hex(16)?;
+    let role_password = crate::random_hex(16)?;
     let result = run_step(
         "cargo bench",
         cargo()
@@ -271,7 +289,19 @@ fn deny() -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::TestTotals;
+    use super::{TestTotals, workspace_unless_packages_given};
+
+    #[test]
+    fn the_whole_workspace_is_tested_unless_packages_are_picked() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(workspace_unless_packages_given(&args(&[])), Some("--workspace"));
+        assert_eq!(workspace_unless_packages_given(&args(&["--", "patients::"])), Some("--workspace"));
+        // After `--` the arguments are the test binary's, not cargo's.
+        assert_eq!(workspace_unless_packages_given(&args(&["--", "-p"])), Some("--workspace"));
+        for picked in [&["-p", "api"][..], &["-papi"], &["--package", "api"], &["--package=api", "--", "x"]] {
+            assert_eq!(workspace_unless_packages_given(&args(picked)), None, "{picked:?}");
+        }
+    }
 
     #[test]
     fn adds_up_libtest_result_lines() {

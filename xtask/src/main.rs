@@ -2,7 +2,8 @@
 //!
 //! - `dev`: Postgres + Redis (yours via DATABASE_URL/REDIS_URL, or throwaway ones), migrations, a
 //!   demo practice, then `praxis serve` on 127.0.0.1:8080. Ctrl-C stops everything.
-//! - `test`: the same services, then every test in the workspace (`cargo test --workspace`).
+//! - `test`: the same services, moto (AWS KMS) and OpenBao (Vault) for the KMS adapters' tests,
+//!   then every test in the workspace (`cargo test --workspace`).
 //! - `ci`: fmt check, clippy -D warnings, tidy, secret scan, tests, cargo-deny, SBOM, deploy-check.
 //! - `tidy`: the architecture rules (layers, thin routes, adapter edges, no module cycles).
 //! - `secrets`: detect-secrets over the tracked tree and the history since the last `v*` tag.
@@ -15,12 +16,14 @@
 mod cmd;
 mod deploy;
 mod moto;
+mod openbao;
 mod pyvenv;
 mod sbom;
 mod secrets;
 mod services;
 mod tidy;
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -73,4 +76,13 @@ pub fn target_dir() -> PathBuf {
         }
         _ => workspace_root().join("target"),
     }
+}
+
+/// Hex from the OS random source (per-run passwords and tokens; never stored).
+pub fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buffer = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buffer))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -6,7 +6,7 @@
 //! removed when the command ends. Postgres refuses to run as root, so under root it runs as the
 //! `postgres` system user (created with `useradd` if absent).
 
-use crate::target_dir;
+use crate::{random_hex, target_dir};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,8 @@ pub struct Services {
     pub redis_url: String,
     /// AWS KMS API (moto in server mode) for the kms-aws adapter's end-to-end tests.
     pub aws_kms_endpoint: Option<String>,
+    /// A Vault-compatible server (OpenBao) for the kms-vault adapter's end-to-end tests.
+    pub vault: Option<crate::openbao::TestVault>,
     postgres: Option<Child>,
     redis: Option<Child>,
     moto: Option<Child>,
@@ -38,6 +40,7 @@ impl Services {
             admin_url: given_database.clone().unwrap_or_default(),
             redis_url: given_redis.clone().unwrap_or_default(),
             aws_kms_endpoint: None,
+            vault: None,
             postgres: None,
             redis: None,
             moto: None,
@@ -68,19 +71,31 @@ impl Services {
             self.aws_kms_endpoint = Some(endpoint);
             return Ok(());
         }
-        let data_dir = match &self.data_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                let dir = target_dir().join("dev-services").join(format!("moto-{}", std::process::id()));
-                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                self.data_dir = Some(dir.clone());
-                dir
-            }
-        };
+        let data_dir = self.data_dir("moto")?;
         let (child, endpoint) = crate::moto::start_moto(&data_dir)?;
         self.moto = Some(child);
         self.aws_kms_endpoint = Some(endpoint);
         Ok(())
+    }
+
+    /// Starts OpenBao in dev mode unless `PRAXIS_TEST_VAULT_ADDR` and `PRAXIS_TEST_VAULT_TOKEN`
+    /// name a server (see `openbao.rs`).
+    pub fn start_vault(&mut self) -> Result<(), String> {
+        let data_dir = self.data_dir("openbao")?;
+        self.vault = Some(crate::openbao::TestVault::start(&data_dir)?);
+        Ok(())
+    }
+
+    /// This run's directory under `target/dev-services/`, created by the first service that
+    /// needs one (named after it when Postgres and Redis were given).
+    fn data_dir(&mut self, purpose: &str) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        let dir = target_dir().join("dev-services").join(format!("{purpose}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        self.data_dir = Some(dir.clone());
+        Ok(dir)
     }
 
     pub fn admin_url_for_display(&self) -> String {
@@ -102,6 +117,7 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
+        drop(self.vault.take());
         if let Some(mut moto) = self.moto.take() {
             let _ = moto.kill();
             let _ = moto.wait();
@@ -489,15 +505,6 @@ fn mask_password(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// Hex from the OS random source (for per-run role passwords; never stored).
-pub fn random_hex(bytes: usize) -> Result<String, String> {
-    let mut buffer = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buffer))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Sends a signal by name with kill(1) (no libc binding needed).

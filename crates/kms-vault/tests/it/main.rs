@@ -1,4 +1,4 @@
-//! Tests of the Vault transit adapter against a local fake: no Vault runs here.
+//! Tests of the Vault transit adapter against local fakes and against a real server.
 //!
 //! - `round_trip`: a stateful fake of the transit engine (`kms_http::test_server::vault_transit`,
 //!   shared with the application's tests) that really encrypts, so wrapped keys unwrap to the
@@ -6,12 +6,15 @@
 //! - `errors`: recorded exchanges (`tests/fixtures/*.json`, shapes and error bodies from the
 //!   Vault API reference named in each file) replayed by `kms_http::test_server::Replay`, which
 //!   also checks that every request matches the recorded one (path, token header, JSON fields).
+//! - `openbao`: a real Vault-compatible server (OpenBao in dev mode, started by `cargo xtask
+//!   test`): derived keys, rotation and rewrap, AppRole past its token TTL, sealing, refusals.
 
 // Test code: a failed unwrap is a failed test with a clear message. clippy's
 // allow-unwrap-in-tests does not cover helper functions outside #[test] in an integration test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod errors;
+mod openbao;
 mod round_trip;
 
 use crypto::KeyContext;
