@@ -19,6 +19,7 @@ mod caller;
 pub mod checkpoint_signer;
 pub mod consents;
 mod error;
+pub mod kms_failure;
 pub mod patient_export;
 pub mod patients;
 pub mod protection;
