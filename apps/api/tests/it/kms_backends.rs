@@ -418,3 +418,40 @@ async fn a_kms_that_refuses_our_token_mid_run_is_a_503_not_a_500() {
     sibling.stop().await;
     app.stop().await;
 }
+
+/// Vault and Azure (without a pinned `key_version`) know the key's version only after their
+/// first answer: the self-test must report the version it wrapped with, not "".
+#[tokio::test]
+async fn the_self_test_reports_the_kek_version_it_wrapped_with() {
+    let fake = FakeTransit::new(true);
+    let server = fake.serve().await;
+    let vault = kms_vault::VaultKms::new(&kms_vault::VaultKmsConfig::new(
+        server.url.clone(),
+        "praxis",
+        kms_vault::VaultAuth::Token(kernel::Secret::new(vault_transit::TOKEN.to_owned())),
+    ))
+    .unwrap();
+    assert_eq!(vault.key_info().version, "", "unknown before the first call");
+    let keyring = Keyring::new(Arc::new(vault), []).unwrap();
+    let info = api::kms::self_test(&keyring).await.unwrap();
+    assert_eq!(info.version, "1", "{info:?}");
+    fake.finish();
+
+    let (fake, server) = FakeKeyVault::start().await;
+    let mut config = kms_azure::AzureKeyVaultConfig::new(
+        server.url.clone(),
+        "praxis",
+        kms_azure::AzureCredential::ClientSecret {
+            tenant_id: azure_key_vault::TENANT.into(),
+            client_id: azure_key_vault::CLIENT_ID.into(),
+            client_secret: kernel::Secret::new(azure_key_vault::CLIENT_SECRET.into()),
+        },
+    );
+    config.authority_host = server.url.clone();
+    let azure = kms_azure::AzureKeyVault::new(&config).unwrap();
+    assert_eq!(azure.key_info().version, "", "unknown before the first call");
+    let keyring = Keyring::new(Arc::new(azure), []).unwrap();
+    let info = api::kms::self_test(&keyring).await.unwrap();
+    assert!(!info.version.is_empty(), "{info:?}");
+    fake.finish();
+}
