@@ -172,6 +172,7 @@ pub fn connect_without_runtime(settings: &KmsSettings, slot: KmsSlot) -> anyhow:
 /// Start-up self-test: wraps a fresh random probe key with the primary, unwraps it through the
 /// keyring and compares, then health-checks every backend (an older backend that cannot unwrap
 /// makes old rows unreadable). The probe's context uses random ids that name no patient.
+/// Returns the primary's KEK as the probe found it (its version included).
 pub async fn self_test(keyring: &Keyring) -> anyhow::Result<KekInfo> {
     let probe = async {
         let ctx = KeyContext::patient_data(TenantId::new(), PatientId::new());
@@ -183,12 +184,18 @@ pub async fn self_test(keyring: &Keyring) -> anyhow::Result<KekInfo> {
         }
         keyring.health_check().await
     };
-    let info = keyring.key_info();
+    // Vault and Azure (with `key_version` unset) learn the key's current version from their first
+    // answer, so what the probe wrapped with is known only after it: read the info then.
+    let before = keyring.key_info();
     match tokio::time::timeout(SELF_TEST_TIMEOUT, probe).await {
-        Ok(Ok(())) => Ok(info),
-        Ok(Err(error)) => bail!("KMS self-test failed ({} key {}): {error}", info.backend, info.key_id),
+        Ok(Ok(())) => Ok(keyring.key_info()),
+        Ok(Err(error)) => bail!("KMS self-test failed ({} key {}): {error}", before.backend, before.key_id),
         Err(_) => {
-            bail!("KMS self-test failed ({} key {}): no answer within {SELF_TEST_TIMEOUT:?}", info.backend, info.key_id)
+            bail!(
+                "KMS self-test failed ({} key {}): no answer within {SELF_TEST_TIMEOUT:?}",
+                before.backend,
+                before.key_id
+            )
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod checkpoint_signer;
 pub mod consents;
 mod error;
 pub mod keys;
+pub mod kms_failure;
 pub mod patient_export;
 pub mod patients;
 pub mod practice_key;

@@ -57,11 +57,21 @@ pub const PRACTICE_KEYS_CAPACITY: usize = 10_000;
 pub const CONTACT_FIELDS: [PatientField; 5] =
     [PatientField::Name, PatientField::Email, PatientField::Phone, PatientField::DateOfBirth, PatientField::Address];
 
-/// KMS failures in the caller's terms: unavailable may succeed later, anything else is our fault.
+/// KMS failures in the caller's terms. Unavailable may succeed later: 503. A refusal an operator
+/// must fix (credentials revoked or expired, key disabled or deleted, key version retired) is
+/// also a 503: the request is sound and succeeds once the KMS is fixed, while readiness reports
+/// `kms` down; its cause is logged once a minute, not per request. A wrapped key that does not
+/// authenticate (tampering, wrong context) and anything unexpected are our fault: 500.
 pub fn kms_error(error: KmsError) -> Error {
     if error.is_retryable() {
         tracing::warn!(error = %error, "kms unavailable");
-        Error::Unavailable("The key management service is unavailable; try again shortly.".into())
+        return Error::Unavailable("The key management service is unavailable; try again shortly.".into());
+    }
+    if let Some(kind) = crate::kms_failure::RefusalKind::of(&error) {
+        crate::kms_failure::log_refusal(kind, &error);
+    }
+    if error.needs_operator() {
+        Error::Unavailable("The key management service refuses to serve our keys; try again later.".into())
     } else {
         Error::internal(error)
     }

@@ -9,9 +9,11 @@ use thiserror::Error;
 
 /// An error from a key management service (AWS KMS, Vault, Azure Key Vault, a local key file).
 ///
-/// Adapters map their provider's errors to these variants; the API maps `Unavailable` to
-/// HTTP 503 (retry later) and everything else to 500. The `String` payloads are for logs only:
-/// adapters must not put key material or plaintext in them.
+/// Adapters map their provider's errors to these variants. The API answers 503 (retry later)
+/// both for `Unavailable` and for the refusals an operator must fix (`AccessDenied`,
+/// `KeyNotFound`, `KeyVersionRetired`: see [`KmsError::needs_operator`]), and 500 for
+/// `InvalidCiphertext` and `Other`. The `String` payloads are for logs only: adapters must not
+/// put key material or plaintext in them.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum KmsError {
     /// The service could not be reached or refused for now (network, timeout, throttling, 5xx).
@@ -24,6 +26,11 @@ pub enum KmsError {
     /// The key (or key version) does not exist, is disabled, or is scheduled for deletion.
     #[error("key not found: {0}")]
     KeyNotFound(String),
+    /// The key exists, but the version that wrapped this data key may no longer decrypt: it was
+    /// retired by policy (Vault's `min_decryption_version` raised above it). Nothing was
+    /// destroyed: lowering the minimum again makes the data readable.
+    #[error("key version retired by policy: {0}")]
+    KeyVersionRetired(String),
     /// The wrapped key is malformed, or does not authenticate under this key and context.
     #[error("wrapped key is invalid or does not match its context")]
     InvalidCiphertext,
@@ -36,6 +43,14 @@ impl KmsError {
     /// True when the same call may succeed later (the API answers 503 and the client retries).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+
+    /// True when the service refuses us for a reason only an operator can clear: our credentials
+    /// (a revoked or expired token, a lost role assignment), a disabled or deleted key, a retired
+    /// key version. Retrying at once does not help, but the request itself is sound: once the
+    /// operator fixes the KMS, the same request succeeds, so the client is told to retry later.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, Self::AccessDenied(_) | Self::KeyNotFound(_) | Self::KeyVersionRetired(_))
     }
 }
 

@@ -1,9 +1,9 @@
 //! Mapping of Key Vault and Entra ID (token endpoint) HTTP answers to `KmsError`.
 //!
 //! Key Vault answers errors with `{"error": {"code": "...", "message": "..."}}`; the token
-//! endpoint with `{"error": "invalid_client", "error_description": "AADSTS..."}`. `Unavailable`
-//! becomes 503 at the API (retry later), everything else 500, so only conditions that can clear
-//! by themselves are `Unavailable`.
+//! endpoint with `{"error": "invalid_client", "error_description": "AADSTS..."}`. Only
+//! conditions that can clear by themselves are `Unavailable` (retried, then 503 at the API);
+//! refusals an operator must fix (`AccessDenied`, `KeyNotFound`) are not retried and are a 503 too.
 
 use crypto::KmsError;
 use kms_http::truncate;

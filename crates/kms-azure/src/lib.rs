@@ -321,7 +321,10 @@ impl AzureKeyVault {
             // invalid_client, unauthorized_client, a wrong tenant: our credentials are refused.
             let error = match error::map_status("token", status, &bytes, false) {
                 KmsError::Unavailable(m) => KmsError::Unavailable(m),
-                KmsError::AccessDenied(m) | KmsError::KeyNotFound(m) | KmsError::Other(m) => KmsError::AccessDenied(m),
+                KmsError::AccessDenied(m)
+                | KmsError::KeyNotFound(m)
+                | KmsError::KeyVersionRetired(m)
+                | KmsError::Other(m) => KmsError::AccessDenied(m),
                 KmsError::InvalidCiphertext => KmsError::AccessDenied(format!("token: HTTP {status}")),
             };
             return Err((error, retry_after));

@@ -42,8 +42,19 @@ pub fn client(policy: &RetryPolicy, extra_ca_pem: Option<&str>) -> Result<reqwes
 }
 
 /// A request that got no HTTP answer: connection refused or reset, DNS, TLS, or the attempt
-/// timed out. Transient from here: the caller may retry.
+/// timed out. Transient (`Unavailable`: the caller may retry), except a certificate the client
+/// does not trust (unknown issuer, name mismatch, expired): that stays wrong until an operator
+/// fixes the certificate or `ca_cert`, so it is `Other` and not retried. The message carries the
+/// whole cause chain ("error sending request" alone does not say what failed).
 pub fn transport_error(operation: &str, err: &reqwest::Error) -> KmsError {
+    // reqwest's Display names the URL (no secrets: tokens travel in headers, keys in bodies).
+    let causes = cause_chain(err);
+    if is_certificate_error(err) {
+        return KmsError::Other(format!(
+            "{operation}: the server's TLS certificate is not trusted: {err}{causes} (check the address's \
+             host name, or set ca_cert_file to the CA that issued the certificate)"
+        ));
+    }
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -51,8 +62,47 @@ pub fn transport_error(operation: &str, err: &reqwest::Error) -> KmsError {
     } else {
         "request failed"
     };
-    // reqwest's Display names the URL (no secrets: tokens travel in headers, keys in bodies).
-    KmsError::Unavailable(format!("{operation}: {kind}: {err}"))
+    KmsError::Unavailable(format!("{operation}: {kind}: {err}{causes}"))
+}
+
+/// The sources of `err`, each as ": cause", skipping a cause whose text repeats the previous one.
+fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = String::new();
+    let mut previous = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text != previous && !previous.ends_with(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        previous = text;
+        source = cause.source();
+    }
+    chain
+}
+
+/// True when `err`'s cause chain holds rustls's verdict on the server's certificate. On its way up the
+/// connector stack the rustls error is wrapped in types `downcast_ref` cannot see through
+/// (hyper's and reqwest's private connect errors), so the chain is searched by type where it can
+/// be and by rustls's message ("invalid peer certificate: ...", checked by the tests) otherwise.
+fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        let rustls_error = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_)))
+            || cause.to_string().contains("invalid peer certificate")
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is ignored; the backoff applies then).

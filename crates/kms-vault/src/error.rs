@@ -1,8 +1,9 @@
 //! Mapping of Vault HTTP answers to `KmsError`.
 //!
 //! Vault answers errors with a status and `{"errors": ["..."]}`. The mapping decides what the
-//! API tells the client: `Unavailable` becomes 503 (retry later), everything else 500, so only
-//! conditions that can clear by themselves are `Unavailable`.
+//! API tells the client and the retry loop: only conditions that can clear by themselves are
+//! `Unavailable` (retried, then 503); refusals an operator must fix (`AccessDenied`,
+//! `KeyNotFound`, `KeyVersionRetired`) are not retried and are a 503 too.
 
 use crypto::KmsError;
 use kms_http::truncate;
@@ -42,9 +43,13 @@ pub(crate) fn map_status(operation: &str, status: u16, body: &[u8]) -> KmsError 
         401 | 403 => KmsError::AccessDenied(detail),
         404 => KmsError::KeyNotFound(detail),
         400 if lower.contains("key not found") => KmsError::KeyNotFound(detail),
-        // A key version below min_decryption_version: the version is retired (or trimmed), which
-        // for Praxis is the same as a destroyed key.
-        400 if lower.contains("disallowed by policy") => KmsError::KeyNotFound(detail),
+        // "ciphertext or signature version is disallowed by policy (too old)": the key version
+        // that wrapped this data key is below the key's min_decryption_version. Named for what it
+        // is, so the operator looks at the key's config rather than for a deleted key.
+        400 if lower.contains("disallowed by policy") => KmsError::KeyVersionRetired(format!(
+            "{detail} (the key version that wrapped this data key is below the key's min_decryption_version; \
+             lower it, or run `praxis keys rotate` before raising it)"
+        )),
         // Wrong context (the derived key differs, so the GCM tag fails), modified bytes, or not
         // a transit ciphertext at all. No detail, like every InvalidCiphertext in Praxis.
         400 if lower.contains("message authentication failed")
@@ -81,7 +86,7 @@ mod tests {
         assert!(matches!(map(400, "encryption key not found"), KmsError::KeyNotFound(_)));
         assert!(matches!(
             map(400, "ciphertext or signature version is disallowed by policy (too old)"),
-            KmsError::KeyNotFound(_)
+            KmsError::KeyVersionRetired(m) if m.contains("min_decryption_version")
         ));
         assert_eq!(map(400, "cipher: message authentication failed"), KmsError::InvalidCiphertext);
         assert_eq!(map(400, "invalid ciphertext: no prefix"), KmsError::InvalidCiphertext);

@@ -81,7 +81,9 @@
 //! `RetryPolicy::default()`: 3 attempts, 100 ms then 200 ms (cap 400 ms), 5 s per attempt and
 //! 15 s for the whole operation. After that the error is `KmsError::Unavailable`, which the API
 //! turns into a 503 and the DEK cache does not cache. 403 → `AccessDenied`; 404 and 400
-//! "encryption key not found" → `KeyNotFound`; 400 "cipher: message authentication failed" or
+//! "encryption key not found" → `KeyNotFound`; 400 "disallowed by policy (too old)"
+//! (`min_decryption_version` above the wrapping version) → `KeyVersionRetired`. The API answers
+//! these three with 503 too: the operator must act, the client retries later. 400 "cipher: message authentication failed" or
 //! any other ciphertext complaint → `InvalidCiphertext`. Redirects (a standby node pointing at
 //! the active one) are not followed, because they would carry the token elsewhere: point
 //! `address` at the active node's load balancer.
@@ -329,7 +331,10 @@ impl VaultKms {
             // 400 "invalid role or secret ID" and 403 alike: our credentials are refused.
             let error = match error::map_status("login", status, &bytes) {
                 KmsError::Unavailable(m) => KmsError::Unavailable(m),
-                KmsError::AccessDenied(m) | KmsError::KeyNotFound(m) | KmsError::Other(m) => KmsError::AccessDenied(m),
+                KmsError::AccessDenied(m)
+                | KmsError::KeyNotFound(m)
+                | KmsError::KeyVersionRetired(m)
+                | KmsError::Other(m) => KmsError::AccessDenied(m),
                 KmsError::InvalidCiphertext => KmsError::AccessDenied(format!("login: HTTP {status}")),
             };
             return Err((error, retry_after));

@@ -9,7 +9,7 @@ use crate::keys::{
     Deks, assert_all_under, assert_practice_keys_under, audited_practice_key_rewraps, audited_rewraps, keyring,
     local_kms, populate, practice_keys, praxis, stdout, stored_keys,
 };
-use crate::support::TestApp;
+use crate::support::{TestApp, assert_problem};
 use api::config::KmsBackend;
 use crypto::{KeyManagement, Keyring};
 use kms_http::test_server::azure_key_vault::{self, FakeKeyVault};
@@ -351,4 +351,107 @@ async fn a_server_on_openbao_creates_a_patient_and_reads_it_back() {
     assert_eq!((rows[0].kek_id.as_str(), rows[0].kek_version.as_str()), (format!("{mount}/praxis").as_str(), "1"));
     assert!(rows[0].wrapped_dek.as_deref().unwrap_or_default().starts_with(b"vault:v1:"), "{:?}", rows[0]);
     app.stop().await;
+}
+
+/// A Vault token of its own for the app (a child of the root token), so the test can revoke it.
+async fn openbao_app_token(address: &str, root_token: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{address}/v1/auth/token/create"))
+        .header("X-Vault-Token", root_token)
+        .json(&serde_json::json!({ "ttl": "1h" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "token create: {:?}", response.text().await);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn a_kms_that_refuses_our_token_mid_run_is_a_503_not_a_500() {
+    let (address, root_token) = openbao();
+    api::cli::install_tls_provider();
+    let mount = openbao_transit_key(&address, &root_token).await;
+    let app_token = openbao_app_token(&address, &root_token).await;
+    let on_openbao = |config: &mut api::config::Config| {
+        fast_hashing(config);
+        config.kms.backend = KmsBackend::Vault;
+        config.kms.vault.address = address.clone();
+        config.kms.vault.mount = mount.clone();
+        config.kms.vault.key_name = "praxis".to_owned();
+        config.kms.vault.token = Some(kernel::Secret::new(app_token.clone()));
+    };
+    let app = TestApp::start_with(on_openbao, api::server::no_extra_routes).await;
+    // A second instance whose DEK cache is empty, so its read must ask the KMS.
+    let sibling = app.sibling(on_openbao).await;
+    let practice = create_practice(&app, "Revoked").await;
+    let admin = login(&app, practice.tenant, &practice.admin_email).await;
+    let bearer = bearer(&admin);
+    let create = |name: &str| {
+        app.client.post(app.url("/api/v1/patients")).header("authorization", &bearer).json(&serde_json::json!({
+            "name": name, "email": format!("{}@example.org", name.replace(' ', ".").to_lowercase()),
+        }))
+    };
+    let response = create("Jorin Vask").send().await.unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    // The operator's mistake (or an expired lease): the app's token is revoked.
+    let revoked = reqwest::Client::new()
+        .post(format!("{address}/v1/auth/token/revoke"))
+        .header("X-Vault-Token", &root_token)
+        .json(&serde_json::json!({ "token": app_token }))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "revoke: {:?}", revoked.text().await);
+
+    // Creating a patient needs a new DEK from the KMS: refused, so 503 with Retry-After.
+    let response = create("Wessel Marr").send().await.unwrap();
+    assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+    assert_problem(response, 503, "urn:praxis:problem:service-unavailable").await;
+    // Reading a patient whose DEK is not cached needs an unwrap: refused, 503 too.
+    let read = sibling.client.get(sibling.url(&format!("/api/v1/patients/{id}"))).header("authorization", &bearer);
+    let response = read.send().await.unwrap();
+    assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+    assert_problem(response, 503, "urn:praxis:problem:service-unavailable").await;
+    sibling.stop().await;
+    app.stop().await;
+}
+
+/// Vault and Azure (without a pinned `key_version`) know the key's version only after their
+/// first answer: the self-test must report the version it wrapped with, not "".
+#[tokio::test]
+async fn the_self_test_reports_the_kek_version_it_wrapped_with() {
+    let fake = FakeTransit::new(true);
+    let server = fake.serve().await;
+    let vault = kms_vault::VaultKms::new(&kms_vault::VaultKmsConfig::new(
+        server.url.clone(),
+        "praxis",
+        kms_vault::VaultAuth::Token(kernel::Secret::new(vault_transit::TOKEN.to_owned())),
+    ))
+    .unwrap();
+    assert_eq!(vault.key_info().version, "", "unknown before the first call");
+    let keyring = Keyring::new(Arc::new(vault), []).unwrap();
+    let info = api::kms::self_test(&keyring).await.unwrap();
+    assert_eq!(info.version, "1", "{info:?}");
+    fake.finish();
+
+    let (fake, server) = FakeKeyVault::start().await;
+    let mut config = kms_azure::AzureKeyVaultConfig::new(
+        server.url.clone(),
+        "praxis",
+        kms_azure::AzureCredential::ClientSecret {
+            tenant_id: azure_key_vault::TENANT.into(),
+            client_id: azure_key_vault::CLIENT_ID.into(),
+            client_secret: kernel::Secret::new(azure_key_vault::CLIENT_SECRET.into()),
+        },
+    );
+    config.authority_host = server.url.clone();
+    let azure = kms_azure::AzureKeyVault::new(&config).unwrap();
+    assert_eq!(azure.key_info().version, "", "unknown before the first call");
+    let keyring = Keyring::new(Arc::new(azure), []).unwrap();
+    let info = api::kms::self_test(&keyring).await.unwrap();
+    assert!(!info.version.is_empty(), "{info:?}");
+    fake.finish();
 }
