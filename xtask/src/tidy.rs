@@ -123,37 +123,12 @@ pub const ROUTES_NOT_YET_THIN: &[(&str, &str)] = &[];
 /// Module import cycles that exist today and are being broken up: (crate, sorted top-level
 /// modules of the cycle, reason). A cycle that is not listed fails, and so does a listed one that
 /// is gone (or changed its members): update the entry as the cycle gets smaller.
-pub const KNOWN_CYCLES: &[(&str, &[&str], &str)] = &[
-    (
-        "api",
-        &["appointments", "config"],
-        "appointments.rs holds the [appointments] and [reminders] config sections, which config.rs nests; they belong in config/ (issue 17)",
-    ),
-    (
-        "audit",
-        &["checkpoint", "verify"],
-        "found when this check was added, outside issue 17: checkpoint reports its breaks with \
-         verify's Break/BreakKind, verify checks Checkpoint values",
-    ),
-    (
-        "consent",
-        &["closed_set", "error", "machine"],
-        "found when this check was added, outside issue 17: error names machine's states and \
+pub const KNOWN_CYCLES: &[(&str, &[&str], &str)] = &[(
+    "consent",
+    &["closed_set", "error", "machine"],
+    "found when this check was added, outside issue 17: error names machine's states and \
          actions, machine uses the closed_set! macro, whose expansion names $crate::error",
-    ),
-    (
-        "identity",
-        &["csrf", "error", "token"],
-        "found when this check was added, outside issue 17: IdentityError wraps csrf's and \
-         token's problem types, and csrf and token return IdentityError",
-    ),
-    (
-        "scheduling",
-        &["availability", "hours"],
-        "found when this check was added, outside issue 17: availability uses hours' \
-         WeeklyHours/Absence, hours calls availability::check_range",
-    ),
-];
+)];
 
 /// Runs every check, prints one line per passing check, and fails with every violation.
 pub fn run(root: &Path) -> Result<(), String> {

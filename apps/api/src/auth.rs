@@ -8,12 +8,10 @@ use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use audit::AuditEvent;
 use futures_util::future::LocalBoxFuture;
-use identity::{ApiScope, Permission, Scope};
+use identity::ApiScope;
 use kernel::{Actor, Role, TenantId, UserId};
 use std::net::IpAddr;
-use store_postgres::DbContext;
 
 /// Cookie holding the session token: `__Host-` pins it to this host, path `/`, Secure.
 pub const SESSION_COOKIE: &str = "__Host-praxis_session";
@@ -44,17 +42,6 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// The RLS context for this caller's database work.
-    pub fn db_context(&self) -> DbContext {
-        DbContext {
-            tenant: Some(self.tenant),
-            user: self.user,
-            role: self.role,
-            service: self.role.is_none(),
-            ..DbContext::default()
-        }
-    }
-
     /// This principal as the caller of a use case, with the current request's id.
     pub fn caller(&self) -> app::Caller {
         let access = match (self.user, self.role) {
@@ -67,33 +54,6 @@ impl Principal {
             access,
             request_id: crate::error::current_request_id(),
         }
-    }
-
-    /// How far `permission` reaches for this caller.
-    pub fn scope(&self, permission: Permission) -> Scope {
-        match self.role {
-            Some(role) => identity::allowed(role, permission),
-            None => identity::api_key_allowed(&self.scopes, permission),
-        }
-    }
-
-    /// Refuses (403) when the caller has no scope at all for `permission`.
-    pub fn require(&self, permission: Permission) -> Result<Scope, ApiError> {
-        match self.scope(permission) {
-            Scope::Denied => Err(ApiError::Forbidden),
-            scope => Ok(scope),
-        }
-    }
-
-    /// [`Principal::require`], writing an `access.denied` audit entry when refused: the use-case
-    /// layer's [`app::Services::authorize`], for the routes not yet moved there.
-    pub async fn require_audited(
-        &self,
-        state: &AppState,
-        permission: Permission,
-        resource_type: &str,
-    ) -> Result<Scope, ApiError> {
-        Ok(state.app.authorize(&self.caller(), permission, resource_type).await?)
     }
 
     /// The principal of a live session, authenticated by `method`.
@@ -123,22 +83,6 @@ impl Principal {
             session_id: None,
         }
     }
-}
-
-/// Stamps the current request id on an audit event.
-pub fn with_request(event: AuditEvent) -> AuditEvent {
-    match crate::error::current_request_id() {
-        Some(id) => event.with_request_id(id),
-        None => event,
-    }
-}
-
-/// Appends one audit entry in its own transaction (for events that change nothing else).
-pub async fn append_audit(state: &AppState, context: &DbContext, event: AuditEvent) -> Result<(), ApiError> {
-    let mut tx = store_postgres::begin(&state.db, context).await?;
-    store_postgres::audit::append(&mut tx, event).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// The client address: the peer, or the first untrusted hop of `X-Forwarded-For` when the peer is

@@ -2,6 +2,7 @@
 //! variables. Unknown keys are errors (a typo must not silently fall back to a default), and every
 //! error names the field it is about.
 
+pub mod appointments;
 pub mod webhooks;
 
 use figment::Figment;
@@ -30,8 +31,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub telemetry: TelemetryConfig,
     pub webhooks: webhooks::WebhooksConfig,
-    pub appointments: crate::appointments::AppointmentsConfig,
-    pub reminders: crate::appointments::RemindersConfig,
+    pub appointments: crate::config::appointments::AppointmentsConfig,
+    pub reminders: crate::config::appointments::RemindersConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

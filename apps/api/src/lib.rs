@@ -3,7 +3,6 @@
 //! This crate is the only place that wires adapters to ports: it reads the configuration, builds
 //! the pools and adapters, and hands them to the handlers.
 
-pub mod appointments;
 pub mod auth;
 pub mod cli;
 pub mod config;

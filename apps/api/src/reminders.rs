@@ -12,10 +12,12 @@ pub use notifiers::{ChannelNotifier, LoggingNotifier, Notifier, NotifyError, Rem
 
 /// The notifier `reminders.*` selects: the logging notifier, or the provider adapters of the
 /// configured channels. Fails when an adapter cannot be built (settings are validated before).
-pub fn notifier_from_config(config: &crate::appointments::RemindersConfig) -> Result<Arc<dyn Notifier>, String> {
+pub fn notifier_from_config(
+    config: &crate::config::appointments::RemindersConfig,
+) -> Result<Arc<dyn Notifier>, String> {
     match config.notifier {
-        crate::appointments::NotifierKind::Log => Ok(Arc::new(LoggingNotifier)),
-        crate::appointments::NotifierKind::Providers => {
+        crate::config::appointments::NotifierKind::Log => Ok(Arc::new(LoggingNotifier)),
+        crate::config::appointments::NotifierKind::Providers => {
             let mut routes = ChannelNotifier::default();
             if let Some(settings) = &config.whatsapp {
                 routes.whatsapp = Some(Arc::new(notifiers::whatsapp::WhatsAppCloudNotifier::new(settings.clone())?));
@@ -42,7 +44,7 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    pub fn from_config(config: &crate::appointments::RemindersConfig) -> Self {
+    pub fn from_config(config: &crate::config::appointments::RemindersConfig) -> Self {
         Self {
             interval: std::time::Duration::from_secs(config.interval_secs.max(1)),
             max_practices: 100,

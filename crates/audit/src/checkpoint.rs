@@ -10,10 +10,10 @@
 //! checkpoints turns those two silent attacks into [`crate::BreakKind::CheckpointMismatch`] and
 //! [`crate::BreakKind::TruncatedTail`].
 
+use crate::breaks::{Break, BreakKind};
 use crate::chain::{ChainHead, Digest, Encoder, canonical_timestamp};
 use crate::error::AuditError;
 use crate::event::truncate_to_micros;
-use crate::verify::{Break, BreakKind};
 use async_trait::async_trait;
 use kernel::{Clock, TenantId};
 use time::OffsetDateTime;

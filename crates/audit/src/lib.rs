@@ -71,6 +71,7 @@
 //! the canonical form is recomputed), and the actor's kind and fields in their own columns.
 
 pub mod action;
+mod breaks;
 pub mod chain;
 pub mod checkpoint;
 pub mod detail;

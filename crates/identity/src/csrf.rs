@@ -20,13 +20,13 @@
 //! Safe methods (GET, HEAD, OPTIONS) pass: they must not change state (a rule the handlers keep),
 //! and CORS preflights are OPTIONS requests without credentials.
 
+pub use crate::error::CsrfProblem;
 use crate::error::IdentityError;
 use crate::token::constant_time_eq;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
 use std::fmt;
-use thiserror::Error;
 use zeroize::Zeroizing;
 
 /// Name of the cookie that carries the CSRF token.
@@ -38,21 +38,6 @@ pub const CSRF_HEADER_NAME: &str = "x-csrf-token";
 const CSRF_BYTES: usize = 32;
 /// base64url characters for 32 bytes, no padding.
 const CSRF_TOKEN_LEN: usize = 43;
-
-/// Why a state-changing cookie-authenticated request was refused (the API answers 403).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum CsrfProblem {
-    #[error("csrf cookie missing")]
-    MissingCookieToken,
-    #[error("csrf header missing")]
-    MissingHeaderToken,
-    #[error("csrf token malformed")]
-    MalformedToken,
-    #[error("csrf header does not match cookie")]
-    TokenMismatch,
-    #[error("request origin not allowed")]
-    OriginNotAllowed,
-}
 
 /// A fresh CSRF token for the cookie.
 pub struct CsrfToken(Zeroizing<String>);

@@ -1,10 +1,40 @@
 //! The crate's error type. No HTTP here: apps/api maps each variant to a status and a problem+json
 //! body. Messages never carry a password, a token or a hash.
 
-use crate::csrf::CsrfProblem;
 use crate::password::PasswordProblem;
-use crate::token::TokenError;
 use thiserror::Error;
+
+// The refusals of `csrf` and `token` are defined here, next to the error that wraps them, so
+// those modules depend on this one and not the other way round (no module cycle).
+
+/// Why a state-changing cookie-authenticated request was refused (the API answers 403).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum CsrfProblem {
+    #[error("csrf cookie missing")]
+    MissingCookieToken,
+    #[error("csrf header missing")]
+    MissingHeaderToken,
+    #[error("csrf token malformed")]
+    MalformedToken,
+    #[error("csrf header does not match cookie")]
+    TokenMismatch,
+    #[error("request origin not allowed")]
+    OriginNotAllowed,
+}
+
+/// Why a presented token was refused. Deliberately coarse: the API answers 401 for all of them,
+/// and the messages never contain the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum TokenError {
+    #[error("wrong token prefix")]
+    WrongPrefix,
+    #[error("wrong token length")]
+    WrongLength,
+    #[error("token is not canonical base64url")]
+    NotBase64Url,
+    #[error("token names no tenant")]
+    NilTenant,
+}
 
 /// Everything that can go wrong in identity rules.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -20,13 +20,13 @@
 //! panics on any input (property-tested).
 
 use crate::error::IdentityError;
+pub use crate::error::TokenError;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kernel::TenantId;
 use ring::rand::SecureRandom;
 use std::fmt;
 use std::marker::PhantomData;
-use thiserror::Error;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -36,20 +36,6 @@ pub const SECRET_LEN: usize = 32;
 const PAYLOAD_LEN: usize = TENANT_LEN + SECRET_LEN;
 /// base64url characters for the 48-byte payload (48 * 8 / 6; no padding, no spare bits).
 const ENCODED_LEN: usize = PAYLOAD_LEN * 4 / 3;
-
-/// Why a presented token was refused. Deliberately coarse: the API answers 401 for all of them,
-/// and the messages never contain the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum TokenError {
-    #[error("wrong token prefix")]
-    WrongPrefix,
-    #[error("wrong token length")]
-    WrongLength,
-    #[error("token is not canonical base64url")]
-    NotBase64Url,
-    #[error("token names no tenant")]
-    NilTenant,
-}
 
 mod sealed {
     pub trait Sealed {}

@@ -2,11 +2,9 @@
 
 use crate::SchedulingError;
 use crate::booking::{Slot, is_positive_whole_minutes};
-use crate::hours::{Absence, WeeklyHours};
+pub use crate::hours::MAX_SEARCH_DAYS;
+use crate::hours::{Absence, WeeklyHours, check_range};
 use time::{Duration, OffsetDateTime};
-
-/// Longest range one availability search may cover, in days (a month view).
-pub const MAX_SEARCH_DAYS: i64 = 31;
 
 /// Most slots one search may return; page by searching again from after the last one.
 pub const MAX_FREE_SLOTS: usize = 1000;
@@ -89,17 +87,6 @@ pub fn free_slots(
         }
     }
     Ok(free)
-}
-
-/// Refuses an empty range or one longer than [`MAX_SEARCH_DAYS`].
-pub(crate) fn check_range(from: OffsetDateTime, to: OffsetDateTime) -> Result<(), SchedulingError> {
-    if to <= from {
-        return Err(SchedulingError::EmptyRange);
-    }
-    if to - from > Duration::days(MAX_SEARCH_DAYS) {
-        return Err(SchedulingError::RangeTooLong { max_days: MAX_SEARCH_DAYS });
-    }
-    Ok(())
 }
 
 fn check_search_duration(duration: Duration, field: &'static str) -> Result<(), SchedulingError> {

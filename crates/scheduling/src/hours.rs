@@ -12,6 +12,10 @@ use jiff::civil;
 use jiff::tz::{AmbiguousOffset, TimeZone, TimeZoneDatabase};
 use time::{Duration, OffsetDateTime, Time, Weekday};
 
+/// Longest range one search over working hours or availability may cover, in days (a month
+/// view). Here, with [`check_range`], because both the hours and the free-slot search use them.
+pub const MAX_SEARCH_DAYS: i64 = 31;
+
 /// Most working-hours ranges one day may have (a split day has two or three; more is a data error).
 pub const MAX_RANGES_PER_DAY: usize = 6;
 
@@ -97,7 +101,7 @@ impl WeeklyHours {
     /// ranges merged into one stretch. Stretches are **not** clipped to `[from, to)`: the free
     /// slot grid is anchored at their real start. At most [`crate::MAX_SEARCH_DAYS`] days.
     pub fn working_intervals(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<Slot>, SchedulingError> {
-        crate::availability::check_range(from, to)?;
+        check_range(from, to)?;
         self.intervals_overlapping(from, to)
     }
 
@@ -298,6 +302,17 @@ fn jiff_day_index(weekday: civil::Weekday) -> usize {
         civil::Weekday::Saturday => 5,
         civil::Weekday::Sunday => 6,
     }
+}
+
+/// Refuses an empty range or one longer than [`MAX_SEARCH_DAYS`].
+pub(crate) fn check_range(from: OffsetDateTime, to: OffsetDateTime) -> Result<(), SchedulingError> {
+    if to <= from {
+        return Err(SchedulingError::EmptyRange);
+    }
+    if to - from > Duration::days(MAX_SEARCH_DAYS) {
+        return Err(SchedulingError::RangeTooLong { max_days: MAX_SEARCH_DAYS });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

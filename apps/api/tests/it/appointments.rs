@@ -1354,7 +1354,7 @@ async fn runtime_role_with_one_users_settings_sees_only_their_appointments() {
 /// Twilio at `api_base` (a local stand-in answering as Twilio does).
 fn twilio_worker(app: &TestApp, clock: &FixedClock, api_base: &str) -> ReminderWorker {
     let mut config = app.config.clone();
-    config.reminders.notifier = api::appointments::NotifierKind::Providers;
+    config.reminders.notifier = api::config::appointments::NotifierKind::Providers;
     config.reminders.channels = vec!["sms".into()];
     config.reminders.sms = Some(notifiers::twilio::TwilioSettings {
         api_base: api_base.to_owned(),
@@ -1433,7 +1433,7 @@ async fn with_the_providers_notifier_a_due_reminder_goes_out_as_a_twilio_sms_and
 async fn the_providers_notifier_refuses_a_channel_without_its_settings() {
     let app = start().await;
     let mut config = app.config.clone();
-    config.reminders.notifier = api::appointments::NotifierKind::Providers;
+    config.reminders.notifier = api::config::appointments::NotifierKind::Providers;
     config.reminders.channels = vec!["whatsapp".into(), "email".into()];
     let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
     let about_reminders: Vec<&String> = problems.iter().filter(|p| p.starts_with("reminders.")).collect();

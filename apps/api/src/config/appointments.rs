@@ -2,7 +2,7 @@
 //! (planning, and the worker that sends them with its notifier). Each section validates itself
 //! and yields the `scheduling` policy the use cases (`app::appointments`) are built with.
 
-use crate::config::Problem;
+use super::Problem;
 use scheduling::{BookingPolicy, ReminderChannel, ReminderPolicy, SchedulingError};
 use serde::{Deserialize, Serialize};
 
