@@ -115,6 +115,18 @@ impl FromRequest for Principal {
 }
 
 async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
+    // One credential per request. With several (a Bearer token and a stale cookie, a key and a
+    // token) there is no answer to "who is calling" that a client could rely on, and trying one
+    // after the other would let a junk credential ride on a valid one; so any mix is refused,
+    // whichever of them is valid (docs/security.md).
+    let presented = [
+        req.headers().contains_key(API_KEY_HEADER),
+        req.headers().contains_key(header::AUTHORIZATION),
+        req.cookie(SESSION_COOKIE).is_some(),
+    ];
+    if presented.iter().filter(|present| **present).count() > 1 {
+        return Err(unauthorized());
+    }
     if let Some(key) = req.headers().get(API_KEY_HEADER) {
         let key = key.to_str().map_err(|_| unauthorized())?;
         return Ok(Principal::of_api_key(state.app.authenticate_api_key(key).await?));

@@ -632,3 +632,32 @@ async fn runtime_role_with_one_users_settings_sees_only_that_users_rows() {
     assert_eq!((visible, users_visible), (1, 0));
     app.stop().await;
 }
+
+/// One credential per request: a valid Bearer token with a session cookie (even a junk one), or
+/// with an API key, is refused as a whole, whichever of them is valid.
+#[actix_web::test]
+async fn a_request_with_more_than_one_credential_kind_is_refused() {
+    let app = start().await;
+    let practice = create_practice(&app, "Alpha").await;
+    let session = login(&app, practice.tenant, &practice.admin_email).await;
+    let me = || app.client.get(app.url("/api/v1/me"));
+    assert_eq!(me().header("authorization", bearer(&session)).send().await.unwrap().status(), 200);
+    let response = me()
+        .header("authorization", bearer(&session))
+        .header("cookie", format!("{}=junk", api::auth::SESSION_COOKIE))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401, "urn:praxis:problem:unauthorized").await;
+    let response =
+        me().header("authorization", bearer(&session)).header("x-api-key", "prx_k_junk").send().await.unwrap();
+    assert_problem(response, 401, "urn:praxis:problem:unauthorized").await;
+    let response = me()
+        .header("cookie", format!("{}={}", api::auth::SESSION_COOKIE, session["token"].as_str().unwrap()))
+        .header("x-api-key", "prx_k_junk")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401, "urn:praxis:problem:unauthorized").await;
+    app.stop().await;
+}
