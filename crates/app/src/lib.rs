@@ -167,13 +167,8 @@ impl Services {
         if scope != Scope::Denied {
             return Ok(scope);
         }
-        let event = caller
-            .audit_event(audit::Action::AccessDenied, resource_type, self.clock())
-            .with_outcome(audit::Outcome::Denied)
-            .with_detail(serde_json::json!({ "permission": permission.as_str() }));
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        store_postgres::audit::append(&mut tx, event).await?;
-        tx.commit().await?;
+        self.record_access_denied(caller, resource_type, serde_json::json!({ "permission": permission.as_str() }))
+            .await?;
         Err(Error::Forbidden)
     }
 
@@ -187,21 +182,29 @@ impl Services {
         permission: Permission,
         resource_type: &str,
     ) -> Error {
-        let event = caller
-            .audit_event(audit::Action::AccessDenied, resource_type, self.clock())
-            .with_outcome(audit::Outcome::Denied)
-            .with_detail(serde_json::json!({ "permission": permission.as_str(), "scope": "own" }));
-        let recorded: Result<()> = async {
-            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-            store_postgres::audit::append(&mut tx, event).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        match recorded {
+        let detail = serde_json::json!({ "permission": permission.as_str(), "scope": "own" });
+        match self.record_access_denied(caller, resource_type, detail).await {
             Ok(()) => Error::Forbidden,
             Err(error) => error,
         }
+    }
+
+    /// Writes one `access.denied` entry in a transaction of its own: a refusal changes nothing
+    /// else, so there is no other transaction to share.
+    async fn record_access_denied(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let event = caller
+            .audit_event(audit::Action::AccessDenied, resource_type, self.clock())
+            .with_outcome(audit::Outcome::Denied)
+            .with_detail(detail);
+        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+        store_postgres::audit::append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Hashes a password with the configured argon2id cost, off the async threads.

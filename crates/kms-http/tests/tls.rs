@@ -2,74 +2,25 @@
 //! problem, and the retry loop gives up at once (a certificate does not fix itself).
 //!
 //! Each run makes its own CA and a server certificate for `localhost` with the openssl command
-//! (as the Redis TLS tests do), and serves TLS from a thread with rustls.
+//! (`testkit::tls`, shared with the Redis TLS tests), and serves TLS from a thread with rustls.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "helpers outside #[test] functions: a failed set-up is a failed test"
-)]
+#![expect(clippy::unwrap_used, reason = "helpers outside #[test] functions: a failed set-up is a failed test")]
 
 use kms_http::{Attempt, RetryPolicy, client, run, transport_error};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output =
-        Command::new("openssl").args(args).current_dir(dir).output().expect(
-            "the openssl command makes this run's CA and certificate (Debian/Ubuntu: apt-get install -y openssl)",
-        );
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
 
 /// A CA, and a server certificate it issued for `localhost` (not for 127.0.0.1), in a fresh
 /// directory.
 fn make_certificates(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kms-http-tls-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let ca = [
-        &["req", "-x509", "-days", "1", "-subj", "/CN=Praxis test CA", "-keyout", "ca.key", "-out", "ca.pem"][..],
-        &key,
-        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
-    ]
-    .concat();
-    openssl(&dir, &ca);
-    openssl(
-        &dir,
-        &[&["req", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"][..], &key].concat(),
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
+    testkit::tls::make_certificates(&dir);
     dir
 }
 

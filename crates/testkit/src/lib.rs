@@ -9,6 +9,8 @@
 // Test support fails loudly: a missing service is a broken test set-up, not a condition to handle.
 #![allow(clippy::expect_used, clippy::panic)]
 
+pub mod tls;
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
 use std::str::FromStr;

@@ -9,7 +9,7 @@
 
 use cache_redis::{CacheError, Limit, RateLimiter, RedisStore};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,54 +32,6 @@ impl Drop for TlsRedis {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let output =
-        Command::new("openssl").args(args).current_dir(dir).output().expect(
-            "the openssl command makes this run's CA and certificate (Debian/Ubuntu: apt-get install -y openssl)",
-        );
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A CA, and a server certificate it issued for `localhost` (not for 127.0.0.1).
-fn make_certificates(dir: &Path) {
-    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let ca = [
-        &["req", "-x509", "-days", "1", "-subj", "/CN=Praxis test CA", "-keyout", "ca.key", "-out", "ca.pem"][..],
-        &key,
-        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
-    ]
-    .concat();
-    openssl(dir, &ca);
-    let request =
-        [&["req", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"][..], &key].concat();
-    openssl(dir, &request);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
-}
-
 impl TlsRedis {
     fn start() -> Self {
         let binary = std::env::var(REDIS_SERVER_VAR).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| {
@@ -87,7 +39,7 @@ impl TlsRedis {
         });
         let dir = std::env::temp_dir().join(format!("praxis-redis-tls-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        make_certificates(&dir);
+        testkit::tls::make_certificates(&dir);
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(binary)
             .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
