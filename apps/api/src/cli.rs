@@ -361,6 +361,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("reminder worker disabled (reminders.enabled = false)");
     }
 
+    if config.audit.sealer_enabled {
+        actix_web::rt::spawn(crate::audit_sealer::AuditSealer::new(state.app.clone(), &config.audit).run());
+    } else {
+        tracing::warn!("audit sealer disabled (audit.sealer_enabled = false): another instance must seal");
+    }
+
     let listener = TcpListener::bind(&config.server.bind)
         .with_context(|| format!("server.bind: cannot listen on {}", config.server.bind))?;
     tracing::info!(listen = %listener.local_addr()?, environment = ?config.environment, "praxis listening");
@@ -443,14 +449,23 @@ async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Resul
         let report = services.verify_audit_chain(&app::Caller::operator(*tenant)).await?;
         match report.first_break {
             None => println!(
-                "practice {tenant}: intact ({} entries, head seq {})",
+                "practice {tenant}: chain intact ({} sealed entries, head seq {}; {} not sealed yet)",
                 report.entries_checked,
-                report.head.map(|h| h.seq).unwrap_or(0)
+                report.head.map(|h| h.seq).unwrap_or(0),
+                report.unsealed
             ),
             Some(first_break) => {
-                broken += 1;
                 println!("practice {tenant}: BROKEN at seq {}: {:?}", first_break.seq, first_break.kind);
             }
+        }
+        if !report.altered_unsealed.is_empty() {
+            println!(
+                "practice {tenant}: ALTERED unsealed entries (content no longer matches its recorded digest): ids {:?}",
+                report.altered_unsealed
+            );
+        }
+        if !report.is_intact() {
+            broken += 1;
         }
     }
     if broken > 0 {

@@ -3,6 +3,7 @@
 //! error names the field it is about.
 
 pub mod appointments;
+pub mod audit;
 pub mod webhooks;
 
 use figment::Figment;
@@ -33,6 +34,7 @@ pub struct Config {
     pub webhooks: webhooks::WebhooksConfig,
     pub appointments: crate::config::appointments::AppointmentsConfig,
     pub reminders: crate::config::appointments::RemindersConfig,
+    pub audit: crate::config::audit::AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -366,8 +368,10 @@ impl Config {
         for webhook_problem in self.webhooks.problems(self.environment) {
             problem(webhook_problem.field, webhook_problem.message);
         }
-        for scheduling_problem in self.appointments.problems().into_iter().chain(self.reminders.problems()) {
-            problem(scheduling_problem.field, scheduling_problem.message);
+        for section_problem in
+            self.appointments.problems().into_iter().chain(self.reminders.problems()).chain(self.audit.problems())
+        {
+            problem(section_problem.field, section_problem.message);
         }
         if tracing_filter_is_invalid(&self.telemetry.log_level) {
             problem("telemetry.log_level", format!("{:?} is not a valid filter directive", self.telemetry.log_level));

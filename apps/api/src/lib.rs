@@ -3,6 +3,7 @@
 //! This crate is the only place that wires adapters to ports: it reads the configuration, builds
 //! the pools and adapters, and hands them to the handlers.
 
+pub mod audit_sealer;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -68,15 +68,20 @@ impl Services {
             let by_role = AuditFilter { actor: Some(actor), ..filter.clone() };
             entries.extend(self.audit_log.query_entries(caller.tenant, &by_role, page).await?.entries);
         }
-        entries.sort_by_key(|entry| std::cmp::Reverse(entry.seq));
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.id));
         entries.truncate(limit);
-        let next_cursor = if entries.len() == limit { entries.last().map(|e| e.seq) } else { None };
+        let next_cursor = if entries.len() == limit { entries.last().map(|e| e.id) } else { None };
         Ok(AuditPage { entries, next_cursor })
     }
 
     /// Walks the caller's practice's chain against its signed checkpoints (`audit.verify`).
+    ///
+    /// Seals what is pending first (what the sealer would do within a moment), so the chain
+    /// covers every entry recorded before the call; entries recorded meanwhile, or refused by
+    /// the sealer as altered, are checked against their digests and counted as unsealed.
     pub async fn verify_audit_chain(&self, caller: &Caller) -> Result<VerificationReport> {
         self.authorize(caller, Permission::AuditVerify, "audit").await?;
+        self.seal_practice(caller.tenant).await?;
         Ok(self.audit_log.verify_chain(caller.tenant).await?)
     }
 
@@ -85,6 +90,8 @@ impl Services {
     /// (`praxis audit checkpoint`, e.g. from a cron job). `None` for an empty chain.
     pub async fn checkpoint_audit_chain(&self, caller: &Caller) -> Result<Option<Checkpoint>> {
         require_operator(caller)?;
+        // The checkpoint pins the chain with every entry recorded so far.
+        self.seal_practice(caller.tenant).await?;
         Ok(store_postgres::audit::write_checkpoint(
             self.audit_log.pool(),
             caller.tenant,

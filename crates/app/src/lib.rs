@@ -15,6 +15,7 @@
 
 pub mod accounts;
 pub mod appointments;
+pub mod audit_sealing;
 pub mod audit_trail;
 pub mod calendar;
 mod caller;

@@ -9,7 +9,7 @@ use crate::appointments::AppointmentDetails;
 use crate::patients::{Lock, Patient, live_patient};
 use crate::{Caller, Error, Result, Services};
 use ::patients::PatientField;
-use audit::{Action, AuditFilter, ChainedEntry, Page};
+use audit::{Action, AuditFilter, Page, RecordedEntry};
 use consent::{ConsentEvent, ConsentRecord};
 use identity::Permission;
 use kernel::{PatientId, TenantId};
@@ -35,7 +35,7 @@ pub struct PatientExport {
     /// text.
     pub messages: Vec<MessageRow>,
     /// Audit entries about this patient (record, key, consents), newest first.
-    pub access_log: Vec<ChainedEntry>,
+    pub access_log: Vec<RecordedEntry>,
 }
 
 impl Services {
@@ -74,7 +74,7 @@ impl Services {
     }
 
     /// Every audit entry whose resource is this patient (record, key, consents), newest first.
-    async fn access_log_of(&self, tenant: TenantId, id: PatientId) -> Result<Vec<ChainedEntry>> {
+    async fn access_log_of(&self, tenant: TenantId, id: PatientId) -> Result<Vec<RecordedEntry>> {
         let filter = AuditFilter { resource_id: Some(id.to_string()), ..AuditFilter::default() };
         let mut entries = Vec::new();
         let mut cursor = None;

@@ -110,6 +110,29 @@ pub fn canonical_encoding(seq: u64, event: &AuditEvent) -> Vec<u8> {
     let mut enc = Encoder(Vec::with_capacity(256));
     enc.field(ENTRY_ENCODING_TAG.as_bytes());
     enc.field(&seq.to_be_bytes());
+    encode_event(&mut enc, event);
+    enc.0
+}
+
+/// First field of the content digest's encoding (see [`content_digest`]).
+pub const CONTENT_ENCODING_TAG: &str = "praxis.audit.content.v1";
+
+/// `SHA-256` of an entry's content alone: the canonical encoding of the event under
+/// [`CONTENT_ENCODING_TAG`], without a seq (an entry has none until it is sealed).
+///
+/// Written with the entry when a request records it, before the sealer links it into the chain:
+/// verification recomputes it for entries not sealed yet, so an edit of an unsealed entry that
+/// does not also recompute the digest is found, and the sealer refuses to seal an entry whose
+/// content no longer matches it (it would launder the edit into the chain).
+pub fn content_digest(event: &AuditEvent) -> Digest {
+    let mut enc = Encoder(Vec::with_capacity(256));
+    enc.field(CONTENT_ENCODING_TAG.as_bytes());
+    encode_event(&mut enc, event);
+    Sha256::digest(&enc.0).into()
+}
+
+/// The event's fields, in the order of the crate docs' table (shared by both encodings).
+fn encode_event(enc: &mut Encoder, event: &AuditEvent) {
     enc.field(event.tenant.as_uuid().as_bytes());
     match &event.actor {
         Actor::User { tenant, user, role } => {
@@ -139,7 +162,6 @@ pub fn canonical_encoding(seq: u64, event: &AuditEvent) -> Vec<u8> {
     enc.optional(event.request_id.as_ref().map(|id| id.as_str().as_bytes()));
     enc.field(canonical_timestamp(event.occurred_at).as_bytes());
     enc.field(crate::detail::canonical_json(&event.detail).as_bytes());
-    enc.0
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC: always 27 ASCII bytes for years 1..=9999, microseconds

@@ -5,15 +5,18 @@
 //! Pure: no I/O, no clock reads (a [`kernel::Clock`] is passed in), no framework types. The
 //! Postgres adapter implements [`AuditLog`] around the pure core:
 //!
-//! * [`next_entry`] turns the tenant's current [`ChainHead`] and an [`AuditEvent`] into the
-//!   [`ChainedEntry`] to insert (validating the event on the way);
+//! * [`to_record`] validates an [`AuditEvent`] and computes its [`content_digest`]: the adapter
+//!   records it, unsealed, in the transaction of the change it records, without any lock;
+//! * [`seal`] (built on [`next_entry`]) links recorded entries into the practice's chain after
+//!   its [`ChainHead`], a batch at a time, behind a lock only sealers take (see [`trail`]);
 //! * [`ChainVerifier`] checks a stored chain streamed in seq order, against [`Checkpoint`]s;
 //! * [`FailedLoginPolicy`] decides when failed logins become one `security.suspicious_activity`
 //!   entry.
 //!
 //! # Threat model, in one paragraph
 //!
-//! The app role may only INSERT and SELECT audit rows and a trigger refuses UPDATE and DELETE;
+//! The app role may only INSERT and SELECT audit rows, and set an unsealed entry's seal once; a
+//! trigger refuses every other UPDATE, and every DELETE but the retention purge's;
 //! the chain is the second line, for whoever gets past that (a superuser, a restored backup, a
 //! disk edit). Each entry hashes its predecessor's hash, so editing, deleting or reordering an
 //! entry breaks verification at that entry. SHA-256 has no key, so someone who can write the
@@ -80,6 +83,7 @@ pub mod event;
 pub mod memory;
 pub mod port;
 pub mod security;
+pub mod trail;
 pub mod verify;
 
 #[cfg(test)]
@@ -87,8 +91,8 @@ mod testutil;
 
 pub use action::{Action, Outcome};
 pub use chain::{
-    ChainHead, ChainedEntry, Digest, ENTRY_ENCODING_TAG, GENESIS_HASH, MAX_SEQ, canonical_encoding,
-    canonical_timestamp, entry_hash, next_entry,
+    CONTENT_ENCODING_TAG, ChainHead, ChainedEntry, Digest, ENTRY_ENCODING_TAG, GENESIS_HASH, MAX_SEQ,
+    canonical_encoding, canonical_timestamp, content_digest, entry_hash, next_entry,
 };
 pub use checkpoint::{CHECKPOINT_ENCODING_TAG, Checkpoint, CheckpointSigner, VettedCheckpoints, vet_checkpoints};
 pub use detail::{canonical_json, is_pii_key, validate_detail};
@@ -97,4 +101,5 @@ pub use event::{AuditEvent, SignatureFailure};
 pub use memory::MemoryAuditLog;
 pub use port::{AuditFilter, AuditLog, AuditPage, Page};
 pub use security::{FailedLoginPolicy, SuspicionSubject};
+pub use trail::{ChainLink, EntryToRecord, PendingEntry, RecordedEntry, SealPlan, seal, to_record};
 pub use verify::{Break, BreakKind, ChainVerifier, VerificationReport, verify_chain};

@@ -4,6 +4,7 @@ use crate::chain::{ChainHead, ChainedEntry, next_entry};
 use crate::error::AuditError;
 use crate::event::AuditEvent;
 use crate::port::{AuditFilter, AuditLog, AuditPage, Page};
+use crate::trail::RecordedEntry;
 use crate::verify::{VerificationReport, verify_chain};
 use async_trait::async_trait;
 use kernel::TenantId;
@@ -58,7 +59,8 @@ impl AuditLog for MemoryAuditLog {
             .filter(|entry| page.cursor().is_none_or(|cursor| entry.seq < cursor))
             .filter(|entry| filter.matches(&entry.event))
             .take(page.limit() as usize + 1)
-            .cloned()
+            // In memory an entry is sealed as it is appended: its id is its seq.
+            .map(|entry| RecordedEntry::sealed(entry.seq, entry.clone()))
             .collect();
         Ok(AuditPage::from_overfetch(matching, page))
     }
@@ -93,17 +95,17 @@ mod tests {
 
         let all = AuditFilter::default();
         let first = block_on(log.query(a, &all, Page::new(None, 2).unwrap())).unwrap();
-        assert_eq!(first.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 4]);
+        assert_eq!(first.entries.iter().map(|e| e.id).collect::<Vec<_>>(), vec![5, 4]);
         assert_eq!(first.next_cursor, Some(4));
         let second = block_on(log.query(a, &all, Page::new(first.next_cursor, 2).unwrap())).unwrap();
-        assert_eq!(second.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 2]);
+        assert_eq!(second.entries.iter().map(|e| e.id).collect::<Vec<_>>(), vec![3, 2]);
         let last = block_on(log.query(a, &all, Page::new(second.next_cursor, 2).unwrap())).unwrap();
-        assert_eq!(last.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(last.entries.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1]);
         assert_eq!(last.next_cursor, None);
 
         let failures = AuditFilter { outcome: Some(Outcome::Failure), ..AuditFilter::default() };
         let page = block_on(log.query(a, &failures, Page::default())).unwrap();
-        assert_eq!(page.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 2]);
+        assert_eq!(page.entries.iter().map(|e| e.id).collect::<Vec<_>>(), vec![4, 2]);
         assert_eq!(page.next_cursor, None);
 
         let report = block_on(log.verify(a)).unwrap();

@@ -1,9 +1,9 @@
 //! The `AuditLog` port and its query types.
 
 use crate::action::{Action, Outcome};
-use crate::chain::ChainedEntry;
 use crate::error::AuditError;
 use crate::event::AuditEvent;
+use crate::trail::RecordedEntry;
 use crate::verify::VerificationReport;
 use async_trait::async_trait;
 use kernel::{Actor, TenantId};
@@ -11,14 +11,16 @@ use time::OffsetDateTime;
 
 /// Port: reading the tenant-scoped, append-only audit log.
 ///
-/// Appending is deliberately not part of it: an entry is written in the transaction of the change
-/// it records, so it can only be appended through that transaction (the Postgres adapter's
+/// Recording is deliberately not part of it: an entry is written in the transaction of the change
+/// it records, so it can only be recorded through that transaction (the Postgres adapter's
 /// `store_postgres::audit::append(conn, event)`), never by a port method that would open a
-/// transaction of its own. An adapter verifies by streaming the chain through a
-/// [`crate::ChainVerifier`]; it never updates or deletes entries.
+/// transaction of its own. Reads cover sealed and not-yet-sealed entries alike and say which is
+/// which ([`RecordedEntry::link`]). An adapter verifies by streaming the chain through a
+/// [`crate::ChainVerifier`]; it never changes an entry's content.
 #[async_trait]
 pub trait AuditLog: Send + Sync + std::fmt::Debug {
-    /// Entries of `tenant` matching `filter`, newest first (descending seq), one page at a time.
+    /// Entries of `tenant` matching `filter`, sealed or not, newest first (descending
+    /// [`RecordedEntry::id`], the order they were recorded), one page at a time.
     async fn query(&self, tenant: TenantId, filter: &AuditFilter, page: Page) -> Result<AuditPage, AuditError>;
 
     /// Verifies `tenant`'s whole chain against its stored checkpoints.
@@ -61,7 +63,7 @@ impl AuditFilter {
     }
 }
 
-/// A page request: at most `limit` entries with `seq < cursor` (all when no cursor), newest
+/// A page request: at most `limit` entries with `id < cursor` (all when no cursor), newest
 /// first. The limit is bounded so one request cannot pull a whole chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -81,7 +83,7 @@ impl Page {
         Ok(Self { cursor, limit })
     }
 
-    /// Exclusive upper bound on seq; `None` for the newest entries.
+    /// Exclusive upper bound on [`RecordedEntry::id`]; `None` for the newest entries.
     pub fn cursor(&self) -> Option<u64> {
         self.cursor
     }
@@ -100,8 +102,8 @@ impl Default for Page {
 /// One page of entries, newest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditPage {
-    pub entries: Vec<ChainedEntry>,
-    /// The cursor for the next (older) page: the seq of the last entry here, when the page is
+    pub entries: Vec<RecordedEntry>,
+    /// The cursor for the next (older) page: the id of the last entry here, when the page is
     /// full; `None` when there is nothing older.
     pub next_cursor: Option<u64>,
 }
@@ -109,11 +111,11 @@ pub struct AuditPage {
 impl AuditPage {
     /// Builds a page from up to `page.limit() + 1` entries, newest first: adapters fetch one
     /// more row than asked to learn whether an older page exists.
-    pub fn from_overfetch(mut entries: Vec<ChainedEntry>, page: Page) -> Self {
+    pub fn from_overfetch(mut entries: Vec<RecordedEntry>, page: Page) -> Self {
         let limit = page.limit() as usize;
         let more = entries.len() > limit;
         entries.truncate(limit);
-        let next_cursor = if more { entries.last().map(|entry| entry.seq) } else { None };
+        let next_cursor = if more { entries.last().map(|entry| entry.id) } else { None };
         Self { entries, next_cursor }
     }
 }

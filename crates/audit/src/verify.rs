@@ -40,11 +40,20 @@ pub struct VerificationReport {
     /// The last entry that verified (the end of the trustworthy prefix); `None` if none did.
     pub head: Option<ChainHead>,
     pub first_break: Option<Break>,
+    /// Entries recorded but not sealed into the chain yet (the chain above does not cover them;
+    /// their digests were checked instead).
+    #[serde(default)]
+    pub unsealed: u64,
+    /// Ids of unsealed entries whose content no longer matches the digest written when they
+    /// were recorded: edited after the fact (the sealer refuses to seal them).
+    #[serde(default)]
+    pub altered_unsealed: Vec<u64>,
 }
 
 impl VerificationReport {
+    /// No break in the chain and no altered unsealed entry.
     pub fn is_intact(&self) -> bool {
-        self.first_break.is_none()
+        self.first_break.is_none() && self.altered_unsealed.is_empty()
     }
 }
 
@@ -234,7 +243,14 @@ impl ChainVerifier {
         {
             first_break = Some(rejected);
         }
-        VerificationReport { tenant: self.tenant, entries_checked: self.entries_checked, head: self.head, first_break }
+        VerificationReport {
+            tenant: self.tenant,
+            entries_checked: self.entries_checked,
+            head: self.head,
+            first_break,
+            unsealed: 0,
+            altered_unsealed: Vec::new(),
+        }
     }
 }
 

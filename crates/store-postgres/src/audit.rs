@@ -1,51 +1,58 @@
 //! The Postgres adapter of the audit trail (`audit_entries`, `audit_heads`, `audit_checkpoints`;
-//! migration `20261122000002_audit.sql`).
+//! migrations `20261122000002_audit.sql` and `20261204000013_audit_sealing.sql`).
 //!
-//! # Appending
+//! # Recording
 //!
 //! [`append`] runs inside the caller's transaction, so an entry commits or rolls back with the
-//! change it records, and a failed audit write fails that change. It
+//! change it records, and a failed audit write fails that change. It validates the event, computes
+//! its content digest ([`::audit::to_record`], the pure core) and inserts it **unsealed** (no seq,
+//! no hashes): one INSERT, no lock, so the audited requests of one practice never wait for each
+//! other. Row-level security (the transaction's `app.tenant_id`, set by [`crate::begin`]) must
+//! admit the event's tenant, or [`append`] refuses with [`AuditStoreError::TenantContext`].
 //!
-//! 1. locks the tenant's `audit_heads` row with `SELECT ... FOR UPDATE` (the per-tenant lock:
-//!    appends of one practice are serialised, different practices never wait for each other);
-//!    the first append of a practice creates the row with `INSERT ... ON CONFLICT DO NOTHING`
-//!    and then locks it, so two racing first appends queue on the row instead of forking;
-//! 2. calls [`::audit::next_entry`] (validation, normalisation, hashing: the pure core);
-//! 3. inserts the entry and moves the head in one statement.
+//! # Sealing
 //!
-//! The primary key `(tenant_id, seq)` is the backstop: even an append that skipped the lock
-//! could not store a second entry at the same seq.
+//! [`seal_pending`] links a practice's committed, unsealed entries into its hash chain, in the
+//! order they were recorded (`id`), a batch at a time: it takes the practice's `audit_heads` row
+//! with `FOR UPDATE SKIP LOCKED` (only sealers take it; a second sealer skips a practice that is
+//! being sealed rather than wait), computes the links with [`::audit::seal`], sets each entry's
+//! seq and hashes (the only UPDATE the schema allows, once per entry) and moves the head, in one
+//! transaction. Killed at any point, it either committed a batch or left it unsealed for the
+//! next sealer. `praxis serve` runs it continuously ([`practices_to_seal`] says where to look);
+//! the unique `(tenant_id, seq)` is the backstop should two sealers ever race past the lock.
 //!
-//! Appends run as the runtime role under row-level security: the transaction's `app.tenant_id`
-//! (set by [`crate::begin`]) must be the event's tenant, or [`append`] refuses with
-//! [`AuditStoreError::TenantContext`] before touching a row.
+//! Entries are therefore chained in the order their transactions committed, give or take one
+//! sealing batch, and listed in the order they were recorded (`id`), which sealing never changes.
 //!
 //! # Verifying
 //!
 //! [`PgAuditLog::verify`] loads the tenant's checkpoints (vetting their signatures when the log
-//! has a [`CheckpointSigner`]), then streams `audit_entries` in seq order, [`VERIFY_BATCH`] rows at a
-//! time, through the pure [`ChainVerifier`]. It never reads `audit_heads`, which the runtime role
-//! may write. See [`retention`] for chains whose oldest entries were purged.
+//! has a [`CheckpointSigner`]), then streams the sealed entries in seq order, [`VERIFY_BATCH`]
+//! rows at a time, through the pure [`ChainVerifier`], and finally checks every unsealed entry
+//! against its digest. It never reads `audit_heads`, which the runtime role may write. See
+//! [`retention`] for chains whose oldest entries were purged.
 
 /// The entry columns in [`row::EntryRow`]'s order, as a literal for `concat!`.
 macro_rules! entry_columns {
     () => {
-        "tenant_id, seq, prev_hash, hash, actor_kind, actor_tenant, actor_user, actor_role, actor_name, action, \
+        "tenant_id, id, seq, prev_hash, hash, digest, actor_kind, actor_tenant, actor_user, actor_role, actor_name, action, \
          resource_type, resource_id, outcome, request_id, occurred_at, detail"
     };
 }
 
 mod retention;
 mod row;
+mod seal;
 mod verify;
 
 pub use retention::{PurgeReport, purge_before, write_checkpoint};
+pub use seal::{SEAL_BATCH, SealReport, practices_to_seal, seal_pending};
 pub use verify::VERIFY_BATCH;
 
 use crate::{DbContext, StoreError, begin};
 use ::audit::{
-    AuditError, AuditEvent, AuditFilter, AuditLog, AuditPage, ChainHead, ChainedEntry, CheckpointSigner, Page,
-    VerificationReport, next_entry,
+    AuditError, AuditEvent, AuditFilter, AuditLog, AuditPage, ChainHead, CheckpointSigner, EntryToRecord, Page,
+    VerificationReport, to_record,
 };
 use async_trait::async_trait;
 use kernel::TenantId;
@@ -64,8 +71,8 @@ pub enum AuditStoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
 
-    /// The transaction's `app.tenant_id` is not the event's tenant. Row-level security would
-    /// hide the tenant's head and refuse the insert anyway; this says why, up front.
+    /// The transaction's `app.tenant_id` is not the event's tenant: row-level security refused
+    /// the entry (or, for a sealer, hid the tenant's head).
     #[error("the transaction's tenant context ({found:?}) is not the audit event's tenant ({expected})")]
     TenantContext { expected: TenantId, found: Option<uuid::Uuid> },
 
@@ -99,65 +106,104 @@ impl From<AuditStoreError> for AuditError {
     }
 }
 
-/// Appends `event` to its tenant's chain inside the caller's transaction (pass `&mut *tx`).
+/// Records `event`, unsealed, inside the caller's transaction (pass `&mut *tx`), and returns its
+/// id. Takes no lock: the sealer links it into the chain after the transaction commits.
 ///
-/// The transaction must have been opened by [`crate::begin`] for the event's tenant. The tenant's
-/// head stays locked until the transaction ends, so keep the transaction short after this call:
-/// every other append of the practice waits for it.
-///
-/// Under `REPEATABLE READ` or `SERIALIZABLE`, a concurrent append makes this fail with a
-/// serialisation error (retry the transaction) rather than fork the chain.
-pub async fn append(conn: &mut PgConnection, event: AuditEvent) -> Result<ChainedEntry, AuditStoreError> {
-    // Refuse an invalid event before taking the practice-wide lock.
-    event.validate()?;
+/// The transaction must have been opened by [`crate::begin`] for the event's tenant.
+pub async fn append(conn: &mut PgConnection, event: AuditEvent) -> Result<u64, AuditStoreError> {
     let tenant = event.tenant;
-    let head = lock_head(conn, tenant).await?;
-    let entry = next_entry(&head, event)?;
-    insert_entries(conn, tenant, std::slice::from_ref(&entry)).await?;
-    Ok(entry)
+    let entry = to_record(event)?;
+    let ids = insert_unsealed(conn, tenant, std::slice::from_ref(&entry)).await?;
+    ids.first().copied().ok_or(AuditStoreError::CorruptRow { tenant, seq: 0, reason: "insert returned no id" })
 }
 
-/// Appends `events`, in order, to their tenant's chain inside the caller's transaction: one
-/// head lock and one insert for all of them, however many there are. For work that commits
-/// many changes at once (a batch of webhook deliveries): the lock is taken once per batch, not
-/// once per entry. Every event must belong to the transaction's tenant; an invalid one refuses
-/// the whole call before the lock is taken. As [`append`] otherwise.
-pub async fn append_all(
-    conn: &mut PgConnection,
-    events: Vec<AuditEvent>,
-) -> Result<Vec<ChainedEntry>, AuditStoreError> {
+/// Records `events`, in order, inside the caller's transaction, in one INSERT however many there
+/// are (for work that commits many changes at once, such as a batch of webhook deliveries).
+/// Every event must belong to the transaction's tenant; an invalid one, or a mix of tenants,
+/// refuses the whole call before anything is written. Returns their ids, in order.
+pub async fn append_all(conn: &mut PgConnection, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditStoreError> {
     let Some(first) = events.first() else { return Ok(Vec::new()) };
     let tenant = first.tenant;
-    // Refuse invalid events (and a mix of tenants) before taking the practice-wide lock.
-    for event in &events {
-        event.validate()?;
+    let mut entries = Vec::with_capacity(events.len());
+    for event in events {
         if event.tenant != tenant {
             return Err(AuditStoreError::TenantContext { expected: tenant, found: Some(*event.tenant.as_uuid()) });
         }
+        entries.push(to_record(event)?);
     }
-    let mut head = lock_head(conn, tenant).await?;
-    let mut entries = Vec::with_capacity(events.len());
-    for event in events {
-        let entry = next_entry(&head, event)?;
-        head = ChainHead { seq: entry.seq, hash: entry.hash };
-        entries.push(entry);
-    }
-    insert_entries(conn, tenant, &entries).await?;
-    Ok(entries)
+    insert_unsealed(conn, tenant, &entries).await
 }
 
-/// Locks the tenant's head row and returns the head, creating the row on the first append.
+/// One INSERT of unsealed entries of one tenant (the columns go as arrays, `UNNEST` makes them
+/// rows); their ids come back in order.
+async fn insert_unsealed(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    entries: &[EntryToRecord],
+) -> Result<Vec<u64>, AuditStoreError> {
+    let mut columns = EntryColumns::default();
+    for entry in entries {
+        columns.push(entry);
+    }
+    let inserted: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(
+        "INSERT INTO audit_entries (tenant_id, digest, actor_kind, actor_tenant, actor_user, actor_role, actor_name, \
+             action, resource_type, resource_id, outcome, request_id, occurred_at, detail) \
+         SELECT $1, digest, actor_kind, actor_tenant, actor_user, actor_role, actor_name, action, resource_type, \
+             resource_id, outcome, request_id, occurred_at, detail \
+         FROM UNNEST($2::bytea[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::jsonb[]) \
+             WITH ORDINALITY AS entry(digest, actor_kind, actor_tenant, actor_user, actor_role, actor_name, action, \
+                 resource_type, resource_id, outcome, request_id, occurred_at, detail, position) \
+         ORDER BY position \
+         RETURNING id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(&columns.digest)
+    .bind(&columns.actor_kind)
+    .bind(&columns.actor_tenant)
+    .bind(&columns.actor_user)
+    .bind(&columns.actor_role)
+    .bind(&columns.actor_name)
+    .bind(&columns.action)
+    .bind(&columns.resource_type)
+    .bind(&columns.resource_id)
+    .bind(&columns.outcome)
+    .bind(&columns.request_id)
+    .bind(&columns.occurred_at)
+    .bind(&columns.detail)
+    .fetch_all(&mut *conn)
+    .await;
+    let ids = match inserted {
+        Ok(ids) => ids,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => {
+            return Err(AuditStoreError::UnknownTenant(tenant));
+        }
+        // Row-level security refused the row: the transaction is for another practice (or none).
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42501") => {
+            return Err(AuditStoreError::TenantContext { expected: tenant, found: None });
+        }
+        Err(error) => return Err(AuditStoreError::db(error)),
+    };
+    // An identity is never negative; `RETURNING` keeps the rows' order (ORDER BY position).
+    let mut ids: Vec<u64> = ids.into_iter().filter_map(|id| u64::try_from(id).ok()).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Locks the tenant's head row and returns the head, waiting for any other holder; creates the
+/// row on the practice's first sealing. Taken by sealers, checkpoints and the retention purge;
+/// never by a request recording an entry.
 pub(crate) async fn lock_head(conn: &mut PgConnection, tenant: TenantId) -> Result<ChainHead, AuditStoreError> {
     if let Some(head) = select_head_for_update(conn, tenant).await? {
         return Ok(head);
     }
-    // No row: either the first append of this practice, or the context hides the row.
+    // No row: either the first sealing of this practice, or the context hides the row.
     let context: Option<uuid::Uuid> =
         sqlx::query_scalar("SELECT current_tenant_id()").fetch_one(&mut *conn).await.map_err(AuditStoreError::db)?;
     if context != Some(*tenant.as_uuid()) {
         return Err(AuditStoreError::TenantContext { expected: tenant, found: context });
     }
-    // Two first appends racing: the second INSERT waits for the first transaction, then does
+    // Two first sealings racing: the second INSERT waits for the first transaction, then does
     // nothing, and its SELECT ... FOR UPDATE below queues on the row the first one created.
     sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING")
         .bind(tenant.as_uuid())
@@ -175,90 +221,54 @@ pub(crate) async fn lock_head(conn: &mut PgConnection, tenant: TenantId) -> Resu
         .ok_or(AuditStoreError::TenantContext { expected: tenant, found: context })
 }
 
-async fn select_head_for_update(
+pub(crate) async fn select_head_for_update(
     conn: &mut PgConnection,
     tenant: TenantId,
 ) -> Result<Option<ChainHead>, AuditStoreError> {
-    let row: Option<(i64, Vec<u8>, Option<uuid::Uuid>)> =
+    let row: Option<HeadRow> =
         sqlx::query_as("SELECT seq, hash, current_tenant_id() FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
             .bind(tenant.as_uuid())
             .fetch_optional(&mut *conn)
             .await
             .map_err(AuditStoreError::db)?;
-    let Some((seq, hash, context)) = row else { return Ok(None) };
+    row.map(|row| head_of_row(tenant, row)).transpose()
+}
+
+/// Like [`select_head_for_update`], but `None` also when another transaction holds the row.
+pub(crate) async fn select_head_for_update_skip_locked(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<Option<ChainHead>, AuditStoreError> {
+    let row: Option<HeadRow> = sqlx::query_as(
+        "SELECT seq, hash, current_tenant_id() FROM audit_heads WHERE tenant_id = $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(AuditStoreError::db)?;
+    row.map(|row| head_of_row(tenant, row)).transpose()
+}
+
+/// `seq, hash, current_tenant_id()` of an `audit_heads` row.
+type HeadRow = (i64, Vec<u8>, Option<uuid::Uuid>);
+
+fn head_of_row(tenant: TenantId, (seq, hash, context): HeadRow) -> Result<ChainHead, AuditStoreError> {
     // RLS already guarantees this for the runtime role and the owner; a role that bypasses RLS
     // (a superuser) gets the same rule.
     if context != Some(*tenant.as_uuid()) {
         return Err(AuditStoreError::TenantContext { expected: tenant, found: context });
     }
     let corrupt = |reason| AuditStoreError::CorruptRow { tenant, seq, reason };
-    Ok(Some(ChainHead {
+    Ok(ChainHead {
         seq: u64::try_from(seq).map_err(|_| corrupt("negative head seq"))?,
         hash: hash.try_into().map_err(|_| corrupt("head hash is not 32 bytes"))?,
-    }))
+    })
 }
 
-/// Inserts consecutive entries of one tenant and moves the head to the last, in one round trip
-/// (the columns go as arrays, `UNNEST` makes them rows).
-async fn insert_entries(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    entries: &[ChainedEntry],
-) -> Result<(), AuditStoreError> {
-    let Some(last) = entries.last() else { return Ok(()) };
-    let last_seq = i64::try_from(last.seq).map_err(|_| AuditError::SequenceOverflow)?;
-    let mut columns = EntryColumns::default();
-    for entry in entries {
-        columns.push(entry)?;
-    }
-    let moved = sqlx::query(
-        "WITH entry AS ( \
-             INSERT INTO audit_entries (tenant_id, seq, prev_hash, hash, actor_kind, actor_tenant, actor_user, \
-                 actor_role, actor_name, action, resource_type, resource_id, outcome, request_id, occurred_at, detail) \
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::uuid[], $7::uuid[], \
-                 $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
-                 $15::timestamptz[], $16::jsonb[]) \
-             RETURNING seq, hash) \
-         UPDATE audit_heads h SET seq = entry.seq, hash = entry.hash FROM entry \
-         WHERE h.tenant_id = $1 AND entry.seq = $17",
-    )
-    .bind(tenant.as_uuid())
-    .bind(&columns.seq)
-    .bind(&columns.prev_hash)
-    .bind(&columns.hash)
-    .bind(&columns.actor_kind)
-    .bind(&columns.actor_tenant)
-    .bind(&columns.actor_user)
-    .bind(&columns.actor_role)
-    .bind(&columns.actor_name)
-    .bind(&columns.action)
-    .bind(&columns.resource_type)
-    .bind(&columns.resource_id)
-    .bind(&columns.outcome)
-    .bind(&columns.request_id)
-    .bind(&columns.occurred_at)
-    .bind(&columns.detail)
-    .bind(last_seq)
-    .execute(&mut *conn)
-    .await
-    .map_err(AuditStoreError::db)?;
-    if moved.rows_affected() != 1 {
-        // The head row vanished under our lock: only possible if someone bypassed the schema.
-        return Err(AuditStoreError::CorruptRow {
-            tenant,
-            seq: last_seq,
-            reason: "chain head row missing during append",
-        });
-    }
-    Ok(())
-}
-
-/// Entries spread over one array per column, for [`insert_entries`].
+/// Entries spread over one array per column, for [`insert_unsealed`].
 #[derive(Default)]
 struct EntryColumns<'a> {
-    seq: Vec<i64>,
-    prev_hash: Vec<&'a [u8]>,
-    hash: Vec<&'a [u8]>,
+    digest: Vec<&'a [u8]>,
     actor_kind: Vec<&'static str>,
     actor_tenant: Vec<Option<uuid::Uuid>>,
     actor_user: Vec<Option<uuid::Uuid>>,
@@ -274,12 +284,10 @@ struct EntryColumns<'a> {
 }
 
 impl<'a> EntryColumns<'a> {
-    fn push(&mut self, entry: &'a ChainedEntry) -> Result<(), AuditStoreError> {
+    fn push(&mut self, entry: &'a EntryToRecord) {
         let event = &entry.event;
         let actor = ActorColumns::of(&event.actor);
-        self.seq.push(i64::try_from(entry.seq).map_err(|_| AuditError::SequenceOverflow)?);
-        self.prev_hash.push(entry.prev_hash.as_slice());
-        self.hash.push(entry.hash.as_slice());
+        self.digest.push(entry.digest.as_slice());
         self.actor_kind.push(actor.kind);
         self.actor_tenant.push(actor.tenant);
         self.actor_user.push(actor.user);
@@ -292,7 +300,6 @@ impl<'a> EntryColumns<'a> {
         self.request_id.push(event.request_id.as_ref().map(|id| id.as_str()));
         self.occurred_at.push(event.occurred_at);
         self.detail.push(&event.detail);
-        Ok(())
     }
 }
 
@@ -329,7 +336,8 @@ impl PgAuditLog {
         self.signer.as_deref()
     }
 
-    /// Entries matching `filter`, newest first, one bounded page at a time.
+    /// Entries matching `filter`, sealed or not, newest recorded first, one bounded page at a
+    /// time.
     pub async fn query_entries(
         &self,
         tenant: TenantId,
@@ -341,7 +349,7 @@ impl PgAuditLog {
         let cursor = page.cursor().map(|c| i64::try_from(c).unwrap_or(i64::MAX));
         let mut tx = begin(&self.pool, &DbContext::tenant(tenant)).await?;
         // One static statement with optional parameters: no SQL is built from input. The
-        // (tenant_id, seq) key drives the scan backwards; the filters are checked on the way.
+        // (tenant_id, id) key drives the scan backwards; the filters are checked on the way.
         let rows: Vec<EntryRow> = sqlx::query_as(QUERY_ENTRIES)
             .bind(tenant.as_uuid())
             .bind(cursor)
@@ -361,7 +369,7 @@ impl PgAuditLog {
             .await
             .map_err(AuditStoreError::db)?;
         tx.commit().await.map_err(AuditStoreError::db)?;
-        let entries = rows.into_iter().map(EntryRow::into_entry).collect::<Result<Vec<_>, _>>()?;
+        let entries = rows.into_iter().map(EntryRow::into_recorded).collect::<Result<Vec<_>, _>>()?;
         Ok(AuditPage::from_overfetch(entries, page))
     }
 
@@ -387,7 +395,7 @@ const QUERY_ENTRIES: &str = concat!(
     entry_columns!(),
     " FROM audit_entries \
       WHERE tenant_id = $1 \
-        AND ($2::bigint IS NULL OR seq < $2) \
+        AND ($2::bigint IS NULL OR id < $2) \
         AND ($3::text IS NULL OR (actor_kind = $3 \
              AND actor_tenant IS NOT DISTINCT FROM $4::uuid AND actor_user IS NOT DISTINCT FROM $5::uuid \
              AND actor_role IS NOT DISTINCT FROM $6::text AND actor_name IS NOT DISTINCT FROM $7::text)) \
@@ -397,7 +405,7 @@ const QUERY_ENTRIES: &str = concat!(
         AND ($11::text IS NULL OR resource_id = $11) \
         AND ($12::timestamptz IS NULL OR occurred_at >= $12) \
         AND ($13::timestamptz IS NULL OR occurred_at < $13) \
-      ORDER BY seq DESC \
+      ORDER BY id DESC \
       LIMIT $14"
 );
 

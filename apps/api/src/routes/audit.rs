@@ -4,7 +4,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use audit::ChainedEntry;
+use audit::RecordedEntry;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -39,14 +39,24 @@ pub struct AuditQuery {
     limit: Option<u32>,
 }
 
-/// One audit entry with its place in the hash chain.
+/// One audit entry and, once sealed, its place in the hash chain.
+///
+/// A request records its entry in the same transaction as the change it records; the sealer
+/// links it into the practice's hash chain shortly after (well under a second). Until then
+/// `sealed` is false and `seq`, `hash` and `prev_hash` are null.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EntryView {
-    seq: u64,
-    /// SHA-256 of this entry, hex.
-    hash: String,
-    /// SHA-256 of the previous entry, hex.
-    prev_hash: String,
+    /// The order entries were recorded in (ascending; gaps are normal). Listings are newest
+    /// first by `id`, which sealing never changes; use it for `cursor`.
+    id: u64,
+    /// Whether the entry is linked into the hash chain yet.
+    sealed: bool,
+    /// Position in the practice's hash chain; null until sealed.
+    seq: Option<u64>,
+    /// SHA-256 of this entry, hex; null until sealed.
+    hash: Option<String>,
+    /// SHA-256 of the previous entry, hex; null until sealed.
+    prev_hash: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     occurred_at: OffsetDateTime,
     #[schema(value_type = crate::openapi::Actor)]
@@ -81,7 +91,14 @@ pub struct VerifyReport {
     first_break: Option<audit::Break>,
     /// The last entry that verified; null when none did.
     head: Option<ChainHeadView>,
+    /// True when the chain has no break and no unsealed entry was altered.
     intact: bool,
+    /// Entries recorded but not sealed yet (recorded during the verification, or refused by the
+    /// sealer as altered); each was checked against the digest written when it was recorded.
+    unsealed_entries: u64,
+    /// Ids of unsealed entries whose content no longer matches that digest: edited after they
+    /// were written.
+    altered_unsealed_entries: Vec<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -91,13 +108,15 @@ pub struct ChainHeadView {
     seq: u64,
 }
 
-impl From<ChainedEntry> for EntryView {
-    fn from(entry: ChainedEntry) -> Self {
+impl From<RecordedEntry> for EntryView {
+    fn from(entry: RecordedEntry) -> Self {
         let event = entry.event;
         Self {
-            seq: entry.seq,
-            hash: hex::encode(entry.hash),
-            prev_hash: hex::encode(entry.prev_hash),
+            id: entry.id,
+            sealed: entry.link.is_some(),
+            seq: entry.link.map(|link| link.seq),
+            hash: entry.link.map(|link| hex::encode(link.hash)),
+            prev_hash: entry.link.map(|link| hex::encode(link.prev_hash)),
             occurred_at: event.occurred_at,
             actor: event.actor,
             action: event.action.as_str(),
@@ -161,6 +180,8 @@ async fn verify(state: web::Data<AppState>, principal: Principal) -> Result<Http
         entries_checked: report.entries_checked,
         first_break: report.first_break,
         head: report.head.map(|h| ChainHeadView { hash: hex::encode(h.hash), seq: h.seq }),
-        intact: report.first_break.is_none(),
+        intact: report.is_intact(),
+        unsealed_entries: report.unsealed,
+        altered_unsealed_entries: report.altered_unsealed,
     }))
 }

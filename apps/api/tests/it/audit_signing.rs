@@ -62,11 +62,21 @@ async fn verify_over_http(app: &TestApp, admin: &Value) -> Value {
     response.json().await.unwrap()
 }
 
-/// The practice's whole chain, oldest first, read as the owner.
+/// The practice's whole chain, oldest first, read as the owner (after sealing what is pending).
 async fn chain(app: &TestApp, tenant: TenantId) -> Vec<ChainedEntry> {
+    store_postgres::audit::seal_pending(&app.db.owner_pool, tenant).await.unwrap();
     let log = PgAuditLog::new(app.db.owner_pool.clone());
     let page = log.query_entries(tenant, &AuditFilter::default(), Page::new(None, 200).unwrap()).await.unwrap();
-    page.entries.into_iter().rev().collect()
+    let mut entries: Vec<ChainedEntry> = page
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let link = entry.link.expect("sealed");
+            ChainedEntry { seq: link.seq, prev_hash: link.prev_hash, hash: link.hash, event: entry.event }
+        })
+        .collect();
+    entries.sort_by_key(|entry| entry.seq);
+    entries
 }
 
 /// As the owner role: triggers off, `statements`, triggers on. The owner owns the tables, so
@@ -74,14 +84,14 @@ async fn chain(app: &TestApp, tenant: TenantId) -> Vec<ChainedEntry> {
 async fn as_owner_attacker(app: &TestApp, tenant: TenantId, work: impl AsyncFnOnce(&mut PgConnection)) {
     let mut tx = begin(&app.db.owner_pool, &DbContext::tenant(tenant)).await.unwrap();
     for sql in [
-        "ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+        "ALTER TABLE audit_entries DISABLE TRIGGER USER",
         "ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only",
     ] {
         sqlx::query(sql).execute(&mut *tx).await.unwrap();
     }
     work(&mut *tx).await;
     for sql in [
-        "ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only",
+        "ALTER TABLE audit_entries ENABLE TRIGGER USER",
         "ALTER TABLE audit_checkpoints ENABLE TRIGGER audit_checkpoints_append_only",
     ] {
         sqlx::query(sql).execute(&mut *tx).await.unwrap();
@@ -215,7 +225,7 @@ async fn a_checkpoint_forged_with_database_access_alone_is_a_break() {
         "{}",
         stdout(&output)
     );
-    assert!(stdout(&output).contains(&format!("practice {}: intact", beta.tenant)), "{}", stdout(&output));
+    assert!(stdout(&output).contains(&format!("practice {}: chain intact", beta.tenant)), "{}", stdout(&output));
 
     // Beta: same rewrite, and the planted checkpoint simply carries no signature. The practice
     // has had a signing key since before it, so a missing signature is a break too.

@@ -61,6 +61,18 @@ async fn tenants_create_is_audited_and_hashed_with_the_configured_cost() {
     let response = login_response(&app, tenant, "admin@gamma.test", &password).await;
     assert_eq!(response.status(), 200);
     let session: serde_json::Value = response.json().await.unwrap();
+    // Verifying seals what is pending (as the server's sealer would within a moment).
+    let verify: serde_json::Value = app
+        .client
+        .get(app.url("/api/v1/audit/verify"))
+        .header("authorization", bearer(&session))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["intact"], serde_json::json!(true), "{verify}");
     let audit: serde_json::Value = app
         .client
         .get(app.url("/api/v1/audit"))
@@ -77,17 +89,7 @@ async fn tenants_create_is_audited_and_hashed_with_the_configured_cost() {
     assert_eq!(oldest, vec![("practice.create", 1), ("user.create", 2)]);
     assert_eq!(entries.last().unwrap()["resource_id"], serde_json::json!(tenant.to_string()));
     assert_eq!(entries.last().unwrap()["actor"]["kind"], serde_json::json!("system"), "{}", entries.last().unwrap());
-    let verify: serde_json::Value = app
-        .client
-        .get(app.url("/api/v1/audit/verify"))
-        .header("authorization", bearer(&session))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verify["intact"], serde_json::json!(true), "{verify}");
+
     app.stop().await;
 }
 
@@ -176,7 +178,7 @@ async fn audit_verify_purge_and_verify_again_through_the_binary() {
     };
     let verify = with_owner(&["audit", "verify", "--tenant", &tenant]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
-    assert!(String::from_utf8_lossy(&verify.stdout).contains("intact (3 entries"));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("chain intact (3 sealed entries"));
 
     // The runtime role may not purge; the owner may, behind checkpoints.
     let refused = praxis(&app, &["audit", "purge", "--tenant", &tenant, "--before-seq", "3"]);

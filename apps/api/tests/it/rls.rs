@@ -195,6 +195,8 @@ async fn seed_tenant(db: &TestDb, name: &str) -> DbContext {
         .with_resource_id(admin.to_string());
     store_postgres::audit::append(&mut tx, event).await.unwrap();
     tx.commit().await.unwrap();
+    // The sealer links the entry into the chain (and creates the chain head).
+    store_postgres::audit::seal_pending(&db.app_pool, tenant).await.unwrap();
     // A checkpoint too (written by the operator path, from the entries).
     store_postgres::audit::write_checkpoint(&db.app_pool, tenant, None, &kernel::SystemClock).await.unwrap();
     context

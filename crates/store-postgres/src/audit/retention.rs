@@ -6,7 +6,8 @@
 //! making the rest of the chain unverifiable. [`purge_before`] is the only way to delete entries:
 //!
 //! * it runs as the **owner** role (the runtime role has no DELETE privilege at all), inside one
-//!   transaction that holds the tenant's head lock, so no append interleaves;
+//!   transaction that holds the tenant's head lock and first seals every recorded entry, so no
+//!   sealing interleaves;
 //! * it first writes checkpoints (signed when a signer is given): one of the last entry it
 //!   deletes (the *anchor* the oldest kept entry links to) and one of the current head (so a purge
 //!   that deleted more than asked, or a later truncation, is caught);
@@ -20,6 +21,7 @@
 //! prefix only when the kept chain contains that `audit.retention_purge` entry: a periodic
 //! checkpoint that happens to sit just before a deleted prefix does not pass for a purge.
 
+use super::seal::seal_all_locked;
 use super::{AuditStoreError, append, lock_head};
 use crate::{DbContext, begin};
 use ::audit::{Action, AuditEvent, ChainHead, ChainedEntry, Checkpoint, CheckpointSigner};
@@ -45,12 +47,13 @@ pub async fn write_checkpoint(
     let context = DbContext::tenant(tenant);
     let mut tx = begin(pool, &context).await?;
     // From the entries, not audit_heads: the head row is writable by the runtime role.
-    let newest: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_entries WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1")
-            .bind(tenant.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(AuditStoreError::db)?;
+    let newest: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, hash FROM audit_entries WHERE tenant_id = $1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(AuditStoreError::db)?;
     tx.commit().await.map_err(AuditStoreError::db)?;
     let Some((seq, hash)) = newest else { return Ok(None) };
     let head = head_of(tenant, seq, &hash)?;
@@ -81,7 +84,8 @@ pub struct PurgeReport {
 /// and the entry at `before_seq - 1` must still exist (not purged already).
 ///
 /// The signer runs while the tenant's head is locked (the checkpoints must pin exactly the
-/// state that is then cut), so appends of that practice wait for it; purges are rare.
+/// state that is then cut), so sealing of that practice waits for it (recording does not);
+/// purges are rare.
 pub async fn purge_before(
     owner_pool: &PgPool,
     tenant: TenantId,
@@ -100,6 +104,8 @@ pub async fn purge_before(
     }
     let mut tx = begin(owner_pool, &DbContext::tenant(tenant)).await?;
     let head = lock_head(&mut tx, tenant).await?;
+    // The checkpoints pin the chain as it is now, every recorded entry included.
+    let (head, _) = seal_all_locked(&mut tx, tenant, head).await?;
     if before_seq - 1 > head.seq {
         return Err(AuditStoreError::InvalidPurge("before_seq is past the head of the chain"));
     }
@@ -152,7 +158,12 @@ pub async fn purge_before(
         "entries_deleted": deleted,
         "anchor_checkpoint_seq": anchor.seq,
     }));
-    let entry = append(&mut tx, event).await?;
+    // Sealed at once, behind the lock still held: verification of the purged chain needs it.
+    let id = append(&mut tx, event).await?;
+    let (_, sealed) = seal_all_locked(&mut tx, tenant, head).await?;
+    let entry = sealed.into_iter().find(|(sealed_id, _)| *sealed_id == id).map(|(_, entry)| entry).ok_or(
+        AuditStoreError::CorruptRow { tenant, seq: 0, reason: "the retention purge's own entry was not sealed" },
+    )?;
     tx.commit().await.map_err(AuditStoreError::db)?;
     Ok(PurgeReport { anchor, head: head_checkpoint, purged: deleted, entry })
 }

@@ -1,7 +1,7 @@
 //! Entries as rows and back. Every hashed field round-trips exactly (see the `audit` crate docs).
 
 use super::AuditStoreError;
-use ::audit::{Action, AuditEvent, ChainedEntry, Digest, Outcome};
+use ::audit::{Action, AuditEvent, ChainLink, ChainedEntry, Digest, Outcome, PendingEntry, RecordedEntry};
 use kernel::{Actor, RequestId, Role, TenantId, UserId};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -41,9 +41,13 @@ impl<'a> ActorColumns<'a> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct EntryRow {
     pub tenant_id: Uuid,
-    pub seq: i64,
-    pub prev_hash: Vec<u8>,
-    pub hash: Vec<u8>,
+    pub id: i64,
+    /// `seq`, `prev_hash` and `hash` are set together when the entry is sealed (a CHECK).
+    pub seq: Option<i64>,
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
+    /// Written when the entry is recorded; `NULL` only on entries sealed before digests existed.
+    pub digest: Option<Vec<u8>>,
     pub actor_kind: String,
     pub actor_tenant: Option<Uuid>,
     pub actor_user: Option<Uuid>,
@@ -59,43 +63,72 @@ pub(crate) struct EntryRow {
 }
 
 impl EntryRow {
-    /// The stored entry, or why the row is not one.
-    pub fn into_entry(self) -> Result<ChainedEntry, AuditStoreError> {
+    /// The stored entry, sealed or not, or why the row is not one.
+    pub fn into_recorded(self) -> Result<RecordedEntry, AuditStoreError> {
         let tenant = TenantId::from_uuid(self.tenant_id);
-        let seq = self.seq;
-        self.decode().map_err(|reason| AuditStoreError::CorruptRow { tenant, seq, reason })
+        let seq = self.seq.unwrap_or(0);
+        let corrupt = |reason| AuditStoreError::CorruptRow { tenant, seq, reason };
+        let id = u64::try_from(self.id).map_err(|_| corrupt("negative id"))?;
+        let link = match (self.seq, self.prev_hash.as_deref(), self.hash.as_deref()) {
+            (Some(seq), Some(prev_hash), Some(hash)) => Some(ChainLink {
+                seq: u64::try_from(seq).map_err(|_| corrupt("negative seq"))?,
+                prev_hash: digest(prev_hash).ok_or_else(|| corrupt("prev_hash is not 32 bytes"))?,
+                hash: digest(hash).ok_or_else(|| corrupt("hash is not 32 bytes"))?,
+            }),
+            (None, None, None) => None,
+            _ => return Err(corrupt("partly sealed")),
+        };
+        let event = self.decode_event().map_err(corrupt)?;
+        Ok(RecordedEntry { id, link, event })
     }
 
-    /// For verification: the stored entry, or, when the row does not decode (a column edited to
-    /// a value the application never writes), a stand-in with the row's tenant, seq and hashes
-    /// whose content cannot hash to the stored hash. The pure verifier then reports the row
-    /// exactly as it reports any other edited entry (after its own seq/tenant/link checks),
-    /// instead of the adapter inventing a second way to report tampering.
+    /// An unsealed entry for the sealer or the verifier, or its id when the row does not decode
+    /// (a column edited to a value the application never writes: treated as altered).
+    pub fn into_pending(self) -> Result<PendingEntry, u64> {
+        let id = u64::try_from(self.id).unwrap_or(0);
+        let stored_digest = self.digest.as_deref().and_then(digest);
+        match self.decode_event() {
+            Ok(event) => Ok(PendingEntry { id, digest: stored_digest, event }),
+            Err(_) => Err(id),
+        }
+    }
+
+    /// For verification of a sealed row: the stored entry, or, when the row does not decode (a
+    /// column edited to a value the application never writes), a stand-in with the row's tenant,
+    /// seq and hashes whose content cannot hash to the stored hash. The pure verifier then
+    /// reports the row exactly as it reports any other edited entry (after its own
+    /// seq/tenant/link checks), instead of the adapter inventing a second way to report
+    /// tampering.
     pub fn into_entry_for_verification(self) -> ChainedEntry {
-        let fallback_seq = u64::try_from(self.seq).unwrap_or(0);
-        let fallback_prev = digest(&self.prev_hash).unwrap_or([0; 32]);
-        let fallback_hash = digest(&self.hash).unwrap_or([0; 32]);
+        let fallback_seq = self.seq.and_then(|seq| u64::try_from(seq).ok()).unwrap_or(0);
+        let fallback_prev = self.prev_hash.as_deref().and_then(digest).unwrap_or([0; 32]);
+        let fallback_hash = self.hash.as_deref().and_then(digest).unwrap_or([0; 32]);
         let tenant = TenantId::from_uuid(self.tenant_id);
         let occurred_at = self.occurred_at;
-        self.decode().unwrap_or_else(|_| ChainedEntry {
-            seq: fallback_seq,
-            prev_hash: fallback_prev,
-            hash: fallback_hash,
-            event: AuditEvent {
-                tenant,
-                actor: Actor::System { component: "undecodable-row".to_owned() },
-                action: Action::AuditVerified,
-                resource_type: "undecodable_row".to_owned(),
-                resource_id: None,
-                outcome: Outcome::Failure,
-                request_id: None,
-                occurred_at,
-                detail: Value::Object(serde_json::Map::new()),
+        match self.into_recorded() {
+            Ok(RecordedEntry { link: Some(link), event, .. }) => {
+                ChainedEntry { seq: link.seq, prev_hash: link.prev_hash, hash: link.hash, event }
+            }
+            _ => ChainedEntry {
+                seq: fallback_seq,
+                prev_hash: fallback_prev,
+                hash: fallback_hash,
+                event: AuditEvent {
+                    tenant,
+                    actor: Actor::System { component: "undecodable-row".to_owned() },
+                    action: Action::AuditVerified,
+                    resource_type: "undecodable_row".to_owned(),
+                    resource_id: None,
+                    outcome: Outcome::Failure,
+                    request_id: None,
+                    occurred_at,
+                    detail: Value::Object(serde_json::Map::new()),
+                },
             },
-        })
+        }
     }
 
-    fn decode(self) -> Result<ChainedEntry, &'static str> {
+    fn decode_event(self) -> Result<AuditEvent, &'static str> {
         let tenant = TenantId::from_uuid(self.tenant_id);
         let actor = match self.actor_kind.as_str() {
             "user" => Actor::User {
@@ -120,21 +153,16 @@ impl EntryRow {
             None => None,
             Some(raw) => Some(RequestId::parse_inbound(raw).ok_or("malformed request id")?),
         };
-        Ok(ChainedEntry {
-            seq: u64::try_from(self.seq).map_err(|_| "negative seq")?,
-            prev_hash: digest(&self.prev_hash).ok_or("prev_hash is not 32 bytes")?,
-            hash: digest(&self.hash).ok_or("hash is not 32 bytes")?,
-            event: AuditEvent {
-                tenant,
-                actor,
-                action: self.action.parse().map_err(|_| "unknown action")?,
-                resource_type: self.resource_type,
-                resource_id: self.resource_id,
-                outcome: self.outcome.parse().map_err(|_| "unknown outcome")?,
-                request_id,
-                occurred_at: self.occurred_at,
-                detail: self.detail,
-            },
+        Ok(AuditEvent {
+            tenant,
+            actor,
+            action: self.action.parse().map_err(|_| "unknown action")?,
+            resource_type: self.resource_type,
+            resource_id: self.resource_id,
+            outcome: self.outcome.parse().map_err(|_| "unknown outcome")?,
+            request_id,
+            occurred_at: self.occurred_at,
+            detail: self.detail,
         })
     }
 }
@@ -153,9 +181,11 @@ mod tests {
         let actor = ActorColumns::of(&entry.event.actor);
         EntryRow {
             tenant_id: *entry.event.tenant.as_uuid(),
-            seq: entry.seq as i64,
-            prev_hash: entry.prev_hash.to_vec(),
-            hash: entry.hash.to_vec(),
+            id: 40 + entry.seq as i64,
+            seq: Some(entry.seq as i64),
+            prev_hash: Some(entry.prev_hash.to_vec()),
+            hash: Some(entry.hash.to_vec()),
+            digest: Some(::audit::content_digest(&entry.event).to_vec()),
             actor_kind: actor.kind.to_owned(),
             actor_tenant: actor.tenant,
             actor_user: actor.user,
@@ -187,9 +217,10 @@ mod tests {
                 .with_request_id(RequestId::generate())
                 .with_detail(serde_json::json!({ "n": 1 }));
             let entry = ::audit::next_entry(&::audit::ChainHead::GENESIS, event).unwrap();
-            let back = row_of(&entry).into_entry().unwrap();
-            assert_eq!(back, entry);
-            assert_eq!(back.compute_hash(), entry.hash);
+            let back = row_of(&entry).into_recorded().unwrap();
+            assert_eq!(back, RecordedEntry::sealed(40 + entry.seq, entry.clone()));
+            assert_eq!(row_of(&entry).into_entry_for_verification().compute_hash(), entry.hash);
+            assert!(row_of(&entry).into_pending().unwrap().is_unaltered());
         }
     }
 
@@ -202,7 +233,8 @@ mod tests {
         let entry = ::audit::next_entry(&::audit::ChainHead::GENESIS, event).unwrap();
         let mut row = row_of(&entry);
         row.action = "patient.delete".into();
-        assert!(matches!(row.clone().into_entry(), Err(AuditStoreError::CorruptRow { seq: 1, .. })));
+        assert!(matches!(row.clone().into_recorded(), Err(AuditStoreError::CorruptRow { seq: 1, .. })));
+        assert_eq!(row.clone().into_pending(), Err(41));
         let stand_in = row.into_entry_for_verification();
         assert_eq!((stand_in.seq, stand_in.prev_hash, stand_in.hash), (1, entry.prev_hash, entry.hash));
         assert_ne!(stand_in.compute_hash(), stand_in.hash);

@@ -1,5 +1,5 @@
-//! Streaming verification of a stored chain: checkpoints first, then the entries in seq order,
-//! in batches, through the pure verifier.
+//! Streaming verification of a stored chain: checkpoints first, then the sealed entries in seq
+//! order, in batches, through the pure verifier; then each unsealed entry against its digest.
 
 use super::AuditStoreError;
 use super::retention::{PURGED_BEFORE_SEQ_KEY, load_checkpoints};
@@ -14,6 +14,12 @@ use sqlx::PgPool;
 /// Rows fetched per round trip while verifying: large enough that the round trips do not
 /// dominate, small enough to keep memory flat for chains of millions of entries.
 pub const VERIFY_BATCH: u32 = 1000;
+
+const SELECT_UNSEALED_BATCH: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM audit_entries WHERE tenant_id = $1 AND seq IS NULL AND id > $2 ORDER BY id LIMIT $3"
+);
 
 const SELECT_BATCH: &str =
     concat!("SELECT ", entry_columns!(), " FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
@@ -68,7 +74,7 @@ pub(crate) async fn verify_tenant(
             .await
             .map_err(AuditStoreError::db)?;
         let Some(last) = rows.last() else { break };
-        after = last.seq;
+        after = last.seq.unwrap_or(i64::MAX);
         let full_page = rows.len() == batch as usize;
         for row in rows {
             let entry = row.into_entry_for_verification();
@@ -83,9 +89,12 @@ pub(crate) async fn verify_tenant(
             break;
         }
     }
+    let (unsealed, altered_unsealed) = check_unsealed(&mut tx, tenant, batch).await?;
     tx.commit().await.map_err(AuditStoreError::db)?;
 
     let mut report = verifier.finish();
+    report.unsealed = unsealed;
+    report.altered_unsealed = altered_unsealed;
     // A checkpoint at the seq before the oldest entry proves nothing on its own: a periodic
     // checkpoint would make a deleted prefix look purged. The purge also appends an entry saying
     // where it cut, inside the verified chain; without it the missing prefix is a gap at seq 1.
@@ -98,6 +107,42 @@ pub(crate) async fn verify_tenant(
         report.first_break = Some(Break { seq: 1, kind: BreakKind::SequenceGap { expected: 1, found } });
     }
     Ok(report)
+}
+
+/// Counts the entries not sealed yet and checks each against the digest written when it was
+/// recorded; returns the count and the ids of those that no longer match.
+async fn check_unsealed(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    batch: u32,
+) -> Result<(u64, Vec<u64>), AuditStoreError> {
+    let mut count = 0;
+    let mut altered = Vec::new();
+    let mut after: i64 = 0;
+    loop {
+        let rows: Vec<EntryRow> = sqlx::query_as(SELECT_UNSEALED_BATCH)
+            .bind(tenant.as_uuid())
+            .bind(after)
+            .bind(i64::from(batch))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(AuditStoreError::db)?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        let full_page = rows.len() == batch as usize;
+        for row in rows {
+            count += 1;
+            match row.into_pending() {
+                Ok(entry) if entry.is_unaltered() => {}
+                Ok(entry) => altered.push(entry.id),
+                Err(id) => altered.push(id),
+            }
+        }
+        if !full_page {
+            break;
+        }
+    }
+    Ok((count, altered))
 }
 
 fn records_purge_before(entry: &ChainedEntry, first_kept: u64) -> bool {

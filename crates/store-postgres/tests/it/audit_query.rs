@@ -12,7 +12,7 @@ async fn all_pages(log: &PgAuditLog, tenant: TenantId, filter: &AuditFilter, lim
     loop {
         let page = log.query(tenant, filter, Page::new(cursor, limit).unwrap()).await.unwrap();
         assert!(page.entries.len() <= limit as usize);
-        seqs.extend(page.entries.iter().map(|e| e.seq));
+        seqs.extend(page.entries.iter().map(|e| e.id));
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => return seqs,
@@ -28,16 +28,25 @@ async fn filters_and_pages_match_the_reference_semantics() {
     let clock = clock();
     let start = clock.now();
     // 1..=20 patient reads, 21..=25 consent expiries (5 failures among them: 22, 24).
-    let mut stored = Vec::new();
     for i in 0..20 {
-        stored.push(append_alone(log.pool(), read_event(tenant, i % 4, &clock)).await.unwrap());
+        append_alone(log.pool(), read_event(tenant, i % 4, &clock)).await.unwrap();
     }
+    // The newest five stay unsealed: listings cover both kinds alike.
+    store_postgres::audit::seal_pending(&db.app_pool, tenant).await.unwrap();
     for i in 0..5 {
         let outcome = if i % 2 == 1 { Outcome::Failure } else { Outcome::Success };
-        stored.push(
-            append_alone(log.pool(), system_event(tenant, Action::ConsentExpired, outcome, &clock)).await.unwrap(),
-        );
+        append_alone(log.pool(), system_event(tenant, Action::ConsentExpired, outcome, &clock)).await.unwrap();
     }
+    let mut tx = store_postgres::begin(&db.app_pool, &store_postgres::DbContext::tenant(tenant)).await.unwrap();
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM audit_entries ORDER BY id").fetch_all(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    let sealed = crate::support::sealed_chain(&db, tenant).await;
+    assert_eq!(sealed.len(), 20);
+    let listed = log.query(tenant, &AuditFilter::default(), Page::new(None, 200).unwrap()).await.unwrap().entries;
+    let stored: Vec<audit::RecordedEntry> = listed.into_iter().rev().collect();
+    assert_eq!(stored.iter().map(|e| e.id as i64).collect::<Vec<_>>(), ids);
+    assert_eq!(stored.iter().filter(|e| e.is_sealed()).count(), 20);
     let mid = stored[9].event.occurred_at;
 
     let therapist = Actor::User { tenant, user: UserId::from_uuid(uuid::Uuid::from_u128(7)), role: Role::Therapist };
@@ -67,7 +76,7 @@ async fn filters_and_pages_match_the_reference_semantics() {
         },
     ];
     for filter in &filters {
-        let expected: Vec<u64> = stored.iter().rev().filter(|e| filter.matches(&e.event)).map(|e| e.seq).collect();
+        let expected: Vec<u64> = stored.iter().rev().filter(|e| filter.matches(&e.event)).map(|e| e.id).collect();
         for limit in [1, 7, 200] {
             assert_eq!(all_pages(&log, tenant, filter, limit).await, expected, "{filter:?} limit {limit}");
         }
@@ -75,7 +84,7 @@ async fn filters_and_pages_match_the_reference_semantics() {
     // Pages carry whole, verifiable entries.
     let newest = log.query(tenant, &AuditFilter::default(), Page::new(None, 1).unwrap()).await.unwrap();
     assert_eq!(newest.entries, vec![stored[24].clone()]);
-    assert_eq!(newest.next_cursor, Some(25));
+    assert_eq!(newest.next_cursor, Some(stored[24].id));
 }
 
 #[tokio::test]

@@ -146,11 +146,11 @@ async fn a_rehashed_suffix_passes_the_chain_but_not_a_signed_checkpoint() {
         forged.push(entry);
     }
     let mut tx = begin(&db.owner_pool, &DbContext::tenant(tenant)).await.unwrap();
-    sqlx::query("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE audit_entries DISABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
     for entry in &forged {
         overwrite(&mut tx, entry).await;
     }
-    sqlx::query("ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE audit_entries ENABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
     // The attacker also plants a checkpoint of the forged head; it carries no valid signature.
     sqlx::query(
         "INSERT INTO audit_checkpoints (tenant_id, seq, head_hash, created_at, signature) VALUES ($1, 4, $2, now(), '\\x00')",

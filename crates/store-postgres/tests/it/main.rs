@@ -9,6 +9,7 @@ mod audit_append;
 mod audit_privileges;
 mod audit_query;
 mod audit_retention;
+mod audit_sealing;
 mod audit_tamper;
 mod context;
 mod errors;

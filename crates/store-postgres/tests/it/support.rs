@@ -1,6 +1,6 @@
 //! Shared set-up for the audit tests.
 
-use audit::{Action, AuditEvent, ChainedEntry, CheckpointSigner, Outcome};
+use audit::{Action, AuditEvent, AuditFilter, ChainedEntry, CheckpointSigner, Outcome, Page};
 use kernel::{Actor, FixedClock, RequestId, Role, TenantId, UserId};
 use serde_json::json;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -41,19 +41,45 @@ pub fn system_event(tenant: TenantId, action: Action, outcome: Outcome, clock: &
         .with_outcome(outcome)
 }
 
-/// Appends `n` read events in their own transactions, as the runtime role.
+/// Records `n` read events in their own transactions, as the runtime role, then seals them as
+/// the sealer would; returns them as sealed.
 pub async fn append_reads(db: &TestDb, tenant: TenantId, n: u64, clock: &FixedClock) -> Vec<ChainedEntry> {
-    let mut entries = Vec::new();
+    let mut ids = Vec::new();
     for i in 0..n {
         let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
-        entries.push(store_postgres::audit::append(&mut tx, read_event(tenant, i, clock)).await.unwrap());
+        ids.push(store_postgres::audit::append(&mut tx, read_event(tenant, i, clock)).await.unwrap());
         tx.commit().await.unwrap();
     }
-    entries
+    store_postgres::audit::seal_pending(&db.app_pool, tenant).await.unwrap();
+    sealed_chain(db, tenant).await.into_iter().filter(|(id, _)| ids.contains(id)).map(|(_, entry)| entry).collect()
 }
 
-/// Appends `event` in a transaction of its own, as a change that records nothing else would.
-pub async fn append_alone(pool: &PgPool, event: AuditEvent) -> Result<ChainedEntry, store_postgres::AuditStoreError> {
+/// Every entry of `tenant` that is sealed, with its id, in chain order (read as the owner).
+pub async fn sealed_chain(db: &TestDb, tenant: TenantId) -> Vec<(u64, ChainedEntry)> {
+    let log = store_postgres::PgAuditLog::new(db.owner_pool.clone());
+    let mut sealed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = log.query_entries(tenant, &AuditFilter::default(), Page::new(cursor, 200).unwrap()).await.unwrap();
+        for entry in page.entries {
+            if let Some(link) = entry.link {
+                let chained =
+                    ChainedEntry { seq: link.seq, prev_hash: link.prev_hash, hash: link.hash, event: entry.event };
+                sealed.push((entry.id, chained));
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    sealed.sort_by_key(|(_, entry)| entry.seq);
+    sealed
+}
+
+/// Records `event` in a transaction of its own, as a change that records nothing else would;
+/// returns its id.
+pub async fn append_alone(pool: &PgPool, event: AuditEvent) -> Result<u64, store_postgres::AuditStoreError> {
     let mut tx = begin(pool, &DbContext::tenant(event.tenant)).await?;
     let entry = store_postgres::audit::append(&mut tx, event).await?;
     tx.commit().await.map_err(store_postgres::StoreError::classify)?;
@@ -77,9 +103,9 @@ pub async fn run_in_context(pool: &PgPool, tenant: TenantId, sql: &str) -> Resul
 /// the chain and checkpoints must expose it.
 pub async fn tamper(db: &TestDb, tenant: TenantId, sql: &str) -> u64 {
     let mut tx = begin(&db.owner_pool, &DbContext::tenant(tenant)).await.unwrap();
-    sqlx::query("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE audit_entries DISABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
     let done = sqlx::query(AssertSqlSafe(sql.to_owned())).execute(&mut *tx).await.unwrap();
-    sqlx::query("ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE audit_entries ENABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
     done.rows_affected()
 }
@@ -87,7 +113,10 @@ pub async fn tamper(db: &TestDb, tenant: TenantId, sql: &str) -> u64 {
 /// Stored seqs of `tenant`, ascending (read as the owner, in the tenant's context).
 pub async fn stored_seqs(db: &TestDb, tenant: TenantId) -> Vec<i64> {
     let mut tx = begin(&db.owner_pool, &DbContext::tenant(tenant)).await.unwrap();
-    let seqs = sqlx::query_scalar("SELECT seq FROM audit_entries ORDER BY seq").fetch_all(&mut *tx).await.unwrap();
+    let seqs = sqlx::query_scalar("SELECT seq FROM audit_entries WHERE seq IS NOT NULL ORDER BY seq")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     seqs
 }

@@ -1,0 +1,59 @@
+//! `[audit]`: the sealer that links recorded audit entries into each practice's hash chain
+//! (docs/architecture.md, "The audit trail: record now, seal shortly after").
+
+use super::Problem;
+use serde::{Deserialize, Serialize};
+
+/// `audit.*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Run the sealer in this instance. Every instance may (a practice being sealed by one is
+    /// skipped by the others); at least one must, or entries stay unsealed (verification and
+    /// checkpoints still seal the practice they look at).
+    pub sealer_enabled: bool,
+    /// Pause between sealing rounds, in milliseconds. The lag from commit to sealed is about
+    /// this plus one round's work.
+    pub seal_interval_ms: u64,
+    /// Most practices sealed per round, the longest-waiting first.
+    pub seal_max_practices: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { sealer_enabled: true, seal_interval_ms: 100, seal_max_practices: 1000 }
+    }
+}
+
+impl AuditConfig {
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if !(10..=60_000).contains(&self.seal_interval_ms) {
+            problems.push(Problem {
+                field: "audit.seal_interval_ms",
+                message: "must be between 10 and 60000 (sealing lag is about this long)".into(),
+            });
+        }
+        if self.seal_max_practices == 0 {
+            problems.push(Problem { field: "audit.seal_max_practices", message: "must be greater than 0".into() });
+        }
+        problems
+    }
+
+    pub fn seal_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.seal_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_bounds_are_named() {
+        assert!(AuditConfig::default().problems().is_empty());
+        let bad = AuditConfig { seal_interval_ms: 0, seal_max_practices: 0, ..AuditConfig::default() };
+        let fields: Vec<_> = bad.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["audit.seal_interval_ms", "audit.seal_max_practices"]);
+    }
+}
