@@ -1,8 +1,12 @@
 //! Authenticated `GET /api/v1/patients/{id}`: every personal field decrypted under the patient's
 //! DEK (warm DEK cache), the RLS transaction, and the `patient.read` audit entry, over real
-//! loopback HTTP, with Postgres and Redis. Side by side in the same run: the authenticated no-op
-//! endpoint (the middleware stack alone), so the ratio is the cost of the read itself. Also
-//! counts KMS unwraps for 1,000 reads over 100 hot patients with the DEK cache on and off.
+//! loopback HTTP, with Postgres and Redis, and the audit sealer running as in `praxis serve`.
+//! Side by side in the same run: `GET /health/live` (no work), the authenticated no-op endpoint
+//! (the middleware stack alone), reads of one practice's patients, and reads spread over 16
+//! practices (one patient each), so the ratios show the cost of the read itself and whether a
+//! practice serialises its own reads. Reports the sealer's lag (entry time to sealed) under the
+//! read load. Also counts KMS unwraps for 1,000 reads over 100 hot patients with the DEK cache on
+//! and off.
 //!
 //! Run with `cargo xtask bench -p api --bench patient_read` (it provides Postgres and Redis).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark program
@@ -14,9 +18,12 @@ use api::auth::Principal;
 use kernel::SystemClock;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use support::{CONCURRENCY, MEASURE};
 
 const PATIENTS: usize = 100;
+const PRACTICES: usize = 16;
 
 fn noop_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/bench/noop", web::get().to(|_principal: Principal| async { HttpResponse::NoContent().finish() }));
@@ -24,7 +31,7 @@ fn noop_routes(cfg: &mut web::ServiceConfig) {
 
 /// A server with `dek_cache_capacity` (0 = no cache), its URL, a bearer token, its DEK cache,
 /// and `PATIENTS` patients.
-async fn server(cache_capacity: usize) -> (String, String, Vec<String>, Arc<crypto::DekCache<kernel::SharedClock>>) {
+async fn server(cache_capacity: usize) -> Bench {
     let db = testkit::TestDb::new().await;
     let redis = testkit::TestRedis::new();
     let config = support::bench_config(&db, &redis);
@@ -32,6 +39,8 @@ async fn server(cache_capacity: usize) -> (String, String, Vec<String>, Arc<cryp
     let state =
         api::AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap().with_dek_cache(cache_config);
     let cache = state.dek_cache.clone();
+    let hasher = state.hasher.clone();
+    let services = state.app.clone();
     let (tenant, email) = support::create_practice(&db, &state.hasher).await;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -41,26 +50,49 @@ async fn server(cache_capacity: usize) -> (String, String, Vec<String>, Arc<cryp
     let client = reqwest::Client::new();
     let mut urls = Vec::with_capacity(PATIENTS);
     for n in 0..PATIENTS {
-        let created: serde_json::Value = client
-            .post(format!("{base}/api/v1/patients"))
-            .header("authorization", &bearer)
-            .json(&serde_json::json!({
-                "name": format!("Patient Number {n}"),
-                "email": format!("patient{n}@example.org"),
-                "phone": format!("+49151{n:07}"),
-                "date_of_birth": "1980-05-17",
-                "address": "Somewhere Street 1\n12345 Town",
-                "clinical_notes": "Session notes ".repeat(20),
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        urls.push(format!("{base}/api/v1/patients/{}", created["id"].as_str().unwrap()));
+        urls.push(create_patient(&client, &base, &bearer, n).await);
     }
-    (base, bearer, urls, cache)
+    // One patient in each of 16 practices, each read by its own practice's admin.
+    let mut spread = Vec::with_capacity(PRACTICES);
+    for p in 0..PRACTICES {
+        let (tenant, email) = support::create_named_practice(&db, &hasher, &format!("admin{p}@bench.test")).await;
+        let bearer = support::login(&base, tenant, &email).await;
+        spread.push((create_patient(&client, &base, &bearer, p).await, Some(bearer)));
+    }
+    Bench { base, bearer, urls, spread, cache, services, _db: db }
+}
+
+struct Bench {
+    base: String,
+    bearer: String,
+    /// `PATIENTS` patients of one practice.
+    urls: Vec<String>,
+    /// One patient in each of `PRACTICES` practices, with that practice's admin's bearer.
+    spread: Vec<(String, Option<String>)>,
+    cache: Arc<crypto::DekCache<kernel::SharedClock>>,
+    services: app::Services,
+    _db: testkit::TestDb,
+}
+
+async fn create_patient(client: &reqwest::Client, base: &str, bearer: &str, n: usize) -> String {
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/v1/patients"))
+        .header("authorization", bearer)
+        .json(&serde_json::json!({
+            "name": format!("Patient Number {n}"),
+            "email": format!("patient{n}@example.org"),
+            "phone": format!("+49151{n:07}"),
+            "date_of_birth": "1980-05-17",
+            "address": "Somewhere Street 1\n12345 Town",
+            "clinical_notes": "Session notes ".repeat(20),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    format!("{base}/api/v1/patients/{}", created["id"].as_str().unwrap())
 }
 
 /// KMS unwraps caused by 1,000 reads over the 100 patients (each miss of the cache is one).
@@ -78,25 +110,47 @@ async fn unwraps_per_1000_reads(bearer: &str, urls: &[String], cache: &crypto::D
 #[actix_web::main]
 async fn main() {
     api::cli::install_tls_provider();
-    let (base, bearer, urls, cache) = server(crypto::DekCacheConfig::default().capacity).await;
+    let bench = server(crypto::DekCacheConfig::default().capacity).await;
+    let (base, bearer, urls) = (bench.base.clone(), bench.bearer.clone(), bench.urls.clone());
+    let measuring = Arc::new(AtomicBool::new(false));
+    let lags = support::run_sealer(bench.services.clone(), measuring.clone());
 
+    let live = support::load(vec![format!("{base}/health/live")], None, 200).await;
     let noop = support::load(vec![format!("{base}/bench/noop")], Some(bearer.clone()), 204).await;
-    let reads = support::load(urls.clone(), Some(bearer.clone()), 200).await;
+    measuring.store(true, Ordering::SeqCst);
+    let one_practice = support::load(urls.clone(), Some(bearer.clone()), 200).await;
+    let spread = support::load_each(bench.spread.clone(), 200).await;
+    // Let the last round seal what the load left.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(false, Ordering::SeqCst);
+    let mut lags = lags.lock().unwrap().clone();
     println!(
-        "patient reads, {CONCURRENCY} concurrent clients, {MEASURE:?} each, one server worker, {PATIENTS} patients"
+        "patient reads, {CONCURRENCY} concurrent clients, {MEASURE:?} each, one server worker, {PATIENTS} patients of one practice vs one patient in each of {PRACTICES} practices"
     );
     println!("| request | requests/s | p50 | p99 |");
     println!("| --- | --- | --- | --- |");
     for (name, report) in [
+        ("GET /health/live (no work)", &live),
         ("authenticated no-op (middleware only)", &noop),
-        ("GET /api/v1/patients/{id} (decrypt 6 fields + audit entry)", &reads),
+        ("GET /api/v1/patients/{id}, one practice (decrypt 6 fields + audit entry)", &one_practice),
+        ("GET /api/v1/patients/{id}, spread over 16 practices", &spread),
     ] {
         println!("| {name} | {:.0} | {:.2?} | {:.2?} |", report.rps, report.p50, report.p99);
     }
-    println!("ratio read/no-op throughput: {:.2}", reads.rps / noop.rps);
+    println!("ratio one practice / spread over 16 practices: {:.2}", one_practice.rps / spread.rps);
+    println!("ratio read (one practice) / no-op: {:.2}", one_practice.rps / noop.rps);
+    println!("ratio read (one practice) / health live: {:.3}", one_practice.rps / live.rps);
+    println!("read (one practice) p99 / p50: {:.2}", one_practice.p99.as_secs_f64() / one_practice.p50.as_secs_f64());
+    println!(
+        "sealer lag (entry time to sealed) under the read load: {} entries, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+        lags.len(),
+        support::quantile(&mut lags, 0.50),
+        support::quantile(&mut lags, 0.99),
+        support::quantile(&mut lags, 1.0)
+    );
 
-    let cached = unwraps_per_1000_reads(&bearer, &urls, &cache).await;
-    let (_, bearer_off, urls_off, cache_off) = server(0).await;
-    let uncached = unwraps_per_1000_reads(&bearer_off, &urls_off, &cache_off).await;
+    let cached = unwraps_per_1000_reads(&bearer, &urls, &bench.cache).await;
+    let off = server(0).await;
+    let uncached = unwraps_per_1000_reads(&off.bearer, &off.urls, &off.cache).await;
     println!("KMS unwraps per 1,000 reads of {PATIENTS} hot patients: DEK cache on {cached}, off {uncached}");
 }

@@ -1,11 +1,15 @@
 //! The `closed_set!` macro: one list of variants and their one spelling, from which `ALL`,
 //! `as_str`, `FromStr`, `Display` and serde are all derived, so the stored, serialised and parsed
 //! spellings cannot drift apart.
+//!
+//! The error a failed parse returns is the caller's (`error: Path`, a type with
+//! `fn unknown_value(field: &'static str, input: &str, expected: String) -> Self`), so this module
+//! depends on nothing else in the crate.
 
 macro_rules! closed_set {
     (
         $(#[$meta:meta])*
-        pub enum $name:ident (field: $field:literal) {
+        pub enum $name:ident (field: $field:literal, error: $error:path) {
             $( $(#[$vmeta:meta])* $variant:ident => $text:literal, )+
         }
     ) => {
@@ -28,16 +32,12 @@ macro_rules! closed_set {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = $crate::error::ConsentError;
+            type Err = $error;
             /// Exact spelling only: no case folding or trimming, so one value has one spelling.
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $( $text => Ok($name::$variant), )+
-                    _ => Err($crate::error::ConsentError::UnknownValue {
-                        field: $field,
-                        value: $crate::error::echo(s),
-                        expected: [$( $text ),+].join(", "),
-                    }),
+                    _ => Err(<$error>::unknown_value($field, s, [$( $text ),+].join(", "))),
                 }
             }
         }

@@ -102,6 +102,14 @@ pub(crate) fn echo(input: &str) -> String {
     input.chars().take(ECHO_LIMIT).collect()
 }
 
+impl ConsentError {
+    /// `input` is not a member of the closed set `field` (whose members are `expected`); echoes at
+    /// most [`ECHO_LIMIT`] characters of it. What `closed_set!`'s `FromStr` returns.
+    pub(crate) fn unknown_value(field: &'static str, input: &str, expected: String) -> Self {
+        ConsentError::UnknownValue { field, value: echo(input), expected }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,7 +49,7 @@ use time::OffsetDateTime;
 
 closed_set! {
     /// Where a consent stands.
-    pub enum ConsentState (field: "state") {
+    pub enum ConsentState (field: "state", error: ConsentError) {
         /// Nothing was ever recorded for this patient and purpose.
         None => "none",
         /// The practice asked; the patient has not answered.
@@ -68,7 +68,7 @@ closed_set! {
 
 closed_set! {
     /// What can be done to a consent. Expiry is not among them: it happens by time.
-    pub enum ConsentAction (field: "action") {
+    pub enum ConsentAction (field: "action", error: ConsentError) {
         Request => "request",
         Grant => "grant",
         Withdraw => "withdraw",

@@ -2,12 +2,13 @@
 //! purpose an inbound "STOP" withdraws ([`marketing_purpose_for_channel`]).
 
 use crate::closed_set::closed_set;
+use crate::error::ConsentError;
 
 closed_set! {
     /// What a patient consents to. Closed: a sender asks [`crate::may_contact`] for exactly one of
     /// these, and a regulator can be shown the full list. Consent is per purpose (GDPR Art. 6(1)(a)
     /// "for one or more specific purposes"), never one blanket yes.
-    pub enum Purpose (field: "purpose") {
+    pub enum Purpose (field: "purpose", error: ConsentError) {
         /// Processing the patient's personal (health) data by the practice.
         DataProcessing => "data_processing",
         /// Promotional messages over WhatsApp.
@@ -47,7 +48,7 @@ impl Purpose {
 
 closed_set! {
     /// How the evidence of a change was collected.
-    pub enum Channel (field: "channel") {
+    pub enum Channel (field: "channel", error: ConsentError) {
         /// A web form (the patient portal, a booking page).
         Web => "web",
         /// A signed paper form, recorded at the desk.
@@ -65,7 +66,7 @@ closed_set! {
 
 closed_set! {
     /// A messaging channel that inbound messages (and so opt-outs such as "STOP") arrive on.
-    pub enum InboundChannel (field: "inbound_channel") {
+    pub enum InboundChannel (field: "inbound_channel", error: ConsentError) {
         /// WhatsApp (Business API).
         WhatsApp => "whatsapp",
         /// SMS.

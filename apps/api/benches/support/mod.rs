@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each benchmark uses the part it needs
 
 use kernel::{Role, TenantId, UserId};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store_postgres::{DbContext, begin, identity as accounts};
 
@@ -18,24 +20,40 @@ pub struct Report {
     pub requests: usize,
 }
 
+/// The `q` quantile (0..=1) of `samples`, which it sorts; zero for none.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort();
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]
+}
+
 /// `CONCURRENCY` clients, each sending its next request when the previous one answered, for
 /// `WARMUP` (discarded) and then `MEASURE`. `urls` are used round robin; every answer must have
 /// status `expect`.
 pub async fn load(urls: Vec<String>, authorization: Option<String>, expect: u16) -> Report {
+    load_each(urls.into_iter().map(|url| (url, authorization.clone())).collect(), expect).await
+}
+
+/// As [`load`], with each URL's own `Authorization` value (e.g. one signed-in admin per
+/// practice).
+pub async fn load_each(requests: Vec<(String, Option<String>)>, expect: u16) -> Report {
     let client = reqwest::Client::new();
     let run = |duration: Duration| {
         let tasks: Vec<_> = (0..CONCURRENCY)
             .map(|worker| {
-                let (client, urls, authorization) = (client.clone(), urls.clone(), authorization.clone());
+                let (client, requests) = (client.clone(), requests.clone());
                 tokio::spawn(async move {
                     let mut latencies = Vec::new();
                     let deadline = Instant::now() + duration;
                     let mut next = worker;
                     while Instant::now() < deadline {
                         let started = Instant::now();
-                        let mut request = client.get(&urls[next % urls.len()]);
+                        let (url, authorization) = &requests[next % requests.len()];
+                        let mut request = client.get(url);
                         next += CONCURRENCY;
-                        if let Some(value) = &authorization {
+                        if let Some(value) = authorization {
                             request = request.header("authorization", value);
                         }
                         let response = request.send().await.unwrap();
@@ -70,6 +88,15 @@ pub async fn load(urls: Vec<String>, authorization: Option<String>, expect: u16)
 
 /// A practice with one admin whose password is [`PASSWORD`].
 pub async fn create_practice(db: &testkit::TestDb, hasher: &identity::PasswordHasher) -> (TenantId, String) {
+    create_named_practice(db, hasher, "admin@bench.test").await
+}
+
+/// A practice with one admin, `email`, whose password is [`PASSWORD`].
+pub async fn create_named_practice(
+    db: &testkit::TestDb,
+    hasher: &identity::PasswordHasher,
+    email: &str,
+) -> (TenantId, String) {
     let tenant = TenantId::new();
     let admin = UserId::new();
     let mut tx = begin(&db.app_pool, &DbContext::user(tenant, admin, Role::Admin)).await.unwrap();
@@ -83,7 +110,7 @@ pub async fn create_practice(db: &testkit::TestDb, hasher: &identity::PasswordHa
         &accounts::NewUser {
             id: admin,
             tenant,
-            email: "admin@bench.test".into(),
+            email: email.into(),
             role: Role::Admin,
             patient: None,
             password_hash: hasher.hash(PASSWORD).unwrap(),
@@ -93,7 +120,7 @@ pub async fn create_practice(db: &testkit::TestDb, hasher: &identity::PasswordHa
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    (tenant, "admin@bench.test".into())
+    (tenant, email.into())
 }
 
 /// Logs in over HTTP and returns the `Authorization` header value.
@@ -124,4 +151,22 @@ pub fn bench_config(db: &testkit::TestDb, redis: &testkit::TestRedis) -> api::co
     config.kms.local.key_file =
         std::env::temp_dir().join(format!("praxis-bench-{}.key", uuid::Uuid::new_v4().simple()));
     config
+}
+
+/// The sealer of `praxis serve` (`audit.seal_interval_ms` = 100), collecting each sealed entry's
+/// lag while `measuring` is set.
+pub fn run_sealer(services: app::Services, measuring: Arc<AtomicBool>) -> Arc<Mutex<Vec<Duration>>> {
+    let lags = Arc::new(Mutex::new(Vec::new()));
+    let collected = lags.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            let round = services.seal_audit_trails(1000).await.unwrap();
+            if measuring.load(Ordering::SeqCst) {
+                let mut lags = collected.lock().unwrap();
+                lags.extend(round.lags.iter().map(|lag| lag.unsigned_abs()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    lags
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 mod appointments;
+mod audit_sealing;
 mod audit_signing;
 mod config_refusals;
 mod edge;
