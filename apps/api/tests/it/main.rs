@@ -16,6 +16,7 @@ mod openapi;
 mod operator_cli;
 mod patients;
 mod readiness;
+mod revocation;
 mod rls;
 mod support;
 mod webhooks;
