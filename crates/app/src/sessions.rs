@@ -253,7 +253,7 @@ impl Services {
     /// round trip as the rate limit; a marker, or markers that cannot be read (Redis down), send
     /// the request to the database as a cache miss does. So a request does at most one Redis
     /// round trip here, a cached one no database round trip, and a revocation is seen by the next
-    /// request on every instance (docs/security.md, "Authentication cache and revocation").
+    /// request on every instance (docs/architecture.md, "Authentication cache and revocation").
     ///
     /// Refuses an unknown, revoked or expired credential with [`Error::Unauthenticated`] (its
     /// request counts against no principal's limit) and a principal over its limit with
@@ -396,6 +396,10 @@ impl Services {
 /// The longest principal cache TTL a deployment may configure: revocation markers live twice as
 /// long ([`cache_redis::MARKER_TTL`]).
 pub const PRINCIPAL_CACHE_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+// A marker must outlive every entry cached before its revocation, with room for the lookup
+// that verified the entry: checked when building, not left to a comment.
+const _: () = assert!(cache_redis::MARKER_TTL.as_secs() >= 2 * PRINCIPAL_CACHE_TTL_MAX.as_secs());
 
 /// A credential as a door read it from a request.
 #[derive(Debug, Clone, Copy)]
