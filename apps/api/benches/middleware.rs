@@ -1,7 +1,9 @@
 //! What the middleware stack costs: requests per second and latency of an authenticated no-op
 //! endpoint through the full Praxis stack (edge, IP block list, global rate limit, CORS, session
-//! lookup under RLS, per-user rate limit) against the same no-op handler on a bare actix-web
-//! server, side by side in one run, over real loopback HTTP.
+//! authentication from the principal cache with its revocation markers and per-user rate limit)
+//! against the same no-op handler on a bare actix-web server, Praxis's `GET /health/live` (no
+//! work) and `GET /api/v1/me` (which also reads the account), side by side in one run, over real
+//! loopback HTTP.
 //!
 //! Run with `cargo xtask bench -p api --bench middleware` (it provides Postgres and Redis).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark program
@@ -48,17 +50,26 @@ async fn main() {
     let bare_handle = bare.handle();
     actix_web::rt::spawn(bare);
 
+    let praxis = format!("http://{praxis_addr}");
     let bare_report = support::load(vec![format!("http://{bare_addr}/bench/noop")], None, 204).await;
-    let full_report = support::load(vec![format!("http://{praxis_addr}/bench/noop")], Some(bearer), 204).await;
+    let live_report = support::load(vec![format!("{praxis}/health/live")], None, 200).await;
+    let full_report = support::load(vec![format!("{praxis}/bench/noop")], Some(bearer.clone()), 204).await;
+    let me_report = support::load(vec![format!("{praxis}/api/v1/me")], Some(bearer), 200).await;
     println!("middleware stack cost, {CONCURRENCY} concurrent clients, {MEASURE:?} each, one server worker each");
     println!("| stack | requests/s | p50 | p99 |");
     println!("| --- | --- | --- | --- |");
-    for (name, report) in
-        [("bare actix-web, no middleware", &bare_report), ("Praxis, authenticated (full stack)", &full_report)]
-    {
+    for (name, report) in [
+        ("bare actix-web, no middleware", &bare_report),
+        ("Praxis `GET /health/live` (no work)", &live_report),
+        ("Praxis, authenticated no-op (full stack)", &full_report),
+        ("Praxis `GET /api/v1/me` (authenticated, reads the account)", &me_report),
+    ] {
         println!("| {name} | {:.0} | {:.2?} | {:.2?} |", report.rps, report.p50, report.p99);
     }
-    println!("ratio full/bare throughput: {:.2}", full_report.rps / bare_report.rps);
+    println!("ratio authenticated no-op / bare actix-web: {:.3}", full_report.rps / bare_report.rps);
+    println!("ratio authenticated no-op / health/live: {:.3}", full_report.rps / live_report.rps);
+    println!("ratio /api/v1/me / bare actix-web: {:.3}", me_report.rps / bare_report.rps);
+    println!("ratio /api/v1/me / health/live: {:.3}", me_report.rps / live_report.rps);
     praxis_handle.stop(true).await;
     bare_handle.stop(true).await;
 }

@@ -1,13 +1,14 @@
 //! Who is calling, the HTTP half: reading the credential (`X-Api-Key`, `Authorization: Bearer`,
-//! or the session cookie with its CSRF check), the per-principal rate limit, and the permission
-//! checks of the routes not yet moved to `crates/app`. Which session or key a credential names,
-//! and whether it is still live, is the use-case layer's (`app::sessions`).
+//! or the session cookie with its CSRF check). Which session or key a credential names, whether
+//! it is still live, and the per-principal rate limit (in the same Redis round trip as the
+//! revocation markers) are the use-case layer's (`app::sessions::authenticate_request`).
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
+use app::sessions::Credential;
 use futures_util::future::LocalBoxFuture;
 use identity::ApiScope;
 use kernel::{Actor, Role, TenantId, UserId};
@@ -56,31 +57,34 @@ impl Principal {
         }
     }
 
-    /// The principal of a live session, authenticated by `method`.
-    fn of_session(identity: app::sessions::SessionIdentity, method: AuthMethod) -> Self {
-        let app::sessions::SessionIdentity { session, tenant, user, role } = identity;
-        Principal {
-            tenant,
-            user: Some(user),
-            role: Some(role),
-            scopes: Vec::new(),
-            actor: Actor::User { tenant, user, role },
-            method,
-            session_id: Some(session),
-        }
-    }
-
-    /// The principal of a live API key.
-    fn of_api_key(identity: app::sessions::ApiKeyIdentity) -> Self {
-        let app::sessions::ApiKeyIdentity { tenant, key_id, scopes } = identity;
-        Principal {
-            tenant,
-            user: None,
-            role: None,
-            scopes,
-            actor: Actor::ApiKey { tenant, key_id },
-            method: AuthMethod::ApiKey,
-            session_id: None,
+    /// The principal a credential was verified as, authenticated by `method`.
+    fn of_verified(verified: app::principal::VerifiedPrincipal, method: AuthMethod) -> Self {
+        match verified {
+            app::principal::VerifiedPrincipal::Session(app::principal::SessionIdentity {
+                session,
+                tenant,
+                user,
+                role,
+            }) => Principal {
+                tenant,
+                user: Some(user),
+                role: Some(role),
+                scopes: Vec::new(),
+                actor: Actor::User { tenant, user, role },
+                method,
+                session_id: Some(session),
+            },
+            app::principal::VerifiedPrincipal::ApiKey(app::principal::ApiKeyIdentity { tenant, key_id, scopes }) => {
+                Principal {
+                    tenant,
+                    user: None,
+                    role: None,
+                    scopes,
+                    actor: Actor::ApiKey { tenant, key_id },
+                    method,
+                    session_id: None,
+                }
+            }
         }
     }
 }
@@ -107,9 +111,7 @@ impl FromRequest for Principal {
         Box::pin(async move {
             let state =
                 req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal(anyhow::anyhow!("no state")))?;
-            let principal = authenticate(&req, state).await?;
-            enforce_user_limit(state, &principal).await?;
-            Ok(principal)
+            authenticate(&req, state).await
         })
     }
 }
@@ -129,16 +131,17 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, 
     }
     if let Some(key) = req.headers().get(API_KEY_HEADER) {
         let key = key.to_str().map_err(|_| unauthorized())?;
-        return Ok(Principal::of_api_key(state.app.authenticate_api_key(key).await?));
+        let verified = state.app.authenticate_request(Credential::ApiKey(key)).await?;
+        return Ok(Principal::of_verified(verified, AuthMethod::ApiKey));
     }
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| unauthorized())?;
         let token = value.strip_prefix("Bearer ").ok_or_else(unauthorized)?;
-        let session = state.app.authenticate_session(token.trim()).await?;
-        return Ok(Principal::of_session(session, AuthMethod::Bearer));
+        let verified = state.app.authenticate_request(Credential::Session(token.trim())).await?;
+        return Ok(Principal::of_verified(verified, AuthMethod::Bearer));
     }
     if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-        let session = state.app.authenticate_session(cookie.value()).await?;
+        let verified = state.app.authenticate_request(Credential::Session(cookie.value())).await?;
         let csrf_cookie = req.cookie(identity::CSRF_COOKIE_NAME);
         let header_value = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         identity::check_csrf(
@@ -154,23 +157,7 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, 
             tracing::warn!(reason = %problem, "csrf check failed");
             ApiError::Forbidden
         })?;
-        return Ok(Principal::of_session(session, AuthMethod::Cookie));
+        return Ok(Principal::of_verified(verified, AuthMethod::Cookie));
     }
     Err(unauthorized())
-}
-
-/// Per user (or API key) budget, after authentication.
-async fn enforce_user_limit(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
-    let subject = match &principal.actor {
-        Actor::User { user, .. } => format!("user:{user}"),
-        Actor::ApiKey { tenant, key_id } => format!("key:{tenant}:{key_id}"),
-        other => format!("{other:?}"),
-    };
-    let limit = cache_redis::Limit::new(state.config.rate_limits.user_per_minute, std::time::Duration::from_secs(60));
-    let (decision, _) = state.limiter.check("user", &subject, limit).await;
-    if decision.allowed {
-        Ok(())
-    } else {
-        Err(ApiError::TooManyRequests { retry_after_secs: decision.retry_after_secs().unwrap_or(1) })
-    }
 }

@@ -490,7 +490,13 @@ async fn audit_checkpoint(config: Config, tenant: Option<TenantId>) -> anyhow::R
 /// run as the operator inside one practice and audited the same way (actor: the `cli` system
 /// component).
 async fn end_user_access(config: Config, tenant: TenantId, email: String, ending: Ending) -> anyhow::Result<()> {
-    let services = operator_services(&config).await?;
+    let mut services = operator_services(&config).await?;
+    // The serving instances learn of the revocation through Redis at once; without a configured
+    // Redis they still refuse the sessions once their cached entries expire.
+    if config.redis.url.is_some() {
+        let store = config.redis.store(std::time::Duration::from_millis(config.redis.timeout_ms.max(2_000)))?;
+        services = services.with_revocation_markers(cache_redis::RevocationMarkers::new(store));
+    }
     let caller = app::Caller::operator(tenant);
     let account = app::accounts::AccountRef::Email(email.clone());
     let outcome = match ending {
@@ -505,6 +511,12 @@ async fn end_user_access(config: Config, tenant: TenantId, email: String, ending
     match ending {
         Ending::Disable => println!("account {} disabled; {} session(s) ended", ended.user, ended.sessions_ended),
         Ending::RevokeSessions => println!("{} session(s) of {} ended", ended.sessions_ended, ended.user),
+    }
+    if !ended.announced {
+        eprintln!(
+            "praxis: warning: the revocation markers could not be written to Redis; running instances \
+             refuse the sessions once their cached entries expire (auth.principal_cache_ttl_ms)"
+        );
     }
     Ok(())
 }

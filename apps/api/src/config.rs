@@ -50,6 +50,12 @@ pub struct AuthConfig {
     pub argon2_parallelism: u32,
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; from anyone else it is ignored.
     pub trusted_proxies: Vec<String>,
+    /// How long an instance answers a session token or API key it verified from memory instead
+    /// of the database (revocations still apply at once, see docs/security.md); 0 turns the
+    /// cache off. At most 60,000 (revocation markers live 120 s).
+    pub principal_cache_ttl_ms: u64,
+    /// How many verified principals an instance keeps at most.
+    pub principal_cache_capacity: usize,
 }
 
 impl Default for AuthConfig {
@@ -62,6 +68,8 @@ impl Default for AuthConfig {
             argon2_iterations: argon2.iterations,
             argon2_parallelism: argon2.parallelism,
             trusted_proxies: Vec::new(),
+            principal_cache_ttl_ms: 10_000,
+            principal_cache_capacity: 10_000,
         }
     }
 }
@@ -83,6 +91,13 @@ impl AuthConfig {
             ),
             ..identity::SessionPolicy::default()
         }
+    }
+
+    /// This instance's cache of verified principals, as configured.
+    pub fn principal_cache(&self) -> app::principal_cache::PrincipalCache {
+        let ttl =
+            std::time::Duration::from_millis(self.principal_cache_ttl_ms).min(app::sessions::PRINCIPAL_CACHE_TTL_MAX);
+        app::principal_cache::PrincipalCache::new(ttl, self.principal_cache_capacity)
     }
 
     /// The parsed proxy list; invalid entries are reported by `Config::validate`.
@@ -356,6 +371,12 @@ impl Config {
         }
         if self.auth.session_idle_timeout_secs == 0 || self.auth.session_absolute_timeout_secs == 0 {
             problem("auth.session_idle_timeout_secs", "session timeouts must be greater than 0".into());
+        }
+        if std::time::Duration::from_millis(self.auth.principal_cache_ttl_ms) > app::sessions::PRINCIPAL_CACHE_TTL_MAX {
+            problem(
+                "auth.principal_cache_ttl_ms",
+                "must be at most 60000: revocation markers must outlive every cached principal".into(),
+            );
         }
         if self.rate_limits.login_failures == 0 || self.rate_limits.login_window_secs == 0 {
             problem("rate_limits.login_failures", "login limits must be greater than 0".into());

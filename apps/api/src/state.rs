@@ -1,6 +1,8 @@
 use crate::config::Config;
 use app::checkpoint_signer::KmsCheckpointSigner;
-use cache_redis::{FailureCounter, FallbackLimiter, IpBlockList, RateLimiter, RedisStore, ResilientLimiter};
+use cache_redis::{
+    FailureCounter, FallbackLimiter, IpBlockList, RateLimiter, RedisStore, ResilientLimiter, RevocationMarkers,
+};
 use crypto::{DekCache, DekCacheConfig, Keyring};
 use identity::{Cidr, PasswordHasher};
 use kernel::{Clock, SharedClock};
@@ -120,6 +122,15 @@ impl AppState {
                     .map_err(|e| anyhow::anyhow!("appointments: {e}"))?,
                 reminder_policy: config.reminders.policy().map_err(|e| anyhow::anyhow!("reminders: {e}"))?,
                 webhook_ingest: Some(webhook_ingest),
+            })
+            .with_request_authentication(app::sessions::RequestAuthentication {
+                limiter: limiter.clone(),
+                markers: RevocationMarkers::new(redis.clone()),
+                cache: config.auth.principal_cache(),
+                per_principal_limit: cache_redis::Limit::new(
+                    config.rate_limits.user_per_minute,
+                    Duration::from_secs(60),
+                ),
             }),
             audit,
             hasher,

@@ -58,6 +58,10 @@ pub struct PasswordChange {
 pub struct EndedAccess {
     pub user: UserId,
     pub sessions_ended: u64,
+    /// Whether every instance was told at once (the revocation markers were written). When not,
+    /// an instance that cached one of the sessions may accept it for up to its principal cache
+    /// TTL; the sessions are ended in the database either way.
+    pub announced: bool,
 }
 
 /// An API key to create.
@@ -231,7 +235,9 @@ impl Services {
             .with_detail(json!({ "sessions_ended": sessions_ended }));
         store_postgres::audit::append(&mut tx, event).await?;
         tx.commit().await?;
-        Ok(EndedAccess { user: user.id, sessions_ended })
+        let announced =
+            self.announce_revocation(&[cache_redis::Revoked::User { tenant: caller.tenant, user: user.id }]).await;
+        Ok(EndedAccess { user: user.id, sessions_ended, announced })
     }
 
     /// The calling account's own record. Every account may read itself; one that is gone is
@@ -285,6 +291,7 @@ impl Services {
             .with_detail(json!({ "reason": "password_changed", "sessions_ended": sessions_ended }));
         store_postgres::audit::append(&mut tx, event).await?;
         tx.commit().await?;
+        self.announce_revocation(&[cache_redis::Revoked::User { tenant: caller.tenant, user }]).await;
         Ok(sessions_ended)
     }
 
@@ -348,15 +355,15 @@ impl Services {
     }
 
     /// Revokes an API key of the practice (`apikey.manage`); unknown ids are [`Error::NotFound`].
+    /// Every instance refuses the key from its next request on (`Services::announce_revocation`).
     pub async fn revoke_api_key(&self, caller: &Caller, id: uuid::Uuid) -> Result<()> {
         self.authorize(caller, Permission::ApiKeyManage, "api_key").await?;
         let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        if !accounts::revoke_api_key(&mut tx, id, self.clock.now()).await? {
-            return Err(Error::NotFound);
-        }
+        let key_id = accounts::revoke_api_key(&mut tx, id, self.clock.now()).await?.ok_or(Error::NotFound)?;
         let event = caller.audit_event(Action::ApiKeyRevoke, "api_key", self.clock()).with_resource_id(id.to_string());
         store_postgres::audit::append(&mut tx, event).await?;
         tx.commit().await?;
+        self.announce_revocation(&[cache_redis::Revoked::ApiKey { tenant: caller.tenant, key_id }]).await;
         Ok(())
     }
 }

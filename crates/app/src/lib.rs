@@ -27,6 +27,8 @@ pub mod kms_failure;
 pub mod patient_export;
 pub mod patients;
 pub mod practice_key;
+pub mod principal;
+pub mod principal_cache;
 pub mod protection;
 pub mod reminders;
 pub mod sessions;
@@ -65,6 +67,11 @@ pub struct Services {
     webhook_ingest: Option<WebhookIngest>,
     /// Verified webhook deliveries waiting for a shared transaction (group commit).
     webhook_batcher: Arc<IngestBatcher>,
+    /// Where revoking use cases announce what they ended (Redis); `None` in a process without
+    /// Redis, whose revocations other instances then see within their cache TTL.
+    revocation_markers: Option<cache_redis::RevocationMarkers>,
+    /// The principal cache, limiter and markers of request authentication; a serving process's.
+    request_authentication: Option<Arc<sessions::RequestAuthentication>>,
 }
 
 /// The parts [`Services`] is built from.
@@ -147,7 +154,24 @@ impl Services {
             reminder_policy,
             webhook_ingest,
             webhook_batcher: Arc::default(),
+            revocation_markers: None,
+            request_authentication: None,
         }
+    }
+
+    /// The same services announcing revocations with `markers` (the server and the operator
+    /// commands that end access).
+    pub fn with_revocation_markers(mut self, markers: cache_redis::RevocationMarkers) -> Self {
+        self.revocation_markers = Some(markers);
+        self
+    }
+
+    /// The same services authenticating requests with `authentication` (a serving process):
+    /// its markers also become the ones revocations are announced with.
+    pub fn with_request_authentication(mut self, authentication: sessions::RequestAuthentication) -> Self {
+        self.revocation_markers = Some(authentication.markers.clone());
+        self.request_authentication = Some(Arc::new(authentication));
+        self
     }
 
     /// The same services with another DEK cache (a benchmark compares reads with and without

@@ -9,12 +9,16 @@
 //! the `security.suspicious_activity` rule (`audit::FailedLoginPolicy`). Without the counters
 //! login fails closed.
 
+use crate::principal::{ApiKeyIdentity, SessionIdentity, VerifiedPrincipal};
+use crate::principal_cache::PrincipalCache;
 use crate::{Caller, Error, Result, Services};
 use audit::{Action, AuditEvent, FailedLoginPolicy, Outcome, SuspicionSubject};
-use identity::{ApiKeyToken, ApiScope, CsrfToken, SessionToken};
+use cache_redis::{Limit, PrincipalCheck, ResilientLimiter, RevocationMarkers, Revoked};
+use identity::{ApiKeyToken, ApiScope, CsrfToken, SessionToken, TokenHash};
 use kernel::{Actor, RequestId, Role, Secret, TenantId, UserId};
 use serde_json::json;
 use std::net::IpAddr;
+use std::sync::Arc;
 use store_postgres::identity as accounts;
 use store_postgres::{AuditStoreError, DbContext};
 use time::OffsetDateTime;
@@ -51,25 +55,6 @@ pub struct SignedIn {
     pub expires_at: OffsetDateTime,
     /// The most a session lives (the absolute timeout), for the cookies' lifetime.
     pub lifetime: time::Duration,
-}
-
-/// A live session, found by its token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionIdentity {
-    pub session: uuid::Uuid,
-    pub tenant: TenantId,
-    pub user: UserId,
-    pub role: Role,
-}
-
-/// A live API key, found by its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyIdentity {
-    pub tenant: TenantId,
-    /// The key's public id, recorded as the actor of what it does.
-    pub key_id: String,
-    /// Its scopes that this version knows; an unknown stored scope grants nothing.
-    pub scopes: Vec<ApiScope>,
 }
 
 /// Why a login attempt failed, as its `auth.login_failed` entry records it.
@@ -248,7 +233,8 @@ impl Services {
     }
 
     /// Ends the session `session` of the caller (the one its request authenticated with),
-    /// recorded as `auth.logout`.
+    /// recorded as `auth.logout`; then tells every instance to stop trusting it
+    /// ([`Services::announce_revocation`]).
     pub async fn logout(&self, caller: &Caller, session: uuid::Uuid) -> Result<()> {
         let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
         accounts::revoke_session(&mut tx, session, self.clock.now()).await?;
@@ -256,38 +242,116 @@ impl Services {
             caller.audit_event(Action::AuthLogout, "session", self.clock()).with_resource_id(session.to_string());
         store_postgres::audit::append(&mut tx, event).await?;
         tx.commit().await?;
+        self.announce_revocation(&[Revoked::Session(session)]).await;
         Ok(())
     }
 
+    /// Who a request comes from, and whether it is within its per-principal rate limit.
+    ///
+    /// A credential this instance verified a moment ago is answered from the principal cache,
+    /// after the revocation markers of its session, account or key were read in the same Redis
+    /// round trip as the rate limit; a marker, or markers that cannot be read (Redis down), send
+    /// the request to the database as a cache miss does. So a request does at most one Redis
+    /// round trip here, a cached one no database round trip, and a revocation is seen by the next
+    /// request on every instance (docs/architecture.md, "Authentication cache and revocation").
+    ///
+    /// Refuses an unknown, revoked or expired credential with [`Error::Unauthenticated`] (its
+    /// request counts against no principal's limit) and a principal over its limit with
+    /// [`Error::RateLimited`].
+    pub async fn authenticate_request(&self, credential: Credential<'_>) -> Result<VerifiedPrincipal> {
+        let authentication = self.request_authentication.as_deref().ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("request authentication is not configured in this process"))
+        })?;
+        let credential = PresentedCredential::parse(credential)?;
+        let hash = credential.hash();
+        // Taken before any lookup: an entry's lifetime counts from before the database answered,
+        // so it cannot outlive a revocation marker written after that answer (MARKER_TTL).
+        let now = self.clock.now();
+        if let Some(cached) = authentication.cache.get(&hash, now).filter(|cached| credential.is_kind_of(cached)) {
+            let check = authentication.check(&cached).await;
+            refuse_over_limit(&check)?;
+            if check.revoked == Some(false) {
+                return Ok(VerifiedPrincipal::clone(&cached));
+            }
+            // Revoked on some instance, or the markers are unreadable: the database answers.
+            authentication.cache.remove(&hash);
+            return self.verify_in_database(&credential, now).await.map(|(principal, _)| principal);
+        }
+        let (principal, not_after) = self.verify_in_database(&credential, now).await?;
+        let check = authentication.check(&principal).await;
+        refuse_over_limit(&check)?;
+        // Cached only when the markers were read and none is set: a principal with a fresh
+        // revocation marker (a new session after a password change) goes to the database until
+        // the marker expires, which also covers a lookup that raced the revocation.
+        if check.revoked == Some(false) {
+            authentication.cache.insert(hash, principal.clone(), now, not_after);
+        }
+        Ok(principal)
+    }
+
+    /// The database's answer for a credential, and the latest moment a cache may keep it.
+    async fn verify_in_database(
+        &self,
+        credential: &PresentedCredential,
+        now: OffsetDateTime,
+    ) -> Result<(VerifiedPrincipal, Option<OffsetDateTime>)> {
+        match credential {
+            PresentedCredential::Session(token) => {
+                let (session, not_after) = self.live_session(token, now).await?;
+                Ok((VerifiedPrincipal::Session(session), Some(not_after)))
+            }
+            PresentedCredential::ApiKey(token) => {
+                let (key, not_after) = self.live_api_key(token, now).await?;
+                Ok((VerifiedPrincipal::ApiKey(key), not_after))
+            }
+        }
+    }
+
     /// The live session a session token names: not revoked, neither idle nor past its absolute
-    /// timeout. Records the use (`last_seen_at`) at most once per touch interval. Any other
-    /// token is [`Error::Unauthenticated`]. The lookup sees only the row with the token's hash.
-    pub async fn authenticate_session(&self, token: &str) -> Result<SessionIdentity> {
-        let token = SessionToken::parse(token).map_err(|_| Error::Unauthenticated)?;
+    /// timeout, and when a cache must let go of it: at its idle or absolute deadline, or when
+    /// its next `last_seen_at` write is due, whichever is first (so a cached session is still
+    /// touched once per touch interval while in use). Records the use at most once per touch
+    /// interval. Any other token is [`Error::Unauthenticated`]. The lookup sees only the row
+    /// with the token's hash.
+    async fn live_session(
+        &self,
+        token: &SessionToken,
+        now: OffsetDateTime,
+    ) -> Result<(SessionIdentity, OffsetDateTime)> {
         let session = accounts::find_session(&self.db, token.tenant(), *token.hash().as_bytes())
             .await?
             .ok_or(Error::Unauthenticated)?;
-        let now = self.clock.now();
         if session.revoked_at.is_some()
             || !self.session_policy.session_state(session.created_at, session.last_seen_at, now).is_active()
         {
             return Err(Error::Unauthenticated);
         }
+        let mut last_seen_at = session.last_seen_at;
         if self.session_policy.should_touch(session.last_seen_at, now) {
             let context = DbContext::user(session.tenant, session.user, session.role);
             let mut tx = store_postgres::begin(&self.db, &context).await?;
             accounts::touch_session(&mut tx, session.id, now).await?;
             tx.commit().await?;
+            last_seen_at = now;
         }
-        Ok(SessionIdentity { session: session.id, tenant: session.tenant, user: session.user, role: session.role })
+        let not_after = self
+            .session_policy
+            .expires_at(session.created_at, last_seen_at)
+            .min(last_seen_at + self.session_policy.touch_interval);
+        let identity =
+            SessionIdentity { session: session.id, tenant: session.tenant, user: session.user, role: session.role };
+        Ok((identity, not_after))
     }
 
-    /// The live API key `key` is: neither revoked nor expired. Records its use
-    /// (`last_used_at`). Any other key is [`Error::Unauthenticated`]. The lookup sees only the
-    /// row with the key's hash.
-    pub async fn authenticate_api_key(&self, key: &str) -> Result<ApiKeyIdentity> {
-        let token = ApiKeyToken::parse(key.trim()).map_err(|_| Error::Unauthenticated)?;
-        let now = self.clock.now();
+    /// The live API key a token is: neither revoked nor expired, and its expiry, if any. Records
+    /// its use (`last_used_at`; with the principal cache, as of the last lookup, so to within the
+    /// cache TTL). Any other key is [`Error::Unauthenticated`]. The lookup sees only the row with
+    /// the key's hash.
+    async fn live_api_key(
+        &self,
+        token: &ApiKeyToken,
+        now: OffsetDateTime,
+    ) -> Result<(ApiKeyIdentity, Option<OffsetDateTime>)> {
         let key = accounts::find_and_touch_api_key(&self.db, token.tenant(), *token.hash().as_bytes(), now)
             .await?
             .ok_or(Error::Unauthenticated)?;
@@ -295,7 +359,123 @@ impl Services {
             return Err(Error::Unauthenticated);
         }
         let scopes = key.scopes.iter().filter_map(|s| s.parse::<ApiScope>().ok()).collect();
-        Ok(ApiKeyIdentity { tenant: key.tenant, key_id: key.key_id, scopes })
+        Ok((ApiKeyIdentity { tenant: key.tenant, key_id: key.key_id, scopes }, key.expires_at))
+    }
+
+    /// Tells every instance that `revoked` ended, after the revoking transaction committed: this
+    /// instance forgets its cached principals at once, and the markers in Redis make every
+    /// other instance ask the database on its next request.
+    ///
+    /// The revocation has happened (the database says so) whatever this returns. When the
+    /// markers cannot be written, the error is logged, and an instance that cached the principal
+    /// and still reads Redis may accept it until its entry expires: at most the principal cache
+    /// TTL (`auth.principal_cache_ttl_ms`, at most 60 s). An instance that cannot read Redis does
+    /// not trust its cache at all.
+    /// Returns whether the markers were written.
+    pub(crate) async fn announce_revocation(&self, revoked: &[Revoked]) -> bool {
+        if let Some(authentication) = &self.request_authentication {
+            authentication.cache.forget(revoked);
+        }
+        let Some(markers) = &self.revocation_markers else {
+            return false;
+        };
+        match markers.mark(revoked).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "revocation committed, but its markers could not be written: other instances may \
+                     accept the credential until their cached entry expires (auth.principal_cache_ttl_ms)"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// The longest principal cache TTL a deployment may configure: revocation markers live twice as
+/// long ([`cache_redis::MARKER_TTL`]).
+pub const PRINCIPAL_CACHE_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+// A marker must outlive every entry cached before its revocation, with room for the lookup
+// that verified the entry: checked when building, not left to a comment.
+const _: () = assert!(cache_redis::MARKER_TTL.as_secs() >= 2 * PRINCIPAL_CACHE_TTL_MAX.as_secs());
+
+/// A credential as a door read it from a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// A session token (`Authorization: Bearer` or the session cookie).
+    Session(&'a str),
+    /// An API key (`X-Api-Key`).
+    ApiKey(&'a str),
+}
+
+/// A credential of the right shape, with its hash.
+enum PresentedCredential {
+    Session(SessionToken),
+    ApiKey(ApiKeyToken),
+}
+
+impl PresentedCredential {
+    fn parse(credential: Credential<'_>) -> Result<Self> {
+        match credential {
+            Credential::Session(token) => {
+                SessionToken::parse(token).map(Self::Session).map_err(|_| Error::Unauthenticated)
+            }
+            Credential::ApiKey(key) => {
+                ApiKeyToken::parse(key.trim()).map(Self::ApiKey).map_err(|_| Error::Unauthenticated)
+            }
+        }
+    }
+
+    fn hash(&self) -> TokenHash {
+        match self {
+            PresentedCredential::Session(token) => token.hash(),
+            PresentedCredential::ApiKey(token) => token.hash(),
+        }
+    }
+
+    /// Whether `principal` was verified from a credential of this kind (a session token's hash
+    /// can never be an API key's, but the cache does not rely on it).
+    fn is_kind_of(&self, principal: &VerifiedPrincipal) -> bool {
+        matches!(
+            (self, principal),
+            (PresentedCredential::Session(_), VerifiedPrincipal::Session(_))
+                | (PresentedCredential::ApiKey(_), VerifiedPrincipal::ApiKey(_))
+        )
+    }
+}
+
+/// What authenticating a request needs besides the database: the shared rate limiter and the
+/// revocation markers (one Redis), this instance's principal cache, and the per-principal
+/// limit. Only a serving process has it (`Services::with_request_authentication`).
+#[derive(Debug)]
+pub struct RequestAuthentication {
+    pub limiter: Arc<ResilientLimiter>,
+    pub markers: RevocationMarkers,
+    pub cache: PrincipalCache,
+    /// Requests per principal (a user, an API key), shared by every instance.
+    pub per_principal_limit: Limit,
+}
+
+impl RequestAuthentication {
+    /// The principal's rate limit and revocation markers, in one round trip.
+    async fn check(&self, principal: &VerifiedPrincipal) -> PrincipalCheck {
+        let subject = match principal {
+            VerifiedPrincipal::Session(session) => format!("user:{}", session.user),
+            VerifiedPrincipal::ApiKey(key) => format!("key:{}:{}", key.tenant, key.key_id),
+        };
+        self.limiter
+            .check_principal("user", &subject, self.per_principal_limit, &self.markers, &principal.revoked_by())
+            .await
+    }
+}
+
+fn refuse_over_limit(check: &PrincipalCheck) -> Result<()> {
+    if check.decision.allowed {
+        Ok(())
+    } else {
+        Err(Error::RateLimited { retry_after_secs: check.decision.retry_after_secs().unwrap_or(1) })
     }
 }
 

@@ -239,7 +239,7 @@ impl ResilientLimiter {
 
     /// [`Self::check`] with `companions` sent in the same Redis round trip; their replies are
     /// `None` when Redis was not asked or did not answer (the fallback decided).
-    async fn check_with(
+    pub(crate) async fn check_with(
         &self,
         class_key: &str,
         subject: &str,

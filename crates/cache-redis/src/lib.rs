@@ -12,6 +12,8 @@
 //!   detection.
 //! - [`IpBlockList`]: blocked addresses with an expiry, one key each.
 //! - [`IdempotencyClaims`]: webhook event claims (`SET NX PX`) with owner-only release.
+//! - [`RevocationMarkers`]: short-lived "revoked" markers that tell every instance to stop
+//!   trusting a principal it cached, checked in the rate limit's round trip.
 //!
 //! # Key naming
 //!
@@ -35,12 +37,14 @@ mod fallback;
 mod idempotency;
 pub mod keys;
 mod rate_limit;
+mod revocations;
 
 pub use blocklist::{BlockEntry, IpBlockList};
 pub use failures::{FailureCounter, FailureStatus};
 pub use fallback::{Backend, ClaimCheck, ClaimsToMake, FallbackLimiter, IpCheck, ResilientLimiter};
 pub use idempotency::{Claim, ClaimToken, IdempotencyClaims};
 pub use rate_limit::{Decision, Limit, RateLimiter};
+pub use revocations::{MARKER_TTL, PrincipalCheck, RevocationMarkers, Revoked};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

@@ -346,13 +346,19 @@ pub async fn list_api_keys(conn: &mut PgConnection) -> Result<Vec<ApiKeyRecord>,
     rows.iter().map(api_key_from_row).collect()
 }
 
-pub async fn revoke_api_key(conn: &mut PgConnection, id: Uuid, at: OffsetDateTime) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-        .bind(id)
-        .bind(at)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+/// Revokes a live key; returns its public key id, or `None` when no visible live key has `id`.
+pub async fn revoke_api_key(
+    conn: &mut PgConnection,
+    id: Uuid,
+    at: OffsetDateTime,
+) -> Result<Option<String>, StoreError> {
+    let key_id =
+        sqlx::query_scalar("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING key_id")
+            .bind(id)
+            .bind(at)
+            .fetch_optional(conn)
+            .await?;
+    Ok(key_id)
 }
 
 /// Authentication by API key: sees only the key with this hash. Records the use in the same

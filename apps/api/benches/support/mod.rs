@@ -57,7 +57,12 @@ pub async fn load_each(requests: Vec<(String, Option<String>)>, expect: u16) -> 
                             request = request.header("authorization", value);
                         }
                         let response = request.send().await.unwrap();
-                        assert_eq!(response.status(), expect, "the benchmark endpoint must succeed");
+                        let status = response.status();
+                        if status != expect {
+                            // The problem body says why (a 500's request id, a 503's reason).
+                            let body = response.text().await.unwrap_or_default();
+                            assert_eq!(status, expect, "the benchmark endpoint must succeed: {body}");
+                        }
                         latencies.push(started.elapsed());
                     }
                     latencies

@@ -79,7 +79,7 @@ async fn start() -> TestApp {
     TestApp::start_with(fast_hashing, api::server::no_extra_routes).await
 }
 
-async fn create_user(app: &TestApp, admin: &Value, email: &str, role: &str) -> Value {
+pub async fn create_user(app: &TestApp, admin: &Value, email: &str, role: &str) -> Value {
     let response = app
         .client
         .post(app.url("/api/v1/users"))

@@ -17,6 +17,7 @@ mod openapi;
 mod operator_cli;
 mod patients;
 mod readiness;
+mod revocation;
 mod rls;
 mod support;
 mod webhooks;

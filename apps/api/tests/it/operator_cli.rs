@@ -3,7 +3,7 @@
 use crate::identity::{PASSWORD, bearer, create_practice, fast_hashing, login, login_response};
 use crate::support::{TestApp, assert_problem};
 
-fn praxis(app: &TestApp, args: &[&str]) -> std::process::Output {
+pub fn praxis(app: &TestApp, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
         .args(args)
         .env_clear()
