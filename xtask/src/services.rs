@@ -26,6 +26,11 @@ pub struct Services {
     pub aws_kms_endpoint: Option<String>,
     /// A Vault-compatible server (OpenBao) for the kms-vault adapter's end-to-end tests.
     pub vault: Option<crate::openbao::TestVault>,
+    /// Redis Clusters (shared, and one for the failover test) and a PgBouncer in front of
+    /// Postgres, for the scale-out tests; started by [`Services::start_scale_out`].
+    pub redis_cluster: Option<crate::redis_cluster::RedisCluster>,
+    pub redis_failover_cluster: Option<crate::redis_cluster::RedisCluster>,
+    pub pgbouncer: Option<crate::pgbouncer::PgBouncer>,
     postgres: Option<Child>,
     redis: Option<Child>,
     moto: Option<Child>,
@@ -41,6 +46,9 @@ impl Services {
             redis_url: given_redis.clone().unwrap_or_default(),
             aws_kms_endpoint: None,
             vault: None,
+            redis_cluster: None,
+            redis_failover_cluster: None,
+            pgbouncer: None,
             postgres: None,
             redis: None,
             moto: None,
@@ -86,6 +94,31 @@ impl Services {
         Ok(())
     }
 
+    /// Two Redis Clusters and a PgBouncer in transaction mode in front of Postgres, always
+    /// started here (also when `DATABASE_URL` and `REDIS_URL` name servers): see
+    /// `redis_cluster.rs` and `pgbouncer.rs`. `role_password` is the test roles' password.
+    pub fn start_scale_out(&mut self, role_password: &str) -> Result<(), String> {
+        let data_dir = self.data_dir("scale-out")?;
+        self.redis_cluster = Some(crate::redis_cluster::RedisCluster::start(&data_dir, "cluster", 3, 0)?);
+        self.redis_failover_cluster = Some(crate::redis_cluster::RedisCluster::start(&data_dir, "failover", 3, 1)?);
+        let (postgres, _) = url_parts(&self.admin_url);
+        let users = ["praxis_test_app", "praxis_test_owner"];
+        self.pgbouncer = Some(crate::pgbouncer::PgBouncer::start(&data_dir, &postgres, &users, role_password)?);
+        Ok(())
+    }
+
+    /// The variables that name the scale-out services for the tests.
+    pub fn scale_out_env(&self) -> Vec<(&'static str, String)> {
+        let url = |cluster: &Option<crate::redis_cluster::RedisCluster>| {
+            cluster.as_ref().map(|c| c.url.clone()).unwrap_or_default()
+        };
+        vec![
+            (crate::redis_cluster::CLUSTER_URL_VAR, url(&self.redis_cluster)),
+            (crate::redis_cluster::FAILOVER_CLUSTER_URL_VAR, url(&self.redis_failover_cluster)),
+            (crate::pgbouncer::ADDR_VAR, self.pgbouncer.as_ref().map(|p| p.addr.clone()).unwrap_or_default()),
+        ]
+    }
+
     /// This run's directory under `target/dev-services/`, created by the first service that
     /// needs one (named after it when Postgres and Redis were given).
     fn data_dir(&mut self, purpose: &str) -> Result<PathBuf, String> {
@@ -117,6 +150,9 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
+        drop(self.pgbouncer.take());
+        drop(self.redis_cluster.take());
+        drop(self.redis_failover_cluster.take());
         drop(self.vault.take());
         if let Some(mut moto) = self.moto.take() {
             let _ = moto.kill();
@@ -297,7 +333,7 @@ fn start_redis(data_dir: &Path) -> Result<(Child, String), String> {
     }
 }
 
-fn redis_ping(port: u16) -> bool {
+pub(crate) fn redis_ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
@@ -310,7 +346,7 @@ fn redis_ping(port: u16) -> bool {
 }
 
 /// A port that was free a moment ago (the OS picks it).
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
     listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
@@ -346,7 +382,23 @@ fn search_binary(name: &str) -> Option<PathBuf> {
 }
 
 fn package_for(binary: &str) -> &'static str {
-    if binary.starts_with("redis") { "redis-server" } else { "postgresql" }
+    if binary.starts_with("redis") {
+        "redis-server"
+    } else if binary == "pgbouncer" {
+        "pgbouncer"
+    } else {
+        "postgresql"
+    }
+}
+
+/// `binary` from PATH (or `/usr/sbin`, where Debian puts PgBouncer), installed with apt when
+/// missing and allowed; the error says which package to install.
+pub(crate) fn find_binary_or_install(binary: &str, package: &str) -> Result<PathBuf, String> {
+    let in_sbin = || Some(Path::new("/usr/sbin").join(binary)).filter(|p| p.is_file());
+    search_binary(binary)
+        .or_else(in_sbin)
+        .or_else(|| try_install(binary).then(|| search_binary(binary).or_else(in_sbin)).flatten())
+        .ok_or_else(|| format!("{binary} not found. Install it (Debian/Ubuntu: sudo apt-get install -y {package})"))
 }
 
 /// Installs the package that provides `binary` with apt when we are root on a Debian-like system
@@ -380,7 +432,7 @@ fn is_root() -> bool {
 }
 
 /// Under root, the (uid, gid) Postgres runs as; `None` when we are not root.
-fn unprivileged_user_if_root(data_dir: &Path) -> Result<Option<(u32, u32)>, String> {
+pub(crate) fn unprivileged_user_if_root(data_dir: &Path) -> Result<Option<(u32, u32)>, String> {
     if !is_root() {
         return Ok(None);
     }

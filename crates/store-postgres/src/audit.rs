@@ -152,24 +152,26 @@ pub(crate) async fn lock_head(conn: &mut PgConnection, tenant: TenantId) -> Resu
         return Ok(head);
     }
     // No row: either the first append of this practice, or the context hides the row.
-    let context: Option<uuid::Uuid> =
-        sqlx::query_scalar("SELECT current_tenant_id()").fetch_one(&mut *conn).await.map_err(AuditStoreError::db)?;
+    let context: Option<uuid::Uuid> = crate::sql::query_scalar("SELECT current_tenant_id()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(AuditStoreError::db)?;
     if context != Some(*tenant.as_uuid()) {
         return Err(AuditStoreError::TenantContext { expected: tenant, found: context });
     }
     // Two first appends racing: the second INSERT waits for the first transaction, then does
     // nothing, and its SELECT ... FOR UPDATE below queues on the row the first one created.
-    sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING")
-        .bind(tenant.as_uuid())
-        .bind(ChainHead::GENESIS.hash.as_slice())
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
-                AuditStoreError::UnknownTenant(tenant)
-            }
-            _ => AuditStoreError::db(error),
-        })?;
+    crate::sql::query(
+        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant.as_uuid())
+    .bind(ChainHead::GENESIS.hash.as_slice())
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => AuditStoreError::UnknownTenant(tenant),
+        _ => AuditStoreError::db(error),
+    })?;
     select_head_for_update(conn, tenant)
         .await?
         .ok_or(AuditStoreError::TenantContext { expected: tenant, found: context })
@@ -180,7 +182,7 @@ async fn select_head_for_update(
     tenant: TenantId,
 ) -> Result<Option<ChainHead>, AuditStoreError> {
     let row: Option<(i64, Vec<u8>, Option<uuid::Uuid>)> =
-        sqlx::query_as("SELECT seq, hash, current_tenant_id() FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
+        crate::sql::query_as("SELECT seq, hash, current_tenant_id() FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
             .bind(tenant.as_uuid())
             .fetch_optional(&mut *conn)
             .await
@@ -211,7 +213,7 @@ async fn insert_entries(
     for entry in entries {
         columns.push(entry)?;
     }
-    let moved = sqlx::query(
+    let moved = crate::sql::query(
         "WITH entry AS ( \
              INSERT INTO audit_entries (tenant_id, seq, prev_hash, hash, actor_kind, actor_tenant, actor_user, \
                  actor_role, actor_name, action, resource_type, resource_id, outcome, request_id, occurred_at, detail) \
@@ -342,7 +344,7 @@ impl PgAuditLog {
         let mut tx = begin(&self.pool, &DbContext::tenant(tenant)).await?;
         // One static statement with optional parameters: no SQL is built from input. The
         // (tenant_id, seq) key drives the scan backwards; the filters are checked on the way.
-        let rows: Vec<EntryRow> = sqlx::query_as(QUERY_ENTRIES)
+        let rows: Vec<EntryRow> = crate::sql::query_as(QUERY_ENTRIES)
             .bind(tenant.as_uuid())
             .bind(cursor)
             .bind(actor.as_ref().map(|a| a.kind))

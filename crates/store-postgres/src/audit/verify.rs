@@ -43,7 +43,7 @@ pub(crate) async fn verify_tenant(
     }
     let checkpoints = vetted.trusted;
 
-    let first_seq: Option<i64> = sqlx::query_scalar("SELECT min(seq) FROM audit_entries WHERE tenant_id = $1")
+    let first_seq: Option<i64> = crate::sql::query_scalar("SELECT min(seq) FROM audit_entries WHERE tenant_id = $1")
         .bind(tenant.as_uuid())
         .fetch_one(&mut *tx)
         .await
@@ -60,7 +60,7 @@ pub(crate) async fn verify_tenant(
     let mut corroborated = false;
     let mut after: i64 = 0;
     'pages: loop {
-        let rows: Vec<EntryRow> = sqlx::query_as(SELECT_BATCH)
+        let rows: Vec<EntryRow> = crate::sql::query_as(SELECT_BATCH)
             .bind(tenant.as_uuid())
             .bind(after)
             .bind(i64::from(batch))
