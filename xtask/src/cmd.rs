@@ -145,6 +145,7 @@ pub const SCALED_SUBSET: &[&str] = &[
     "identity::logout_ends_the_session",
     "identity::api_keys_are_shown_once_scoped_attributable_and_revocable",
     "identity::audit_trail_records_the_session_and_verifies",
+    "audit_signing::a_signed_purge_still_verifies_and_another_kms_cannot_vouch_for_it",
     // The block list and the webhook ingest (claims, inbox, group commit).
     "webhooks::blocked_addresses_are_refused",
     "webhooks::stripe_payment_events_set_the_payment_state_of_the_named_appointment",

@@ -17,5 +17,6 @@ mod operator_cli;
 mod patients;
 mod readiness;
 mod rls;
+mod scale_out;
 mod support;
 mod webhooks;

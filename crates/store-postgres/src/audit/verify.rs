@@ -31,9 +31,19 @@ pub(crate) async fn verify_tenant(
     signer: Option<&dyn CheckpointSigner>,
     batch: u32,
 ) -> Result<VerificationReport, AuditStoreError> {
-    let mut tx = begin(pool, &DbContext::tenant(tenant)).await?;
-    let stored = load_checkpoints(&mut tx, tenant).await?;
+    // The checkpoints are read, and vetted, before the entries' transaction opens: vetting asks
+    // the signer, which reads its keys in a transaction of its own. Holding one connection while
+    // waiting for another starves a pool (or a transaction pooler's few server connections)
+    // whose every connection is held by a request waiting for a second one. Read committed gives
+    // each statement its own snapshot anyway, so one transaction would not read them together.
+    let stored = {
+        let mut tx = begin(pool, &DbContext::tenant(tenant)).await?;
+        let stored = load_checkpoints(&mut tx, tenant).await?;
+        tx.commit().await.map_err(AuditStoreError::db)?;
+        stored
+    };
     let vetted = vet_checkpoints(tenant, stored, signer).await?;
+    let mut tx = begin(pool, &DbContext::tenant(tenant)).await?;
     for ignored in &vetted.ignored {
         tracing::warn!(
             tenant = %ignored.tenant,
