@@ -175,7 +175,7 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         println!("xtask: no OpenBao for the Vault KMS tests, which will fail: {why}");
     }
     let role_password = crate::random_hex(16)?;
-    services.start_scale_out(&role_password)?;
+    let scale_out = crate::scale_out::ScaleOut::start(&mut services, &role_password)?;
     println!("xtask: Postgres at {} and Redis at {}", services.admin_url_for_display(), services.redis_url);
 
     let base = |redis_url: &str| -> Result<Command, String> {
@@ -186,7 +186,7 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
             .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password)
             .env(crate::moto::ENDPOINT_VAR, services.aws_kms_endpoint.as_deref().unwrap_or_default())
             .envs(services.vault.as_ref().map_or_else(TestVault::missing_env, TestVault::test_env))
-            .envs(services.scale_out_env())
+            .envs(scale_out.env())
             // cache-redis's TLS tests start a TLS-only Redis of their own from this binary.
             .env(
                 services::REDIS_SERVER_VAR,
@@ -214,7 +214,7 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         }
     }
     if scaled_only || extra_args.is_empty() {
-        let cluster_url = services.redis_cluster.as_ref().map(|c| c.url.clone()).unwrap_or_default();
+        let cluster_url = scale_out.redis_cluster.url.clone();
         // Filters after `--scaled` replace the subset (libtest runs what matches any filter).
         let filters: Vec<&str> = match extra_args.get(1..) {
             Some(given) if scaled_only && !given.is_empty() => given.iter().map(String::as_str).collect(),
@@ -233,6 +233,7 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         }
     }
     services.drop_test_databases();
+    drop(scale_out);
     drop(services);
     println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     if failed.is_empty() { Ok(()) } else { Err(failed.join("; ")) }

@@ -21,6 +21,7 @@ mod pgbouncer;
 mod pyvenv;
 mod redis_cluster;
 mod sbom;
+mod scale_out;
 mod secrets;
 mod services;
 mod tidy;

@@ -26,11 +26,6 @@ pub struct Services {
     pub aws_kms_endpoint: Option<String>,
     /// A Vault-compatible server (OpenBao) for the kms-vault adapter's end-to-end tests.
     pub vault: Option<crate::openbao::TestVault>,
-    /// Redis Clusters (shared, and one for the failover test) and a PgBouncer in front of
-    /// Postgres, for the scale-out tests; started by [`Services::start_scale_out`].
-    pub redis_cluster: Option<crate::redis_cluster::RedisCluster>,
-    pub redis_failover_cluster: Option<crate::redis_cluster::RedisCluster>,
-    pub pgbouncer: Option<crate::pgbouncer::PgBouncer>,
     postgres: Option<Child>,
     redis: Option<Child>,
     moto: Option<Child>,
@@ -46,9 +41,6 @@ impl Services {
             redis_url: given_redis.clone().unwrap_or_default(),
             aws_kms_endpoint: None,
             vault: None,
-            redis_cluster: None,
-            redis_failover_cluster: None,
-            pgbouncer: None,
             postgres: None,
             redis: None,
             moto: None,
@@ -94,34 +86,9 @@ impl Services {
         Ok(())
     }
 
-    /// Two Redis Clusters and a PgBouncer in transaction mode in front of Postgres, always
-    /// started here (also when `DATABASE_URL` and `REDIS_URL` name servers): see
-    /// `redis_cluster.rs` and `pgbouncer.rs`. `role_password` is the test roles' password.
-    pub fn start_scale_out(&mut self, role_password: &str) -> Result<(), String> {
-        let data_dir = self.data_dir("scale-out")?;
-        self.redis_cluster = Some(crate::redis_cluster::RedisCluster::start(&data_dir, "cluster", 3, 0)?);
-        self.redis_failover_cluster = Some(crate::redis_cluster::RedisCluster::start(&data_dir, "failover", 3, 1)?);
-        let (postgres, _) = url_parts(&self.admin_url);
-        let users = ["praxis_test_app", "praxis_test_owner"];
-        self.pgbouncer = Some(crate::pgbouncer::PgBouncer::start(&data_dir, &postgres, &users, role_password)?);
-        Ok(())
-    }
-
-    /// The variables that name the scale-out services for the tests.
-    pub fn scale_out_env(&self) -> Vec<(&'static str, String)> {
-        let url = |cluster: &Option<crate::redis_cluster::RedisCluster>| {
-            cluster.as_ref().map(|c| c.url.clone()).unwrap_or_default()
-        };
-        vec![
-            (crate::redis_cluster::CLUSTER_URL_VAR, url(&self.redis_cluster)),
-            (crate::redis_cluster::FAILOVER_CLUSTER_URL_VAR, url(&self.redis_failover_cluster)),
-            (crate::pgbouncer::ADDR_VAR, self.pgbouncer.as_ref().map(|p| p.addr.clone()).unwrap_or_default()),
-        ]
-    }
-
     /// This run's directory under `target/dev-services/`, created by the first service that
     /// needs one (named after it when Postgres and Redis were given).
-    fn data_dir(&mut self, purpose: &str) -> Result<PathBuf, String> {
+    pub(crate) fn data_dir(&mut self, purpose: &str) -> Result<PathBuf, String> {
         if let Some(dir) = &self.data_dir {
             return Ok(dir.clone());
         }
@@ -150,9 +117,6 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
-        drop(self.pgbouncer.take());
-        drop(self.redis_cluster.take());
-        drop(self.redis_failover_cluster.take());
         drop(self.vault.take());
         if let Some(mut moto) = self.moto.take() {
             let _ = moto.kill();
@@ -526,7 +490,7 @@ pub fn psql_output(url: &str, sql: &str) -> Result<String, String> {
 }
 
 /// Splits `postgres://user:pass@host:port/db?query` into (authority-after-@, query).
-fn url_parts(url: &str) -> (String, String) {
+pub(crate) fn url_parts(url: &str) -> (String, String) {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let (before_query, query) =
         rest.split_once('?').map(|(a, q)| (a, format!("?{q}"))).unwrap_or((rest, String::new()));
