@@ -69,6 +69,7 @@ impl Target {
 
 /// A client for one server or for a cluster; cheap to clone.
 #[derive(Clone)]
+#[expect(clippy::large_enum_variant, reason = "one per store, cloned only when a thread first connects")]
 pub(crate) enum Client {
     Single(redis::Client),
     Cluster(ClusterClient),

@@ -159,3 +159,25 @@ async fn rls_context_never_leaks_between_clients_of_one_pooled_server_connection
     assert_eq!(timeout, "0", "a session-level statement_timeout was left on the pooled server connection");
     app.stop().await;
 }
+
+/// Redis forgets a practice's webhook claims (a flush, a failover without the last writes): a
+/// redelivered event is still recognised, by the Postgres inbox, and processed once. Only this
+/// test's keys are deleted (other tests share the Redis, or the Redis Cluster).
+#[actix_web::test]
+async fn a_redelivered_webhook_is_recognised_after_redis_forgot_its_claims() {
+    let hooks = crate::webhooks::start().await;
+    let body = stripe_body("evt_forgotten", "invoice.paid");
+    assert_eq!(deliver_at_once(&hooks, &hooks.app, 1, &body).await, 1);
+    let redis = &hooks.app.redis;
+    let store = cache_redis::RedisStore::new(&redis.url, &redis.prefix, std::time::Duration::from_secs(5)).unwrap();
+    let mut conn = store.connection().await.unwrap();
+    // KEYS goes to every primary of a cluster; each DEL to its key's.
+    let keys: Vec<String> =
+        deadpool_redis::redis::cmd("KEYS").arg(format!("{}*", redis.prefix)).query_async(&mut conn).await.unwrap();
+    assert!(!keys.is_empty(), "the delivery left its claim in Redis");
+    for key in keys {
+        let _: i64 = deadpool_redis::redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
+    }
+    assert_eq!(deliver_at_once(&hooks, &hooks.app, 10, &body).await, 0, "a forgotten claim let a copy through");
+    assert_eq!(hooks.received().await, 1);
+}

@@ -15,9 +15,9 @@ async fn slot_owners(seed: &str) -> Vec<(u16, u16, String, Vec<String>)> {
     ranges
         .into_iter()
         .map(|range| {
-            let redis::Value::Array(fields) = range else { panic!("unexpected CLUSTER SLOTS reply") };
+            let fields: Vec<redis::Value> = redis::from_redis_value(range).unwrap();
             let node = |value: &redis::Value| {
-                let redis::Value::Array(parts) = value else { panic!("unexpected node") };
+                let parts: Vec<redis::Value> = redis::from_redis_value(value.clone()).unwrap();
                 let host: String = redis::from_redis_value(parts[0].clone()).unwrap();
                 let port: u16 = redis::from_redis_value(parts[1].clone()).unwrap();
                 format!("{host}:{port}")
