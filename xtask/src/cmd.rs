@@ -123,8 +123,51 @@ pub fn dev() -> Result<(), String> {
     }
 }
 
+/// Libtest filters of the second run, which repeats these tests on the production shape of a
+/// scaled-out deployment: the app's Postgres connections through PgBouncer in transaction mode
+/// (pool size 1) and Redis as a three-primary Redis Cluster (`PRAXIS_TEST_APP_VIA_POOLER`, and
+/// the cluster's URL as `PRAXIS_TEST_REDIS_URL`). Together they touch every store module (the
+/// webhook group commit, the reminder claims, the key rotation included) and every Redis feature.
+/// The `it` targets of cache-redis (its whole suite, but its TLS test, which runs a single TLS
+/// server of its own) and of the api are run.
+pub const SCALED_SUBSET: &[&str] = &[
+    // cache-redis: every adapter against the cluster.
+    "blocklist::",
+    "failures::",
+    "fallback::",
+    "idempotency::",
+    "pipelined::",
+    "rate_limit::",
+    // api: two instances, sessions, rate limits and their headers, login-failure counters.
+    "scale_out::",
+    "identity::rate_limit_headers_and_one_limit_across_two_instances",
+    "identity::brute_force_is_throttled_and_flagged_once",
+    "identity::logout_ends_the_session",
+    "identity::api_keys_are_shown_once_scoped_attributable_and_revocable",
+    "identity::audit_trail_records_the_session_and_verifies",
+    "audit_signing::a_signed_purge_still_verifies_and_another_kms_cannot_vouch_for_it",
+    // The block list and the webhook ingest (claims, inbox, group commit).
+    "webhooks::blocked_addresses_are_refused",
+    "webhooks::stripe_payment_events_set_the_payment_state_of_the_named_appointment",
+    "webhooks::stop_over_whatsapp_withdraws_whatsapp_marketing_with_the_message_as_evidence",
+    // Appointments, reminder claims with two workers.
+    "appointments::twenty_parallel_bookings_of_overlapping_slots_exactly_one_wins",
+    "appointments::two_workers_at_once_send_each_reminder_exactly_once",
+    "appointments::moving_and_cancelling_replan_and_drop_reminders_and_free_the_slot",
+    // Patients (encryption, consents, erasure) and key rotation.
+    "patients::consent_lifecycle_over_http",
+    "patients::erasure_shreds_the_key_so_no_copy_of_the_data_decrypts",
+    "patients::reencrypt_gives_every_patient_a_new_key_and_resumes_without_repeating",
+    "keys::rotate_moves_every_dek_to_a_new_local_version_and_keeps_the_keys",
+    "keys::an_interrupted_rotation_resumes_without_losing_or_repeating_a_rewrap",
+];
+
+/// `cargo xtask test [args]`: every test with Postgres, Redis and the scale-out services; with
+/// no arguments, then [`SCALED_SUBSET`] again through PgBouncer and the Redis Cluster.
+/// `cargo xtask test --scaled [filters]` runs only that second run (filtered further).
 pub fn test(extra_args: &[String]) -> Result<(), String> {
     let interrupted = install_interrupt_flag()?;
+    let scaled_only = extra_args.first().is_some_and(|a| a == "--scaled");
     let mut services = Services::start("test")?;
     services.start_aws_kms()?;
     // Not fatal: every other test still runs, and the Vault tests fail saying what is missing.
@@ -132,33 +175,76 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         println!("xtask: no OpenBao for the Vault KMS tests, which will fail: {why}");
     }
     let role_password = crate::random_hex(16)?;
+    let scale_out = crate::scale_out::ScaleOut::start(&mut services, &role_password)?;
     println!("xtask: Postgres at {} and Redis at {}", services.admin_url_for_display(), services.redis_url);
 
-    let mut command = cargo();
-    command
+    let base = |redis_url: &str| -> Result<Command, String> {
+        let mut command = cargo();
+        command
+            .env("PRAXIS_TEST_DATABASE_URL", &services.admin_url)
+            .env("PRAXIS_TEST_REDIS_URL", redis_url)
+            .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password)
+            .env(crate::moto::ENDPOINT_VAR, services.aws_kms_endpoint.as_deref().unwrap_or_default())
+            .envs(services.vault.as_ref().map_or_else(TestVault::missing_env, TestVault::test_env))
+            .envs(scale_out.env())
+            // cache-redis's TLS tests start a TLS-only Redis of their own from this binary.
+            .env(
+                services::REDIS_SERVER_VAR,
+                services::redis_server_binary().map_err(|_| {
+                    "redis-server not found: cache-redis's TLS tests run a TLS Redis of their own, even with \
+                     REDIS_URL set. Install it (Debian/Ubuntu: apt-get install -y redis-server)."
+                        .to_owned()
+                })?,
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        Ok(command)
+    };
+    let mut totals = TestTotals::default();
+    let mut failed = Vec::new();
+    if !scaled_only {
+        let mut command = base(&services.redis_url)?;
         // Every test binary runs even when one fails, so one report shows every failure.
-        .args(["test", "--no-fail-fast"])
-        .args(workspace_unless_packages_given(extra_args))
-        .args(extra_args)
-        .env("PRAXIS_TEST_DATABASE_URL", &services.admin_url)
-        .env("PRAXIS_TEST_REDIS_URL", &services.redis_url)
-        .env("PRAXIS_TEST_ROLE_PASSWORD", &role_password)
-        .env(crate::moto::ENDPOINT_VAR, services.aws_kms_endpoint.as_deref().unwrap_or_default())
-        .envs(services.vault.as_ref().map_or_else(TestVault::missing_env, TestVault::test_env))
-        // cache-redis's TLS tests start a TLS-only Redis of their own from this binary.
-        .env(
-            services::REDIS_SERVER_VAR,
-            services::redis_server_binary().map_err(|_| {
-                "redis-server not found: cache-redis's TLS tests run a TLS Redis of their own, even with \
-                 REDIS_URL set. Install it (Debian/Ubuntu: apt-get install -y redis-server)."
-                    .to_owned()
-            })?,
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    println!("xtask: running the tests (cargo test)");
+        command.args(["test", "--no-fail-fast"]).args(workspace_unless_packages_given(extra_args)).args(extra_args);
+        println!("xtask: running the tests (cargo test)");
+        let (status, run) = run_tests(command, &interrupted)?;
+        totals.add(&run);
+        if !status.success() {
+            failed.push(format!("tests failed ({status})"));
+        }
+    }
+    if scaled_only || extra_args.is_empty() {
+        let cluster_url = scale_out.redis_cluster.url.clone();
+        // Filters after `--scaled` replace the subset (libtest runs what matches any filter).
+        let filters: Vec<&str> = match extra_args.get(1..) {
+            Some(given) if scaled_only && !given.is_empty() => given.iter().map(String::as_str).collect(),
+            _ => SCALED_SUBSET.iter().copied().chain(["--skip", "tls::"]).collect(),
+        };
+        let mut command = base(&cluster_url)?;
+        command
+            .args(["test", "--no-fail-fast", "--workspace", "--test", "it", "--"])
+            .args(filters)
+            .env("PRAXIS_TEST_APP_VIA_POOLER", "1");
+        println!("xtask: running the scaled-out subset through PgBouncer and a Redis Cluster");
+        let (status, run) = run_tests(command, &interrupted)?;
+        totals.add(&run);
+        if !status.success() {
+            failed.push(format!("scaled-out tests failed ({status})"));
+        }
+    }
+    services.drop_test_databases();
+    drop(scale_out);
+    drop(services);
+    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if failed.is_empty() { Ok(()) } else { Err(failed.join("; ")) }
+}
+
+/// Runs `cargo test`, passing its output through while adding up the per-binary results.
+fn run_tests(
+    mut command: Command,
+    interrupted: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(std::process::ExitStatus, TestTotals), String> {
     let mut child = command.spawn().map_err(|e| format!("cannot start cargo test: {e}"))?;
-    // Pass the output through while adding up the per-binary results for one closing line.
     let stdout = child.stdout.take().ok_or("cargo test has no stdout")?;
     let tally = std::thread::spawn(move || {
         use std::io::BufRead;
@@ -176,16 +262,11 @@ pub fn test(extra_args: &[String]) -> Result<(), String> {
         if interrupted.load(Ordering::SeqCst) {
             let _ = services::wait_timeout(&mut child, Duration::from_secs(10));
             let _ = child.kill();
-            drop(services);
             return Err("interrupted".into());
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let totals = tally.join().unwrap_or_default();
-    services.drop_test_databases();
-    drop(services);
-    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
-    if status.success() { Ok(()) } else { Err(format!("tests failed ({status})")) }
+    Ok((status, tally.join().unwrap_or_default()))
 }
 
 /// `--workspace`, unless the cargo arguments (those before `--`) pick packages with `-p` or
@@ -208,6 +289,12 @@ struct TestTotals {
 }
 
 impl TestTotals {
+    fn add(&mut self, other: &Self) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
     /// Reads `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
     fn add_line(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {

@@ -88,7 +88,7 @@ impl Services {
 
     /// This run's directory under `target/dev-services/`, created by the first service that
     /// needs one (named after it when Postgres and Redis were given).
-    fn data_dir(&mut self, purpose: &str) -> Result<PathBuf, String> {
+    pub(crate) fn data_dir(&mut self, purpose: &str) -> Result<PathBuf, String> {
         if let Some(dir) = &self.data_dir {
             return Ok(dir.clone());
         }
@@ -297,7 +297,7 @@ fn start_redis(data_dir: &Path) -> Result<(Child, String), String> {
     }
 }
 
-fn redis_ping(port: u16) -> bool {
+pub(crate) fn redis_ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
@@ -310,7 +310,7 @@ fn redis_ping(port: u16) -> bool {
 }
 
 /// A port that was free a moment ago (the OS picks it).
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
     listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
@@ -346,7 +346,23 @@ fn search_binary(name: &str) -> Option<PathBuf> {
 }
 
 fn package_for(binary: &str) -> &'static str {
-    if binary.starts_with("redis") { "redis-server" } else { "postgresql" }
+    if binary.starts_with("redis") {
+        "redis-server"
+    } else if binary == "pgbouncer" {
+        "pgbouncer"
+    } else {
+        "postgresql"
+    }
+}
+
+/// `binary` from PATH (or `/usr/sbin`, where Debian puts PgBouncer), installed with apt when
+/// missing and allowed; the error says which package to install.
+pub(crate) fn find_binary_or_install(binary: &str, package: &str) -> Result<PathBuf, String> {
+    let in_sbin = || Some(Path::new("/usr/sbin").join(binary)).filter(|p| p.is_file());
+    search_binary(binary)
+        .or_else(in_sbin)
+        .or_else(|| try_install(binary).then(|| search_binary(binary).or_else(in_sbin)).flatten())
+        .ok_or_else(|| format!("{binary} not found. Install it (Debian/Ubuntu: sudo apt-get install -y {package})"))
 }
 
 /// Installs the package that provides `binary` with apt when we are root on a Debian-like system
@@ -380,7 +396,7 @@ fn is_root() -> bool {
 }
 
 /// Under root, the (uid, gid) Postgres runs as; `None` when we are not root.
-fn unprivileged_user_if_root(data_dir: &Path) -> Result<Option<(u32, u32)>, String> {
+pub(crate) fn unprivileged_user_if_root(data_dir: &Path) -> Result<Option<(u32, u32)>, String> {
     if !is_root() {
         return Ok(None);
     }
@@ -474,7 +490,7 @@ pub fn psql_output(url: &str, sql: &str) -> Result<String, String> {
 }
 
 /// Splits `postgres://user:pass@host:port/db?query` into (authority-after-@, query).
-fn url_parts(url: &str) -> (String, String) {
+pub(crate) fn url_parts(url: &str) -> (String, String) {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let (before_query, query) =
         rest.split_once('?').map(|(a, q)| (a, format!("?{q}"))).unwrap_or((rest, String::new()));

@@ -12,6 +12,9 @@
 //! - **Routes stay thin.** Route files do not talk to the database or write audit events
 //!   themselves: that is the use-case layer's job. [`ROUTES_NOT_YET_THIN`] lists the files still
 //!   waiting for their move.
+//! - **The Postgres adapter sends unnamed statements.** Outside `sql.rs`, no file of
+//!   `crates/store-postgres/src` calls `sqlx::query`, `query_as` or `query_scalar` (or their
+//!   macros) directly: those name their statements, which a transaction pooler breaks.
 //! - **No module import cycles** between the top-level modules of any workspace crate, apart from
 //!   the ones in [`KNOWN_CYCLES`], which are being broken up.
 //!
@@ -138,6 +141,7 @@ pub fn run(root: &Path) -> Result<(), String> {
             adapter_violations(&workspace, ADAPTER_DEPENDENCIES),
         ),
         ("routes stay thin", route_check(root)?),
+        ("store-postgres sends unnamed statements (crate::sql)", unnamed_statement_check(root)?),
         ("no module import cycles outside KNOWN_CYCLES", cycle_check(&workspace)?),
     ];
     let mut failures = Vec::new();
@@ -441,6 +445,37 @@ fn route_check(root: &Path) -> Result<Vec<String>, String> {
     Ok(route_violations(&rust_files(&root.join(ROUTES_DIR))?, ROUTES_NOT_YET_THIN))
 }
 
+/// Where the Postgres adapter's sources live, and the one file that may call sqlx's builders.
+const STORE_POSTGRES_SRC: &str = "crates/store-postgres/src";
+const STATEMENT_BUILDERS: &[&str] = &[
+    "sqlx::query(",
+    "sqlx::query_as(",
+    "sqlx::query_scalar(",
+    "sqlx::query!",
+    "sqlx::query_as!",
+    "sqlx::query_scalar!",
+];
+
+/// Calls of sqlx's statement builders outside `sql.rs` (test modules excepted: tests connect to
+/// Postgres directly), one entry per offending line.
+fn named_statement_findings(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, text) in files.iter().filter(|(name, _)| name != "sql.rs") {
+        for (number, line) in code_lines(text) {
+            for builder in STATEMENT_BUILDERS.iter().filter(|builder| line.contains(*builder)) {
+                found.push(format!(
+                    "{STORE_POSTGRES_SRC}/{name} line {number}: `{builder}` names its statement; use `crate::sql`"
+                ));
+            }
+        }
+    }
+    found
+}
+
+fn unnamed_statement_check(root: &Path) -> Result<Vec<String>, String> {
+    Ok(named_statement_findings(&rust_files(&root.join(STORE_POSTGRES_SRC))?))
+}
+
 /// Every `.rs` file under `dir`, as (path relative to `dir` with `/` separators, text), sorted.
 fn rust_files(dir: &Path) -> Result<Vec<(String, String)>, String> {
     let mut files = Vec::new();
@@ -732,6 +767,19 @@ mod tests {
     }
 
     // (a) Layers.
+
+    #[test]
+    fn store_postgres_statements_go_through_its_sql_module() {
+        let files = vec![
+            ("sql.rs".to_owned(), "sqlx::query(sql).persistent(false)".to_owned()),
+            ("a.rs".to_owned(), "// sqlx::query( in a comment\nlet x = crate::sql::query(\"\");".to_owned()),
+            ("b.rs".to_owned(), "let x = sqlx::query_scalar(\"SELECT 1\");".to_owned()),
+            ("c.rs".to_owned(), "fn f() {}\n#[cfg(test)]\nmod tests {\n    sqlx::query(\"\");\n}".to_owned()),
+        ];
+        let found = named_statement_findings(&files);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("b.rs line 1"), "{found:?}");
+    }
 
     #[test]
     fn flags_a_workspace_crate_without_a_layer() {

@@ -95,7 +95,7 @@ impl IpBlockList {
     /// Every blocked address with its remaining time and reason, ordered by address.
     ///
     /// Not a snapshot: an entry that expires during the walk is left out, and `SCAN` may return a
-    /// key twice (deduplicated here). The whole walk must finish within the store's timeout.
+    /// key twice (deduplicated here). In a Redis Cluster every primary is walked in turn. The whole walk must finish within the store's timeout.
     pub async fn list(&self) -> Result<Vec<BlockEntry>, CacheError> {
         let key_prefix = self.key_prefix();
         // The deployment prefix may contain glob characters; match it literally.
@@ -105,30 +105,31 @@ impl IpBlockList {
         self.store
             .with_connection(|mut conn| async move {
                 let mut entries = BTreeMap::new();
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT)
-                        .query_async(&mut conn)
-                        .await?;
-                    let batch: Vec<(IpAddr, String)> = batch
-                        .into_iter()
-                        .filter_map(|key| {
-                            let ip = key.strip_prefix(key_prefix)?.parse::<IpAddr>().ok()?;
-                            Some((ip, key))
-                        })
-                        .collect();
-                    if !batch.is_empty() {
-                        let mut pipe = redis::pipe();
+                // In a cluster each primary holds a share of the keys: walk every one.
+                for node in conn.primaries().await? {
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let mut scan = redis::cmd("SCAN");
+                        scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
+                        let (next, batch): (u64, Vec<String>) = conn.query_on(node.as_ref(), scan).await?;
+                        let batch: Vec<(IpAddr, String)> = batch
+                            .into_iter()
+                            .filter_map(|key| {
+                                let ip = key.strip_prefix(key_prefix)?.parse::<IpAddr>().ok()?;
+                                Some((ip, key))
+                            })
+                            .collect();
+                        let mut commands = Vec::with_capacity(batch.len() * 2);
                         for (_, key) in &batch {
-                            pipe.get(key).pttl(key);
+                            commands.push(redis::Cmd::get(key));
+                            commands.push(redis::Cmd::pttl(key));
                         }
-                        let replies: Vec<(Option<String>, i64)> = pipe.query_async(&mut conn).await?;
-                        for ((ip, _), (reason, pttl)) in batch.into_iter().zip(replies) {
+                        let replies = conn.send_all(commands).await?;
+                        for ((ip, _), pair) in batch.into_iter().zip(replies.chunks_exact(2)) {
+                            let reason: Option<String> =
+                                redis::from_redis_value(pair[0].clone()).map_err(redis::RedisError::from)?;
+                            let pttl: i64 =
+                                redis::from_redis_value(pair[1].clone()).map_err(redis::RedisError::from)?;
                             // Gone (-2) or expired between SCAN and GET: not blocked any more.
                             if let Some(reason) = reason
                                 && pttl >= 0
@@ -137,11 +138,11 @@ impl IpBlockList {
                                 entries.insert(ip, BlockEntry { ip, ttl_remaining, reason });
                             }
                         }
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
                     }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
                 }
                 Ok(entries.into_values().collect())
             })

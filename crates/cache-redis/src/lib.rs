@@ -25,13 +25,13 @@
 //! The block list is the exception: it must list addresses, so its keys end with the address in
 //! its canonical text form (which [`std::net::IpAddr`] parsing has already validated).
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod blocklist;
+mod connection;
 mod failures;
 mod fallback;
 mod idempotency;
@@ -40,6 +40,8 @@ mod rate_limit;
 mod revocations;
 
 pub use blocklist::{BlockEntry, IpBlockList};
+pub use connection::Connection;
+use connection::{Client, Target};
 pub use failures::{FailureCounter, FailureStatus};
 pub use fallback::{Backend, ClaimCheck, ClaimsToMake, FallbackLimiter, IpCheck, ResilientLimiter};
 pub use idempotency::{Claim, ClaimToken, IdempotencyClaims};
@@ -64,12 +66,13 @@ thread_local! {
     /// them would have its I/O task on one worker, every other worker's commands would wait for that
     /// worker to be scheduled (twice per round trip), and a worker that stopped would take the
     /// others' connection down. A thread's connections end with the thread.
-    static CONNECTIONS: RefCell<HashMap<u64, ConnectionManager>> = RefCell::new(HashMap::new());
+    static CONNECTIONS: RefCell<HashMap<u64, Connection>> = RefCell::new(HashMap::new());
 }
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
 
-/// The Redis connection and the key prefix for this deployment.
+/// The Redis connection and the key prefix for this deployment: one server or a Redis Cluster
+/// (see [`connection`] for the URL forms and how commands are routed in a cluster).
 ///
 /// # One multiplexed connection per thread, not a pool
 ///
@@ -82,7 +85,7 @@ static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
 /// worker is one thread, so each worker has its own connection (see [`CONNECTIONS`]).
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
+    client: Client,
     /// Names this store's connections in [`CONNECTIONS`] (clones share it: one store).
     id: u64,
     prefix: String,
@@ -101,9 +104,11 @@ impl RedisStore {
     ///
     /// `rediss://` connects over TLS (rustls) and verifies the server's certificate and name
     /// against the platform's trust store, as a managed Redis with a publicly issued certificate
-    /// needs; [`RedisStore::with_ca`] trusts a private CA instead.
+    /// needs; [`RedisStore::with_ca`] trusts a private CA instead. `redis+cluster://` and
+    /// `rediss+cluster://` followed by comma-separated seed nodes connect to a Redis Cluster.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url).map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
+        let target = Target::parse(url).map_err(CacheError::InvalidUrl)?;
+        let client = Client::new(&target, None, timeout).map_err(CacheError::InvalidUrl)?;
         Ok(Self::from_client(client, prefix, timeout))
     }
 
@@ -111,17 +116,21 @@ impl RedisStore {
     /// `ca_pem` (PEM, one or more certificates) is the only trust anchor. Refuses a URL without
     /// TLS, where a CA would silently be ignored.
     pub fn with_ca(url: &str, ca_pem: Vec<u8>, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
-        if !url.starts_with("rediss://") {
+        let target = Target::parse(url).map_err(CacheError::InvalidUrl)?;
+        if !target.is_tls() {
             return Err(CacheError::InvalidUrl("a CA certificate needs a rediss:// (TLS) url".into()));
         }
-        let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca_pem) };
-        let client =
-            redis::Client::build_with_tls(url, certificates).map_err(|e| CacheError::InvalidUrl(e.to_string()))?;
+        let client = Client::new(&target, Some(ca_pem), timeout).map_err(CacheError::InvalidUrl)?;
         Ok(Self::from_client(client, prefix, timeout))
     }
 
-    fn from_client(client: redis::Client, prefix: &str, timeout: Duration) -> Self {
+    fn from_client(client: Client, prefix: &str, timeout: Duration) -> Self {
         Self { client, id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed), prefix: prefix.to_owned(), timeout }
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.client, Client::Cluster(_))
     }
 
     /// `prefix` + `key`: the only way adapters should name keys.
@@ -140,25 +149,19 @@ impl RedisStore {
     }
 
     /// This thread's connection (cheap to clone: clones send over the same connection).
-    pub async fn connection(&self) -> Result<ConnectionManager, CacheError> {
-        self.this_threads_connection()
+    pub async fn connection(&self) -> Result<Connection, CacheError> {
+        tokio_timeout(self.timeout, async { Ok(self.this_threads_connection().await?) }).await
     }
 
-    fn this_threads_connection(&self) -> Result<ConnectionManager, CacheError> {
+    async fn this_threads_connection(&self) -> Result<Connection, redis::RedisError> {
         if let Some(connection) = CONNECTIONS.with(|c| c.borrow().get(&self.id).cloned()) {
             return Ok(connection);
         }
-        // Lazy: nothing is sent until the first command, which connects (within `timeout`), one
-        // attempt only: a Redis that is down fails the command within its timeout instead of
-        // retrying behind it, and the next command tries again with a new manager.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(0);
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        CONNECTIONS.with(|c| c.borrow_mut().insert(self.id, manager.clone()));
-        Ok(manager)
+        // One server: lazy, nothing is sent until the first command. A cluster: the topology
+        // is read now. A failure here leaves nothing behind; the next command tries again.
+        let connection = self.client.connect(self.timeout).await?;
+        CONNECTIONS.with(|c| c.borrow_mut().insert(self.id, connection.clone()));
+        Ok(connection)
     }
 
     /// Forgets this thread's connection after a connection-level failure. The manager reconnects
@@ -185,12 +188,16 @@ impl RedisStore {
     /// Redis that accepts connections but never answers must not hold a request hostage.
     pub(crate) async fn with_connection<T, F, Fut>(&self, operation: F) -> Result<T, CacheError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: std::future::Future<Output = Result<T, CacheError>>,
     {
         let result = tokio_timeout(self.timeout, async {
-            let conn = self.this_threads_connection()?;
-            match operation(conn).await {
+            let conn = self.this_threads_connection().await.map_err(CacheError::Redis);
+            let result = match conn {
+                Ok(conn) => operation(conn).await,
+                Err(error) => Err(error),
+            };
+            match result {
                 // No usable connection (refused, dropped, timed out, AUTH refused): Redis is
                 // unavailable, as opposed to a command it answered with an error.
                 Err(CacheError::Redis(error))

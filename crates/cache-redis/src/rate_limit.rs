@@ -217,7 +217,8 @@ impl RateLimiter {
 
     /// [`check`](Self::check) with other commands sent in the same round trip: a pipeline, not a
     /// transaction. Each command is still atomic on its own, nothing is atomic across them, and
-    /// the keys may live in different Redis Cluster slots. Returns the decision and the
+    /// the keys may live in different Redis Cluster slots (`Connection::send_all` sends one
+    /// pipeline per slot, concurrently). Returns the decision and the
     /// companions' replies in order; a companion Redis refused is returned as its error value
     /// (`redis::Value::ServerError`), for the caller to judge.
     ///
@@ -237,19 +238,15 @@ impl RateLimiter {
         let (gcra, replies): (Option<GcraReply>, Vec<redis::Value>) = self
             .store
             .with_connection(|mut conn| async move {
-                let mut pipe = redis::pipe();
-                pipe.ignore_errors();
-                for command in companions {
-                    pipe.add_command(command);
-                }
                 // A limit that admits nothing needs no script (see `check`).
                 let Some((interval, capacity)) = params else {
-                    let replies: Vec<redis::Value> =
-                        if expected == 0 { Vec::new() } else { pipe.query_async(&mut conn).await? };
-                    return Ok((None, replies));
+                    return Ok((None, conn.send_all(companions).await?));
                 };
-                pipe.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(&key).arg(interval).arg(capacity);
-                let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+                let mut commands = companions;
+                let mut evalsha = redis::cmd("EVALSHA");
+                evalsha.arg(script.get_hash()).arg(1).arg(&key).arg(interval).arg(capacity);
+                commands.push(evalsha);
+                let mut replies: Vec<redis::Value> = conn.send_all(commands).await?;
                 let check = replies.pop().filter(|_| replies.len() == expected).ok_or_else(|| {
                     CacheError::Unavailable(format!("a pipeline of {} commands got other replies", expected + 1))
                 })?;

@@ -195,7 +195,7 @@ fn row_of(row: &PgRow) -> Result<AppointmentRow, StoreError> {
 /// Stores a new `scheduled` appointment. [`BookingWriteError::Overlap`] when the therapist is
 /// booked at that time; the transaction is then aborted and must be rolled back.
 pub async fn insert(conn: &mut PgConnection, appointment: &NewAppointment) -> Result<(), BookingWriteError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO appointments (id, tenant_id, patient_id, therapist_id, starts_at, ends_at, kind, status, \
             notes_enc, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $9)",
@@ -225,7 +225,7 @@ pub async fn get(
 ) -> Result<Option<AppointmentRow>, StoreError> {
     let lock = if for_update { " FOR UPDATE" } else { "" };
     let sql = format!("SELECT {COLUMNS} FROM appointments WHERE tenant_id = $1 AND id = $2{lock}");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -271,7 +271,7 @@ pub async fn list(
            AND ($7::timestamptz IS NULL OR (starts_at, id) > ($7, $8)) \
          ORDER BY starts_at, id LIMIT $9"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(query.therapist.map(|t| *t.as_uuid()))
         .bind(query.patient.map(|p| *p.as_uuid()))
@@ -296,7 +296,7 @@ pub async fn reschedule(
     change: &AppointmentChange,
     now: OffsetDateTime,
 ) -> Result<bool, BookingWriteError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE appointments SET therapist_id = $3, starts_at = $4, ends_at = $5, kind = $6, notes_enc = $7, \
             updated_at = $8 \
          WHERE tenant_id = $1 AND id = $2 AND status IN ('scheduled', 'confirmed')",
@@ -326,7 +326,7 @@ pub async fn set_status(
     to: AppointmentStatus,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE appointments SET status = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND status = $3",
     )
     .bind(tenant.as_uuid())
@@ -350,7 +350,7 @@ pub async fn cancel(
     note_enc: Option<&[u8]>,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE appointments SET status = 'cancelled', cancel_reason = $4, cancel_note_enc = $5, cancelled_at = $6, \
             updated_at = $6 \
          WHERE tenant_id = $1 AND id = $2 AND status = $3",
@@ -399,7 +399,7 @@ pub async fn lock_payment_states(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+    let rows: Vec<(Uuid, String)> = crate::sql::query_as(
         "SELECT id, payment_state FROM appointments WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
     )
     .bind(tenant.as_uuid())
@@ -425,18 +425,18 @@ pub async fn apply_locked_payment_event(
     };
     let update = before.apply(event);
     if let PaymentUpdate::Changed(next) = update {
-        sqlx::query("SELECT set_config('app.payment_event', 'on', true)")
+        crate::sql::query("SELECT set_config('app.payment_event', 'on', true)")
             .execute(&mut *conn)
             .await
             .map_err(StoreError::classify)?;
-        sqlx::query("UPDATE appointments SET payment_state = $3 WHERE tenant_id = $1 AND id = $2")
+        crate::sql::query("UPDATE appointments SET payment_state = $3 WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_uuid())
             .bind(appointment_id)
             .bind(next.as_str())
             .execute(&mut *conn)
             .await
             .map_err(StoreError::classify)?;
-        sqlx::query("SELECT set_config('app.payment_event', '', true)")
+        crate::sql::query("SELECT set_config('app.payment_event', '', true)")
             .execute(&mut *conn)
             .await
             .map_err(StoreError::classify)?;
@@ -462,7 +462,7 @@ pub async fn busy_slots(
     to: OffsetDateTime,
     except: Option<Uuid>,
 ) -> Result<Vec<BusySlot>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::sql::query(
         "SELECT id, starts_at, ends_at FROM appointments \
          WHERE tenant_id = $1 AND therapist_id = $2 AND status IN ('scheduled', 'confirmed') \
            AND tstzrange(starts_at, ends_at, '[)') && tstzrange($3, $4, '[)') \
@@ -496,15 +496,16 @@ pub async fn replace_note_ciphertexts(
     notes_enc: Option<&[u8]>,
     cancel_note_enc: Option<&[u8]>,
 ) -> Result<bool, StoreError> {
-    let result =
-        sqlx::query("UPDATE appointments SET notes_enc = $3, cancel_note_enc = $4 WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .bind(notes_enc)
-            .bind(cancel_note_enc)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::classify)?;
+    let result = crate::sql::query(
+        "UPDATE appointments SET notes_enc = $3, cancel_note_enc = $4 WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id)
+    .bind(notes_enc)
+    .bind(cancel_note_enc)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::classify)?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -516,7 +517,7 @@ pub async fn of_patient(
 ) -> Result<Vec<AppointmentRow>, StoreError> {
     let sql =
         format!("SELECT {COLUMNS} FROM appointments WHERE tenant_id = $1 AND patient_id = $2 ORDER BY starts_at, id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(patient.as_uuid())
         .fetch_all(&mut *conn)
@@ -535,7 +536,7 @@ pub async fn erase_patient_data(
     patient: PatientId,
     now: OffsetDateTime,
 ) -> Result<u64, StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "UPDATE appointment_reminders SET status = 'skipped', skip_reason = 'patient_erased', decided_at = $3, \
             locked_until = NULL \
          WHERE tenant_id = $1 AND status = 'pending' \
@@ -547,7 +548,7 @@ pub async fn erase_patient_data(
     .execute(&mut *conn)
     .await
     .map_err(StoreError::classify)?;
-    let cancelled = sqlx::query(
+    let cancelled = crate::sql::query(
         "UPDATE appointments SET status = 'cancelled', cancel_reason = 'patient_erased', cancelled_at = $3, \
             updated_at = $3 \
          WHERE tenant_id = $1 AND patient_id = $2 AND status IN ('scheduled', 'confirmed') AND starts_at > $3",
@@ -558,7 +559,7 @@ pub async fn erase_patient_data(
     .execute(&mut *conn)
     .await
     .map_err(StoreError::classify)?;
-    sqlx::query(
+    crate::sql::query(
         "UPDATE appointments SET notes_enc = NULL, cancel_note_enc = NULL, updated_at = $3 \
          WHERE tenant_id = $1 AND patient_id = $2 AND (notes_enc IS NOT NULL OR cancel_note_enc IS NOT NULL)",
     )
@@ -655,7 +656,7 @@ pub async fn insert_reminders(
     for reminder in reminders {
         let minutes = i32::try_from(reminder.offset.whole_minutes())
             .map_err(|_| StoreError::Corrupt("reminder offset out of range".into()))?;
-        sqlx::query(
+        crate::sql::query(
             "INSERT INTO appointment_reminders (id, tenant_id, appointment_id, due_at, planned_start, offset_minutes, \
                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -682,7 +683,7 @@ pub async fn skip_pending_reminders(
     reason: ReminderSkipReason,
     now: OffsetDateTime,
 ) -> Result<u64, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE appointment_reminders SET status = 'skipped', skip_reason = $3, decided_at = $4, locked_until = NULL \
          WHERE tenant_id = $1 AND appointment_id = $2 AND status = 'pending'",
     )
@@ -706,7 +707,7 @@ pub async fn reminders_of(
         "SELECT {REMINDER_COLUMNS} FROM appointment_reminders WHERE tenant_id = $1 AND appointment_id = $2 \
          ORDER BY due_at, id"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(appointment)
         .fetch_all(&mut *conn)
@@ -722,7 +723,7 @@ pub async fn practices_with_due_reminders(
     now: OffsetDateTime,
     max_practices: u32,
 ) -> Result<Vec<TenantId>, StoreError> {
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT reminders_due_practices($1, $2)")
+    let ids: Vec<Uuid> = crate::sql::query_scalar("SELECT reminders_due_practices($1, $2)")
         .bind(now)
         .bind(i32::try_from(max_practices).unwrap_or(i32::MAX))
         .fetch_all(&mut *conn)
@@ -750,7 +751,7 @@ pub async fn claim_due_reminders(
                       ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
          RETURNING {REMINDER_COLUMNS}"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(now)
         .bind(lease_until)
@@ -771,7 +772,7 @@ pub async fn mark_reminder_sent(
     channel: ReminderChannel,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE appointment_reminders SET status = 'sent', channel = $3, decided_at = $4, locked_until = NULL, \
             last_error = NULL \
          WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
@@ -794,7 +795,7 @@ pub async fn mark_reminder_skipped(
     reason: ReminderSkipReason,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE appointment_reminders SET status = 'skipped', skip_reason = $3, decided_at = $4, locked_until = NULL \
          WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
     )
@@ -821,7 +822,7 @@ pub async fn mark_reminder_attempt_failed(
     let code: String = error.chars().take(64).collect();
     let code = if code.is_empty() { "error".to_owned() } else { code };
     let result = match retry_at {
-        Some(at) => sqlx::query(
+        Some(at) => crate::sql::query(
             "UPDATE appointment_reminders SET last_error = $3, locked_until = $4 \
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
         )
@@ -829,7 +830,7 @@ pub async fn mark_reminder_attempt_failed(
         .bind(id)
         .bind(&code)
         .bind(at),
-        None => sqlx::query(
+        None => crate::sql::query(
             "UPDATE appointment_reminders SET status = 'failed', last_error = $3, decided_at = $4, \
                 locked_until = NULL \
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
@@ -922,7 +923,7 @@ pub async fn working_hours(
     tenant: TenantId,
     therapist: UserId,
 ) -> Result<Option<(WeeklyHours, OffsetDateTime)>, StoreError> {
-    let row = sqlx::query(
+    let row = crate::sql::query(
         "SELECT time_zone, ranges, updated_at FROM working_hours WHERE tenant_id = $1 AND therapist_id = $2",
     )
     .bind(tenant.as_uuid())
@@ -946,7 +947,7 @@ pub async fn put_working_hours(
     hours: &WeeklyHours,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO working_hours (tenant_id, therapist_id, time_zone, ranges, updated_at) \
          VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (tenant_id, therapist_id) DO UPDATE \
@@ -974,7 +975,7 @@ pub struct AbsenceRow {
 
 /// Stores an absence.
 pub async fn insert_absence(conn: &mut PgConnection, tenant: TenantId, row: &AbsenceRow) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO therapist_absences (id, tenant_id, therapist_id, starts_at, ends_at, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -997,13 +998,14 @@ pub async fn delete_absence(
     therapist: UserId,
     id: Uuid,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query("DELETE FROM therapist_absences WHERE tenant_id = $1 AND therapist_id = $2 AND id = $3")
-        .bind(tenant.as_uuid())
-        .bind(therapist.as_uuid())
-        .bind(id)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::classify)?;
+    let result =
+        crate::sql::query("DELETE FROM therapist_absences WHERE tenant_id = $1 AND therapist_id = $2 AND id = $3")
+            .bind(tenant.as_uuid())
+            .bind(therapist.as_uuid())
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::classify)?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -1015,7 +1017,7 @@ pub async fn absences(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Vec<AbsenceRow>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::sql::query(
         "SELECT id, therapist_id, starts_at, ends_at, created_at FROM therapist_absences \
          WHERE tenant_id = $1 AND therapist_id = $2 AND starts_at < $4 AND ends_at > $3 ORDER BY starts_at, id",
     )
@@ -1047,7 +1049,7 @@ pub async fn latest_live_patient_key(
     tenant: TenantId,
     patient: PatientId,
 ) -> Result<Option<crate::keys::PatientKeyRecord>, StoreError> {
-    let generation: Option<i32> = sqlx::query_scalar(
+    let generation: Option<i32> = crate::sql::query_scalar(
         "SELECT max(generation) FROM patient_keys WHERE tenant_id = $1 AND patient_id = $2 AND destroyed_at IS NULL",
     )
     .bind(tenant.as_uuid())

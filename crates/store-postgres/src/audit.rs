@@ -145,7 +145,7 @@ async fn insert_unsealed(
     for entry in entries {
         columns.push(entry);
     }
-    let inserted: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(
+    let inserted: Result<Vec<i64>, sqlx::Error> = crate::sql::query_scalar(
         "INSERT INTO audit_entries (tenant_id, digest, actor_kind, actor_tenant, actor_user, actor_role, actor_name, \
              action, resource_type, resource_id, outcome, request_id, occurred_at, detail) \
          SELECT $1, digest, actor_kind, actor_tenant, actor_user, actor_role, actor_name, action, resource_type, \
@@ -199,23 +199,23 @@ pub(crate) async fn lock_head(conn: &mut PgConnection, tenant: TenantId) -> Resu
     }
     // No row: either the first sealing of this practice, or the context hides the row.
     let context: Option<uuid::Uuid> =
-        sqlx::query_scalar("SELECT current_tenant_id()").fetch_one(&mut *conn).await.map_err(AuditStoreError::db)?;
+        crate::sql::query_scalar("SELECT current_tenant_id()").fetch_one(&mut *conn).await.map_err(AuditStoreError::db)?;
     if context != Some(*tenant.as_uuid()) {
         return Err(AuditStoreError::TenantContext { expected: tenant, found: context });
     }
     // Two first sealings racing: the second INSERT waits for the first transaction, then does
     // nothing, and its SELECT ... FOR UPDATE below queues on the row the first one created.
-    sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING")
-        .bind(tenant.as_uuid())
-        .bind(ChainHead::GENESIS.hash.as_slice())
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
-                AuditStoreError::UnknownTenant(tenant)
-            }
-            _ => AuditStoreError::db(error),
-        })?;
+    crate::sql::query(
+        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant.as_uuid())
+    .bind(ChainHead::GENESIS.hash.as_slice())
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => AuditStoreError::UnknownTenant(tenant),
+        _ => AuditStoreError::db(error),
+    })?;
     select_head_for_update(conn, tenant)
         .await?
         .ok_or(AuditStoreError::TenantContext { expected: tenant, found: context })
@@ -226,7 +226,7 @@ pub(crate) async fn select_head_for_update(
     tenant: TenantId,
 ) -> Result<Option<ChainHead>, AuditStoreError> {
     let row: Option<HeadRow> =
-        sqlx::query_as("SELECT seq, hash, current_tenant_id() FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
+        crate::sql::query_as("SELECT seq, hash, current_tenant_id() FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
             .bind(tenant.as_uuid())
             .fetch_optional(&mut *conn)
             .await
@@ -239,7 +239,7 @@ pub(crate) async fn select_head_for_update_skip_locked(
     conn: &mut PgConnection,
     tenant: TenantId,
 ) -> Result<Option<ChainHead>, AuditStoreError> {
-    let row: Option<HeadRow> = sqlx::query_as(
+    let row: Option<HeadRow> = crate::sql::query_as(
         "SELECT seq, hash, current_tenant_id() FROM audit_heads WHERE tenant_id = $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(tenant.as_uuid())
@@ -350,7 +350,7 @@ impl PgAuditLog {
         let mut tx = begin(&self.pool, &DbContext::tenant(tenant)).await?;
         // One static statement with optional parameters: no SQL is built from input. The
         // (tenant_id, id) key drives the scan backwards; the filters are checked on the way.
-        let rows: Vec<EntryRow> = sqlx::query_as(QUERY_ENTRIES)
+        let rows: Vec<EntryRow> = crate::sql::query_as(QUERY_ENTRIES)
             .bind(tenant.as_uuid())
             .bind(cursor)
             .bind(actor.as_ref().map(|a| a.kind))

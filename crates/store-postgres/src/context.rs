@@ -75,16 +75,19 @@ pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'st
         values.each_ref().map(|v| plain_literal(v))
     {
         let statement = format!(
-            "BEGIN; SELECT set_config('app.tenant_id', {tenant}, true), set_config('app.user_id', {user}, true), \
+            "BEGIN; SELECT set_config('statement_timeout', '{timeout}', true), \
+             set_config('app.tenant_id', {tenant}, true), set_config('app.user_id', {user}, true), \
              set_config('app.role', {role}, true), set_config('app.token_hash', {token_hash}, true), \
-             set_config('app.login_email', {login_email}, true)"
+             set_config('app.login_email', {login_email}, true)",
+            timeout = crate::pool::statement_timeout_ms(),
         );
         return pool.begin_with(sqlx::AssertSqlSafe(statement)).await.map_err(StoreError::classify);
     }
     let [tenant, user, role, token_hash, login_email] = values;
     let mut tx = pool.begin().await.map_err(StoreError::classify)?;
-    sqlx::query(
-        "SELECT set_config('app.tenant_id', $1, true), \
+    crate::sql::query(
+        "SELECT set_config('statement_timeout', $6, true), \
+                set_config('app.tenant_id', $1, true), \
                 set_config('app.user_id', $2, true), \
                 set_config('app.role', $3, true), \
                 set_config('app.token_hash', $4, true), \
@@ -95,6 +98,7 @@ pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'st
     .bind(role)
     .bind(token_hash)
     .bind(login_email)
+    .bind(crate::pool::statement_timeout_ms().to_string())
     .execute(&mut *tx)
     .await
     .map_err(StoreError::classify)?;

@@ -117,11 +117,12 @@ pub async fn find_login_candidate(
     email: &str,
 ) -> Result<Option<LoginCandidate>, StoreError> {
     let mut tx = begin(pool, &DbContext::login_lookup(tenant, email)).await?;
-    let row =
-        sqlx::query("SELECT id, role, password_hash, disabled_at IS NOT NULL AS disabled FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row = crate::sql::query(
+        "SELECT id, role, password_hash, disabled_at IS NOT NULL AS disabled FROM users WHERE email = $1",
+    )
+    .bind(email)
+    .fetch_optional(&mut *tx)
+    .await?;
     tx.commit().await?;
     row.map(|row| {
         Ok(LoginCandidate {
@@ -143,7 +144,7 @@ pub async fn insert_practice(
     name: &str,
     created_at: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+    crate::sql::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(tenant.as_uuid())
         .bind(name)
         .bind(created_at)
@@ -153,7 +154,7 @@ pub async fn insert_practice(
 }
 
 pub async fn insert_user(conn: &mut PgConnection, user: &NewUser) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO users (id, tenant_id, email, role, patient_id, password_hash, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -171,25 +172,25 @@ pub async fn insert_user(conn: &mut PgConnection, user: &NewUser) -> Result<(), 
 
 pub async fn get_user(conn: &mut PgConnection, id: UserId) -> Result<Option<UserRecord>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_uuid()).fetch_optional(conn).await?;
+    let row = crate::sql::query(sqlx::AssertSqlSafe(sql)).bind(id.as_uuid()).fetch_optional(conn).await?;
     row.as_ref().map(user_from_row).transpose()
 }
 
 pub async fn find_user_by_email(conn: &mut PgConnection, email: &str) -> Result<Option<UserRecord>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(conn).await?;
+    let row = crate::sql::query(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(conn).await?;
     row.as_ref().map(user_from_row).transpose()
 }
 
 pub async fn list_users(conn: &mut PgConnection) -> Result<Vec<UserRecord>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id LIMIT 1000");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
+    let rows = crate::sql::query(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
     rows.iter().map(user_from_row).collect()
 }
 
 /// Marks the account disabled; returns whether a visible, enabled account was changed.
 pub async fn disable_user(conn: &mut PgConnection, id: UserId, at: OffsetDateTime) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE users SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
+    let done = crate::sql::query("UPDATE users SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
         .bind(id.as_uuid())
         .bind(at)
         .execute(conn)
@@ -203,7 +204,7 @@ pub async fn set_password(
     password_hash: &str,
     at: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1")
+    let done = crate::sql::query("UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1")
         .bind(id.as_uuid())
         .bind(password_hash)
         .bind(at)
@@ -213,19 +214,23 @@ pub async fn set_password(
 }
 
 pub async fn record_login(conn: &mut PgConnection, id: UserId, at: OffsetDateTime) -> Result<(), StoreError> {
-    sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1").bind(id.as_uuid()).bind(at).execute(conn).await?;
+    crate::sql::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+        .bind(id.as_uuid())
+        .bind(at)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 pub async fn password_hash_of(conn: &mut PgConnection, id: UserId) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+    Ok(crate::sql::query_scalar("SELECT password_hash FROM users WHERE id = $1")
         .bind(id.as_uuid())
         .fetch_optional(conn)
         .await?)
 }
 
 pub async fn insert_session(conn: &mut PgConnection, session: &NewSession) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO sessions (id, tenant_id, user_id, role, token_hash, created_at, last_seen_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
     )
@@ -248,7 +253,7 @@ pub async fn find_session(
     token_hash: [u8; 32],
 ) -> Result<Option<SessionRecord>, StoreError> {
     let mut tx = begin(pool, &DbContext::token_lookup(tenant, token_hash)).await?;
-    let row = sqlx::query(
+    let row = crate::sql::query(
         "SELECT id, tenant_id, user_id, role, created_at, last_seen_at, expires_at, revoked_at \
            FROM sessions WHERE token_hash = $1",
     )
@@ -272,7 +277,7 @@ pub async fn find_session(
 }
 
 pub async fn touch_session(conn: &mut PgConnection, id: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+    crate::sql::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND revoked_at IS NULL")
         .bind(id)
         .bind(at)
         .execute(conn)
@@ -281,7 +286,7 @@ pub async fn touch_session(conn: &mut PgConnection, id: Uuid, at: OffsetDateTime
 }
 
 pub async fn revoke_session(conn: &mut PgConnection, id: Uuid, at: OffsetDateTime) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+    let done = crate::sql::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
         .bind(id)
         .bind(at)
         .execute(conn)
@@ -295,7 +300,7 @@ pub async fn revoke_user_sessions(
     user: UserId,
     at: OffsetDateTime,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+    let done = crate::sql::query("UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
         .bind(user.as_uuid())
         .bind(at)
         .execute(conn)
@@ -322,7 +327,7 @@ const API_KEY_COLUMNS: &str =
     "id, tenant_id, key_id, name, scopes, created_by, created_at, expires_at, revoked_at, last_used_at";
 
 pub async fn insert_api_key(conn: &mut PgConnection, key: &NewApiKey) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO api_keys (id, tenant_id, key_id, name, token_hash, scopes, created_by, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -342,7 +347,7 @@ pub async fn insert_api_key(conn: &mut PgConnection, key: &NewApiKey) -> Result<
 
 pub async fn list_api_keys(conn: &mut PgConnection) -> Result<Vec<ApiKeyRecord>, StoreError> {
     let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC, id LIMIT 1000");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
+    let rows = crate::sql::query(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
     rows.iter().map(api_key_from_row).collect()
 }
 
@@ -353,7 +358,7 @@ pub async fn revoke_api_key(
     at: OffsetDateTime,
 ) -> Result<Option<String>, StoreError> {
     let key_id =
-        sqlx::query_scalar("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING key_id")
+        crate::sql::query_scalar("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING key_id")
             .bind(id)
             .bind(at)
             .fetch_optional(conn)
@@ -371,12 +376,12 @@ pub async fn find_and_touch_api_key(
 ) -> Result<Option<ApiKeyRecord>, StoreError> {
     let mut tx = begin(pool, &DbContext::token_lookup(tenant, token_hash)).await?;
     let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE token_hash = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(token_hash.as_slice()).fetch_optional(&mut *tx).await?;
+    let row = crate::sql::query(sqlx::AssertSqlSafe(sql)).bind(token_hash.as_slice()).fetch_optional(&mut *tx).await?;
     let record = row.as_ref().map(api_key_from_row).transpose()?;
     if let Some(key) = &record
         && key.revoked_at.is_none()
     {
-        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+        crate::sql::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
             .bind(key.id)
             .bind(at)
             .execute(&mut *tx)

@@ -98,7 +98,7 @@ fn record(row: &PgRow) -> Result<PatientKeyRecord, StoreError> {
 
 /// Stores a new DEK generation. Fails (unique violation) when that generation exists.
 pub async fn insert(conn: &mut PgConnection, key: &NewPatientKey) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO patient_keys (tenant_id, patient_id, generation, kek_id, kek_version, wrapped_dek, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -124,7 +124,7 @@ pub async fn get(
 ) -> Result<Option<PatientKeyRecord>, StoreError> {
     let sql =
         format!("SELECT {COLUMNS} FROM patient_keys WHERE tenant_id = $1 AND patient_id = $2 AND generation = $3");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(patient.as_uuid())
         .bind(generation_param(generation)?)
@@ -149,14 +149,14 @@ pub async fn list_batch(
             let sql = format!(
                 "SELECT {COLUMNS} FROM patient_keys WHERE tenant_id = $1 ORDER BY patient_id, generation LIMIT $2"
             );
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_uuid()).bind(limit).fetch_all(&mut *conn).await
+            crate::sql::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_uuid()).bind(limit).fetch_all(&mut *conn).await
         }
         Some(cursor) => {
             let sql = format!(
                 "SELECT {COLUMNS} FROM patient_keys WHERE tenant_id = $1 AND (patient_id, generation) > ($2, $3) \
                  ORDER BY patient_id, generation LIMIT $4"
             );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
+            crate::sql::query(sqlx::AssertSqlSafe(sql))
                 .bind(tenant.as_uuid())
                 .bind(cursor.patient.as_uuid())
                 .bind(generation_param(cursor.generation)?)
@@ -182,7 +182,7 @@ pub async fn update_wrapped(
     (kek_id, kek_version, wrapped_dek): (&str, &str, &[u8]),
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE patient_keys SET kek_id = $6, kek_version = $7, wrapped_dek = $8, rewrapped_at = $9 \
          WHERE tenant_id = $1 AND patient_id = $2 AND generation = $3 \
            AND kek_id = $4 AND kek_version = $5 AND destroyed_at IS NULL",
@@ -212,7 +212,7 @@ pub async fn destroy_all(
     patient: PatientId,
     now: OffsetDateTime,
 ) -> Result<u64, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE patient_keys SET wrapped_dek = NULL, destroyed_at = $3 \
          WHERE tenant_id = $1 AND patient_id = $2 AND destroyed_at IS NULL",
     )
@@ -235,7 +235,7 @@ pub async fn destroy(
     generation: u32,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE patient_keys SET wrapped_dek = NULL, destroyed_at = $4 \
          WHERE tenant_id = $1 AND patient_id = $2 AND generation = $3 AND destroyed_at IS NULL",
     )

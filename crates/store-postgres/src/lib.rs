@@ -13,6 +13,7 @@ pub mod keys;
 pub mod patients;
 mod pool;
 mod role_check;
+mod sql;
 pub mod tenant_keys;
 pub mod webhooks;
 

@@ -143,7 +143,7 @@ pub async fn insert(conn: &mut PgConnection, patient: &NewPatientRow) -> Result<
         field_columns.join(", "),
         placeholders.join(", ")
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut query = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(patient.id.as_uuid())
         .bind(patient.tenant.as_uuid())
         .bind(generation_param(patient.dek_generation)?)
@@ -170,7 +170,7 @@ pub async fn get(
 ) -> Result<Option<PatientRow>, StoreError> {
     let lock = if for_update { " FOR UPDATE OF p" } else { "" };
     let sql = format!("SELECT {} FROM {FROM} WHERE p.tenant_id = $1 AND p.id = $2{lock}", select_columns());
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
         .fetch_optional(&mut *conn)
@@ -211,7 +211,7 @@ pub async fn list(
          ORDER BY p.id LIMIT $7",
         select_columns()
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(after.map(|a| *a.as_uuid()))
         .bind(query.email_index.map(|i| i.to_vec()))
@@ -251,7 +251,7 @@ pub async fn update(
         }
     }
     let sql = format!("UPDATE patients SET {} WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL", sets.join(", "));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_uuid()).bind(id.as_uuid()).bind(now);
+    let mut query = crate::sql::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_uuid()).bind(id.as_uuid()).bind(now);
     for value in change.fields.values() {
         query = query.bind(value.clone());
     }
@@ -285,7 +285,7 @@ pub async fn rekey(
          WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
         sets.join(", ")
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut query = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
         .bind(generation_param(generation)?)
@@ -306,7 +306,7 @@ pub async fn with_dek_created_before(
     after: Option<PatientId>,
     limit: u32,
 ) -> Result<Vec<PatientId>, StoreError> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
+    let ids: Vec<Uuid> = crate::sql::query_scalar(
         "SELECT p.id FROM patients p JOIN patient_keys k \
            ON k.tenant_id = p.tenant_id AND k.patient_id = p.id AND k.generation = p.dek_generation \
          WHERE p.tenant_id = $1 AND p.erased_at IS NULL AND k.created_at < $2 AND ($3::uuid IS NULL OR p.id > $3) \
@@ -330,7 +330,7 @@ pub async fn set_legal_hold(
     hold: bool,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE patients SET legal_hold = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
     )
     .bind(tenant.as_uuid())
@@ -358,7 +358,7 @@ pub async fn tombstone(
          erased_at = $3, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
         cleared.join(", ")
     );
-    let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let result = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
         .bind(now)
@@ -370,7 +370,7 @@ pub async fn tombstone(
 
 /// Whether a login is linked to this patient.
 pub async fn has_account(conn: &mut PgConnection, tenant: TenantId, patient: PatientId) -> Result<bool, StoreError> {
-    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE tenant_id = $1 AND patient_id = $2")
+    let found: Option<i32> = crate::sql::query_scalar("SELECT 1 FROM users WHERE tenant_id = $1 AND patient_id = $2")
         .bind(tenant.as_uuid())
         .bind(patient.as_uuid())
         .fetch_optional(&mut *conn)
@@ -388,7 +388,7 @@ pub async fn erase_linked_accounts(
     patient: PatientId,
     now: OffsetDateTime,
 ) -> Result<u64, StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "UPDATE sessions SET revoked_at = $3 WHERE tenant_id = $1 AND revoked_at IS NULL \
            AND user_id IN (SELECT id FROM users WHERE tenant_id = $1 AND patient_id = $2)",
     )
@@ -398,7 +398,7 @@ pub async fn erase_linked_accounts(
     .execute(&mut *conn)
     .await
     .map_err(StoreError::classify)?;
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE users SET email = 'erased-' || id::text || '@erased.invalid', password_hash = '!erased', \
                 disabled_at = coalesce(disabled_at, $3) \
          WHERE tenant_id = $1 AND patient_id = $2",
@@ -419,7 +419,7 @@ pub async fn enabled_user_role(
     tenant: TenantId,
     user: UserId,
 ) -> Result<Option<String>, StoreError> {
-    let row = sqlx::query("SELECT role FROM users WHERE tenant_id = $1 AND id = $2 AND disabled_at IS NULL")
+    let row = crate::sql::query("SELECT role FROM users WHERE tenant_id = $1 AND id = $2 AND disabled_at IS NULL")
         .bind(tenant.as_uuid())
         .bind(user.as_uuid())
         .fetch_optional(&mut *conn)
@@ -468,7 +468,7 @@ pub async fn consent_history(
     tenant: TenantId,
     patient: PatientId,
 ) -> Result<Vec<ConsentEvent>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::sql::query(
         "SELECT patient_id, purpose, seq, action, state_before, state_after, text_version, text_sha256, \
                 channel, recorded_by, recorded_at, expires_at, evidence_ref \
          FROM consent_events WHERE tenant_id = $1 AND patient_id = $2 ORDER BY purpose, seq",
@@ -494,7 +494,7 @@ pub async fn record_consent(
     let evidence = event.evidence();
     let recorded_by = serde_json::to_value(&evidence.recorded_by)
         .map_err(|e| StoreError::Corrupt(format!("consent actor not encodable: {e}")))?;
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO consent_events (id, tenant_id, patient_id, purpose, seq, action, state_before, state_after, \
             text_version, text_sha256, channel, recorded_by, recorded_at, expires_at, evidence_ref) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
@@ -517,7 +517,7 @@ pub async fn record_consent(
     .execute(&mut *conn)
     .await
     .map_err(StoreError::classify)?;
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO consents (tenant_id, patient_id, purpose, state, version, expires_at, changed_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (tenant_id, patient_id, purpose) DO UPDATE \

@@ -1,8 +1,22 @@
 use crate::{MIGRATOR, StoreError};
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, PgPool};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// The statement timeout every transaction sets (`context::begin`), in milliseconds: the last
+/// pool built in this process decides (a server builds its pools from one configuration).
+///
+/// Set per transaction (`set_config('statement_timeout', ..., true)`), not per connection with
+/// `SET`: behind a transaction pooler a connection's `SET` stays on whichever server connection
+/// ran it and reaches every later client of that connection, while the connection this client
+/// gets next has none.
+static STATEMENT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(30_000);
+
+pub(crate) fn statement_timeout_ms() -> u64 {
+    STATEMENT_TIMEOUT_MS.load(Ordering::Relaxed)
+}
 
 /// Pool sizing and timeouts.
 #[derive(Debug, Clone)]
@@ -35,7 +49,8 @@ impl Default for PoolOptions {
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 fn pool_options(options: &PoolOptions) -> PgPoolOptions {
-    let statement_timeout_ms = options.statement_timeout.as_millis();
+    let statement_timeout_ms = u64::try_from(options.statement_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+    STATEMENT_TIMEOUT_MS.store(statement_timeout_ms, Ordering::Relaxed);
     PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
@@ -48,16 +63,13 @@ fn pool_options(options: &PoolOptions) -> PgPoolOptions {
                 Ok(true)
             })
         })
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                conn.execute(AssertSqlSafe(format!("SET statement_timeout = {statement_timeout_ms}"))).await?;
-                Ok(())
-            })
-        })
 }
 
+/// No `extra_float_digits` start-up parameter (sqlx sends one by default): PgBouncer refuses a
+/// connection with a start-up parameter it does not know unless told to ignore it, and Praxis
+/// stores no floating-point columns whose text form it would change.
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    PgConnectOptions::from_str(url).map_err(StoreError::Database)
+    Ok(PgConnectOptions::from_str(url).map_err(StoreError::Database)?.extra_float_digits(None))
 }
 
 /// Connects now; fails when the database does not answer.
@@ -79,5 +91,5 @@ pub async fn migrate(owner_pool: &PgPool) -> Result<(), StoreError> {
 
 /// Readiness probe: one round trip.
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(StoreError::classify)
+    crate::sql::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(StoreError::classify)
 }

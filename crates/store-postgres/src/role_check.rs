@@ -15,16 +15,19 @@ pub enum RoleProblem {
 /// Checks that the role this pool connects as cannot step around row-level security.
 /// Returns every problem found (empty when safe).
 pub async fn verify_runtime_role(pool: &PgPool) -> Result<Vec<RoleProblem>, StoreError> {
-    let (name, superuser, bypass_rls, owned): (String, bool, bool, i64) = sqlx::query_as(
+    let mut tx = pool.begin().await.map_err(StoreError::classify)?;
+    let (name, superuser, bypass_rls, owned): (String, bool, bool, i64) = crate::sql::query_as(
         "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, \
                 (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                   WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') \
                     AND pg_has_role(current_user, c.relowner, 'USAGE')) \
            FROM pg_roles r WHERE r.rolname = current_user",
     )
-    .fetch_one(pool)
+    // In a transaction, like every query of this crate (see `sql`).
+    .fetch_one(&mut *tx)
     .await
     .map_err(StoreError::classify)?;
+    tx.rollback().await.map_err(StoreError::classify)?;
     let mut problems = Vec::new();
     if superuser {
         problems.push(RoleProblem::Superuser(name.clone()));

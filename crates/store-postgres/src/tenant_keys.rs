@@ -67,7 +67,7 @@ pub async fn current(
     let sql = format!(
         "SELECT {COLUMNS} FROM tenant_keys WHERE tenant_id = $1 AND purpose = $2 ORDER BY generation DESC LIMIT 1"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .bind(purpose)
         .fetch_optional(&mut *conn)
@@ -88,7 +88,7 @@ pub async fn insert_first(
     wrapped_key: &[u8],
     now: OffsetDateTime,
 ) -> Result<TenantKeyRecord, StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO tenant_keys (tenant_id, purpose, generation, kek_id, kek_version, wrapped_key, created_at) \
          VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (tenant_id, purpose, generation) DO NOTHING",
     )
@@ -109,7 +109,7 @@ pub async fn insert_first(
 /// Every key of the practice, in (purpose, generation) order (few rows: one per purpose).
 pub async fn list(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<TenantKeyRecord>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM tenant_keys WHERE tenant_id = $1 ORDER BY purpose, generation");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant.as_uuid())
         .fetch_all(&mut *conn)
         .await
@@ -129,7 +129,7 @@ pub async fn update_wrapped(
     (kek_id, kek_version, wrapped_key): (&str, &str, &[u8]),
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = crate::sql::query(
         "UPDATE tenant_keys SET kek_id = $6, kek_version = $7, wrapped_key = $8, rewrapped_at = $9 \
          WHERE tenant_id = $1 AND purpose = $2 AND generation = $3 AND kek_id = $4 AND kek_version = $5",
     )

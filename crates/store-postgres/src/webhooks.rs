@@ -63,7 +63,7 @@ pub async fn record_events(conn: &mut PgConnection, events: &[InboxEvent<'_>]) -
         received_at.push(event.received_at);
         detail.push(&event.detail);
     }
-    let inserted: Vec<(String, String)> = sqlx::query_as(
+    let inserted: Vec<(String, String)> = crate::sql::query_as(
         "INSERT INTO webhook_inbox (tenant_id, provider, event_key, event_type, body_sha256, received_at, detail) \
          SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[], $7::jsonb[]) \
          ON CONFLICT (tenant_id, provider, event_key) DO NOTHING \
@@ -93,14 +93,15 @@ pub async fn is_recorded(
     provider: &str,
     event_key: &str,
 ) -> Result<bool, StoreError> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM webhook_inbox WHERE tenant_id = $1 AND provider = $2 AND event_key = $3")
-            .bind(tenant.as_uuid())
-            .bind(provider)
-            .bind(event_key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(StoreError::classify)?;
+    let found: Option<i32> = crate::sql::query_scalar(
+        "SELECT 1 FROM webhook_inbox WHERE tenant_id = $1 AND provider = $2 AND event_key = $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(provider)
+    .bind(event_key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::classify)?;
     Ok(found.is_some())
 }
 
@@ -125,7 +126,7 @@ pub struct NewMessage {
 }
 
 pub async fn log_message(conn: &mut PgConnection, message: &NewMessage) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO webhook_messages (id, tenant_id, provider, channel, message_id, patient_id, message_type, \
             content_sha256, stop_keyword, sent_at, received_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -167,7 +168,7 @@ pub async fn messages_of_patient(
     tenant: TenantId,
     patient: PatientId,
 ) -> Result<Vec<MessageRow>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::sql::query(
         "SELECT id, provider, channel, message_id, message_type, content_sha256, stop_keyword, sent_at, received_at \
          FROM webhook_messages WHERE tenant_id = $1 AND patient_id = $2 ORDER BY received_at, id",
     )
@@ -200,7 +201,7 @@ pub async fn erase_patient_messages(
     tenant: TenantId,
     patient: PatientId,
 ) -> Result<u64, StoreError> {
-    let result = sqlx::query("DELETE FROM webhook_messages WHERE tenant_id = $1 AND patient_id = $2")
+    let result = crate::sql::query("DELETE FROM webhook_messages WHERE tenant_id = $1 AND patient_id = $2")
         .bind(tenant.as_uuid())
         .bind(patient.as_uuid())
         .execute(&mut *conn)

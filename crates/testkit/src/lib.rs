@@ -35,6 +35,36 @@ pub fn redis_url() -> String {
     })
 }
 
+/// `PRAXIS_TEST_REDIS_CLUSTER_URL`: the shared three-primary Redis Cluster `cargo xtask test`
+/// starts (a `redis+cluster://` URL naming every node).
+pub fn redis_cluster_url() -> String {
+    required_var("PRAXIS_TEST_REDIS_CLUSTER_URL")
+}
+
+/// `PRAXIS_TEST_REDIS_FAILOVER_CLUSTER_URL`: a cluster of three primaries with one replica each,
+/// for the one test that stops a primary.
+pub fn redis_failover_cluster_url() -> String {
+    required_var("PRAXIS_TEST_REDIS_FAILOVER_CLUSTER_URL")
+}
+
+/// `PRAXIS_TEST_PGBOUNCER_ADDR`: `host:port` of a PgBouncer in transaction mode (pool size 1) in
+/// front of the test Postgres.
+pub fn pgbouncer_addr() -> String {
+    required_var("PRAXIS_TEST_PGBOUNCER_ADDR")
+}
+
+/// Whether the server under test connects through PgBouncer (`PRAXIS_TEST_APP_VIA_POOLER=1`, set
+/// by `cargo xtask test` for its scaled-out run).
+pub fn app_via_pooler() -> bool {
+    std::env::var("PRAXIS_TEST_APP_VIA_POOLER").is_ok_and(|v| v == "1")
+}
+
+fn required_var(name: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
+        panic!("{name} is not set: run the tests with `cargo xtask test`, which starts the scale-out services")
+    })
+}
+
 fn role_password() -> Option<String> {
     std::env::var("PRAXIS_TEST_ROLE_PASSWORD").ok().filter(|p| !p.is_empty())
 }
@@ -45,7 +75,9 @@ pub struct TestDb {
     pub name: String,
     /// Connection URL of the owner role (runs migrations; still subject to FORCEd RLS).
     pub owner_url: String,
-    /// Connection URL of the runtime role (what `praxis serve` uses).
+    /// Connection URL of the runtime role (what `praxis serve` uses): through PgBouncer when
+    /// [`app_via_pooler`], straight to Postgres otherwise. The pools below always connect
+    /// straight to Postgres (tests' own queries use named prepared statements).
     pub app_url: String,
     pub owner_pool: PgPool,
     pub app_pool: PgPool,
@@ -81,7 +113,7 @@ impl TestDb {
         conn.close().await.ok();
 
         let owner_url = url_for(&admin, OWNER_ROLE, &name);
-        let app_url = url_for(&admin, APP_ROLE, &name);
+        let direct_app_url = url_for(&admin, APP_ROLE, &name);
         let owner_pool = PgPoolOptions::new()
             .max_connections(4)
             .connect(&owner_url)
@@ -90,10 +122,16 @@ impl TestDb {
         store_postgres::migrate(&owner_pool).await.expect("migrations failed");
         let app_pool = PgPoolOptions::new()
             .max_connections(8)
-            .connect(&app_url)
+            .connect(&direct_app_url)
             .await
             .expect("runtime role cannot connect to test database");
+        let app_url = if app_via_pooler() { pooled_url(APP_ROLE, &name) } else { direct_app_url };
         Self { name, owner_url, app_url, owner_pool, app_pool }
+    }
+
+    /// The runtime role's URL for this database through PgBouncer (see [`pgbouncer_addr`]).
+    pub fn pooled_app_url(&self) -> String {
+        pooled_url(APP_ROLE, &self.name)
     }
 
     /// A connection of the test server's superuser to this database: it bypasses row-level
@@ -138,12 +176,21 @@ async fn ensure_roles(conn: &mut PgConnection) {
     conn.execute("SELECT pg_advisory_unlock(7400132)").await.expect("advisory unlock");
 }
 
+fn pooled_url(user: &str, database: &str) -> String {
+    let password = role_password().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("postgres://{user}{password}@{}/{database}", pgbouncer_addr())
+}
+
 fn url_for(admin: &PgConnectOptions, user: &str, database: &str) -> String {
     let password = role_password().map(|p| format!(":{p}")).unwrap_or_default();
     format!("postgres://{user}{password}@{}:{}/{database}", admin.get_host(), admin.get_port())
 }
 
 /// A Redis connection pool plus a key prefix no other test uses.
+///
+/// `url` may name a Redis Cluster (`redis+cluster://`, in `cargo xtask test`'s scaled-out run);
+/// `pool` then connects to its first node only, so commands on keys must go through a
+/// cluster-aware connection (`cache_redis::RedisStore::connection`).
 #[derive(Clone)]
 pub struct TestRedis {
     pub url: String,
@@ -159,8 +206,22 @@ impl std::fmt::Debug for TestRedis {
 
 impl TestRedis {
     pub fn new() -> Self {
-        let url = redis_url();
-        let pool = deadpool_redis::Config::from_url(url.clone())
+        Self::on(&redis_url())
+    }
+
+    /// A prefix of its own on the Redis (or Redis Cluster) at `url`.
+    pub fn on(url: &str) -> Self {
+        let url = url.to_owned();
+        let first_node = match url.split_once("+cluster://") {
+            Some((scheme, nodes)) => {
+                let (credentials, hosts) = nodes.rsplit_once('@').map_or(("", nodes), |(c, h)| (c, h));
+                let first = hosts.split([',', '/', '?']).next().unwrap_or_default();
+                let at = if credentials.is_empty() { String::new() } else { format!("{credentials}@") };
+                format!("{scheme}://{at}{first}")
+            }
+            None => url.clone(),
+        };
+        let pool = deadpool_redis::Config::from_url(first_node)
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("invalid PRAXIS_TEST_REDIS_URL");
         let prefix = format!("praxis-test:{}:", uuid::Uuid::new_v4().simple());

@@ -19,5 +19,6 @@ mod patients;
 mod readiness;
 mod revocation;
 mod rls;
+mod scale_out;
 mod support;
 mod webhooks;

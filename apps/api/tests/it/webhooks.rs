@@ -30,7 +30,7 @@ fn random_token(prefix: &str) -> String {
 
 /// Every secret of the test practice: the current one and, where rotation is tested, the old one.
 #[derive(Clone)]
-struct Secrets {
+pub(crate) struct Secrets {
     stripe: String,
     stripe_old: String,
     whatsapp: String,
@@ -71,7 +71,7 @@ fn secrets(list: &[&str]) -> Vec<Secret<String>> {
 }
 
 /// Configures every provider for `tenant`, with generous limits (tests of the limits set their own).
-fn configure(config: &mut Config, tenant: TenantId, s: &Secrets) {
+pub(crate) fn configure(config: &mut Config, tenant: TenantId, s: &Secrets) {
     fast_hashing(config);
     config.webhooks.public_base_url = Some(PUBLIC_BASE_URL.into());
     config.webhooks.rate_limits.stripe = 10_000;
@@ -100,12 +100,12 @@ fn configure(config: &mut Config, tenant: TenantId, s: &Secrets) {
 }
 
 /// A running server with one practice whose webhooks are configured.
-struct Hooks {
-    app: TestApp,
+pub(crate) struct Hooks {
+    pub(crate) app: TestApp,
     _base: TestApp,
-    tenant: TenantId,
-    admin_email: String,
-    s: Secrets,
+    pub(crate) tenant: TenantId,
+    pub(crate) admin_email: String,
+    pub(crate) s: Secrets,
 }
 
 async fn start_with(adjust: impl FnOnce(&mut Config)) -> Hooks {
@@ -122,7 +122,7 @@ async fn start_with(adjust: impl FnOnce(&mut Config)) -> Hooks {
     Hooks { app, _base: base, tenant, admin_email: practice.admin_email, s }
 }
 
-async fn start() -> Hooks {
+pub(crate) async fn start() -> Hooks {
     start_with(|_| {}).await
 }
 
@@ -138,7 +138,7 @@ fn stripe_header(secret: &str, t: i64, body: &str) -> String {
     format!("t={t},v1={}", hex::encode(hmac_sha256(secret.as_bytes(), format!("{t}.{body}").as_bytes())))
 }
 
-fn stripe_body(id: &str, event_type: &str) -> String {
+pub(crate) fn stripe_body(id: &str, event_type: &str) -> String {
     json!({
         "id": id, "object": "event", "type": event_type, "livemode": false, "created": now(),
         "data": { "object": { "id": "pi_123", "object": "payment_intent", "metadata": {} } }
@@ -237,7 +237,7 @@ impl Hooks {
             .collect()
     }
 
-    async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         let mut tx = begin(&self.app.db.app_pool, &DbContext::service(self.tenant)).await.unwrap();
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
             .bind(self.tenant.as_uuid())
@@ -246,7 +246,7 @@ impl Hooks {
             .unwrap()
     }
 
-    async fn received(&self) -> i64 {
+    pub(crate) async fn received(&self) -> i64 {
         self.count("SELECT count(*) FROM audit_entries WHERE tenant_id = $1 AND action = 'webhook.received'").await
     }
 }
@@ -741,7 +741,7 @@ impl Drop for PrivateRedis {
 }
 
 /// Sends `copies` identical deliveries at once; returns how many were processed (not duplicates).
-async fn deliver_at_once(hooks: &Hooks, app: &TestApp, copies: usize, body: &str) -> usize {
+pub(crate) async fn deliver_at_once(hooks: &Hooks, app: &TestApp, copies: usize, body: &str) -> usize {
     let header = stripe_header(&hooks.s.stripe, now(), body);
     let url = app.url(&hooks.path("stripe"));
     let sends = (0..copies).map(|_| {

@@ -46,7 +46,7 @@ async fn a_counter_without_expiry_is_repaired() {
     let redis = testkit::TestRedis::new();
     let counter = FailureCounter::new(store(&redis));
     counter.record_failure("k", Duration::from_secs(60)).await.unwrap();
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = store(&redis).connection().await.unwrap();
     let _: i64 = redis::cmd("PERSIST").arg(counter.key_for("k")).query_async(&mut conn).await.unwrap();
     assert_eq!(counter.status("k").await.unwrap().reset_after, None);
     counter.record_failure("k", Duration::from_secs(60)).await.unwrap();

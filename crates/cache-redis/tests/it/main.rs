@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod blocklist;
+mod cluster;
 mod connection;
 mod failures;
 mod fallback;
@@ -24,7 +25,7 @@ pub fn store(redis: &testkit::TestRedis) -> RedisStore {
 
 /// Every key under `prefix` (test prefixes contain no glob characters).
 pub async fn keys_under(redis: &testkit::TestRedis) -> Vec<String> {
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = store(redis).connection().await.unwrap();
     let mut keys: Vec<String> =
         redis::cmd("KEYS").arg(format!("{}*", redis.prefix)).query_async(&mut conn).await.unwrap();
     keys.sort();

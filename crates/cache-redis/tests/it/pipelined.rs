@@ -74,7 +74,7 @@ async fn a_flushed_script_cache_is_reloaded_without_claiming_twice() {
     let claims = IdempotencyClaims::new(store(&redis));
     let limit = Limit::new(10, Duration::from_secs(60));
     // Redis forgets every cached script (as after a restart); other tests' scripts reload too.
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = store(&redis).connection().await.unwrap();
     let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
 
     let check = limiter.check_and_claim("webhook", "p", limit, to_make(&claims, &["evt_1"])).await;

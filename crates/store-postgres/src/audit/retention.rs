@@ -47,7 +47,7 @@ pub async fn write_checkpoint(
     let context = DbContext::tenant(tenant);
     let mut tx = begin(pool, &context).await?;
     // From the entries, not audit_heads: the head row is writable by the runtime role.
-    let newest: Option<(i64, Vec<u8>)> = sqlx::query_as(
+    let newest: Option<(i64, Vec<u8>)> = crate::sql::query_as(
         "SELECT seq, hash FROM audit_entries WHERE tenant_id = $1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
     )
     .bind(tenant.as_uuid())
@@ -110,7 +110,7 @@ pub async fn purge_before(
         return Err(AuditStoreError::InvalidPurge("before_seq is past the head of the chain"));
     }
     let anchor_hash: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT hash FROM audit_entries WHERE tenant_id = $1 AND seq = $2")
+        crate::sql::query_scalar("SELECT hash FROM audit_entries WHERE tenant_id = $1 AND seq = $2")
             .bind(tenant.as_uuid())
             .bind(anchor_seq)
             .fetch_optional(&mut *tx)
@@ -130,18 +130,18 @@ pub async fn purge_before(
     };
 
     // Transaction-local, like the request context: it ends with this transaction.
-    sqlx::query("SELECT set_config('praxis.retention_purge', 'on', true)")
+    crate::sql::query("SELECT set_config('praxis.retention_purge', 'on', true)")
         .execute(&mut *tx)
         .await
         .map_err(AuditStoreError::db)?;
-    let deleted = sqlx::query("DELETE FROM audit_entries WHERE tenant_id = $1 AND seq <= $2")
+    let deleted = crate::sql::query("DELETE FROM audit_entries WHERE tenant_id = $1 AND seq <= $2")
         .bind(tenant.as_uuid())
         .bind(anchor_seq)
         .execute(&mut *tx)
         .await
         .map_err(AuditStoreError::db)?
         .rows_affected();
-    sqlx::query("SELECT set_config('praxis.retention_purge', 'off', true)")
+    crate::sql::query("SELECT set_config('praxis.retention_purge', 'off', true)")
         .execute(&mut *tx)
         .await
         .map_err(AuditStoreError::db)?;
@@ -176,12 +176,13 @@ pub(crate) async fn load_checkpoints(
     conn: &mut PgConnection,
     tenant: TenantId,
 ) -> Result<Vec<Checkpoint>, AuditStoreError> {
-    let rows: Vec<CheckpointRow> =
-        sqlx::query_as("SELECT seq, head_hash, created_at, signature FROM audit_checkpoints WHERE tenant_id = $1")
-            .bind(tenant.as_uuid())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(AuditStoreError::db)?;
+    let rows: Vec<CheckpointRow> = crate::sql::query_as(
+        "SELECT seq, head_hash, created_at, signature FROM audit_checkpoints WHERE tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(AuditStoreError::db)?;
     rows.into_iter()
         .map(|(seq, hash, created_at, signature)| {
             let head = head_of(tenant, seq, &hash)?;
@@ -206,7 +207,7 @@ async fn make_checkpoint(
 async fn insert_checkpoint(conn: &mut PgConnection, checkpoint: &Checkpoint) -> Result<(), AuditStoreError> {
     let seq = i64::try_from(checkpoint.seq).map_err(|_| ::audit::AuditError::InvalidCheckpoint)?;
     // The same seq pinned twice at the same microsecond is the same fact: keep the first.
-    sqlx::query(
+    crate::sql::query(
         "INSERT INTO audit_checkpoints (tenant_id, seq, head_hash, created_at, signature) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT DO NOTHING",
     )

@@ -33,11 +33,15 @@ pub struct SealReport {
 /// practice ids and nothing else.
 pub async fn practices_to_seal(pool: &PgPool, max_practices: u32) -> Result<Vec<TenantId>, AuditStoreError> {
     let limit = i32::try_from(max_practices).unwrap_or(i32::MAX);
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT audit_practices_to_seal($1)")
+    // In a transaction, like every statement of this crate (a transaction pooler may hand an
+    // unnamed statement's parse and execute to different server connections otherwise).
+    let mut tx = begin(pool, &DbContext::anonymous()).await?;
+    let ids: Vec<uuid::Uuid> = crate::sql::query_scalar("SELECT audit_practices_to_seal($1)")
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(AuditStoreError::db)?;
+    tx.commit().await.map_err(AuditStoreError::db)?;
     Ok(ids.into_iter().map(TenantId::from_uuid).collect())
 }
 
@@ -87,7 +91,7 @@ async fn try_lock_head(conn: &mut PgConnection, tenant: TenantId) -> Result<Opti
     if let Some(head) = select_head_for_update_skip_locked(conn, tenant).await? {
         return Ok(Some(head));
     }
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_heads WHERE tenant_id = $1)")
+    let exists: bool = crate::sql::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_heads WHERE tenant_id = $1)")
         .bind(tenant.as_uuid())
         .fetch_one(&mut *conn)
         .await
@@ -106,7 +110,7 @@ async fn seal_batch(
     head: ChainHead,
     limit: u32,
 ) -> Result<(SealPlan, bool), AuditStoreError> {
-    let rows: Vec<EntryRow> = sqlx::query_as(concat!(
+    let rows: Vec<EntryRow> = crate::sql::query_as(concat!(
         "SELECT ",
         entry_columns!(),
         " FROM audit_entries WHERE tenant_id = $1 AND seq IS NULL ORDER BY id LIMIT $2"
@@ -155,7 +159,7 @@ async fn store_links(conn: &mut PgConnection, tenant: TenantId, plan: &SealPlan)
         prev_hashes.push(entry.prev_hash.as_slice());
         hashes.push(entry.hash.as_slice());
     }
-    let updated = sqlx::query(
+    let updated = crate::sql::query(
         "UPDATE audit_entries e SET seq = link.seq, prev_hash = link.prev_hash, hash = link.hash \
          FROM UNNEST($2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[]) AS link(id, seq, prev_hash, hash) \
          WHERE e.tenant_id = $1 AND e.id = link.id AND e.seq IS NULL",
@@ -170,7 +174,7 @@ async fn store_links(conn: &mut PgConnection, tenant: TenantId, plan: &SealPlan)
     .map_err(AuditStoreError::db)?
     .rows_affected();
     let head_seq = i64::try_from(plan.head.seq).map_err(|_| AuditError::SequenceOverflow)?;
-    let moved = sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1")
+    let moved = crate::sql::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1")
         .bind(tenant.as_uuid())
         .bind(head_seq)
         .bind(plan.head.hash.as_slice())

@@ -37,9 +37,19 @@ pub(crate) async fn verify_tenant(
     signer: Option<&dyn CheckpointSigner>,
     batch: u32,
 ) -> Result<VerificationReport, AuditStoreError> {
-    let mut tx = begin(pool, &DbContext::tenant(tenant)).await?;
-    let stored = load_checkpoints(&mut tx, tenant).await?;
+    // The checkpoints are read, and vetted, before the entries' transaction opens: vetting asks
+    // the signer, which reads its keys in a transaction of its own. Holding one connection while
+    // waiting for another starves a pool (or a transaction pooler's few server connections)
+    // whose every connection is held by a request waiting for a second one. Read committed gives
+    // each statement its own snapshot anyway, so one transaction would not read them together.
+    let stored = {
+        let mut tx = begin(pool, &DbContext::tenant(tenant)).await?;
+        let stored = load_checkpoints(&mut tx, tenant).await?;
+        tx.commit().await.map_err(AuditStoreError::db)?;
+        stored
+    };
     let vetted = vet_checkpoints(tenant, stored, signer).await?;
+    let mut tx = begin(pool, &DbContext::tenant(tenant)).await?;
     for ignored in &vetted.ignored {
         tracing::warn!(
             tenant = %ignored.tenant,
@@ -49,7 +59,7 @@ pub(crate) async fn verify_tenant(
     }
     let checkpoints = vetted.trusted;
 
-    let first_seq: Option<i64> = sqlx::query_scalar("SELECT min(seq) FROM audit_entries WHERE tenant_id = $1")
+    let first_seq: Option<i64> = crate::sql::query_scalar("SELECT min(seq) FROM audit_entries WHERE tenant_id = $1")
         .bind(tenant.as_uuid())
         .fetch_one(&mut *tx)
         .await
@@ -66,7 +76,7 @@ pub(crate) async fn verify_tenant(
     let mut corroborated = false;
     let mut after: i64 = 0;
     'pages: loop {
-        let rows: Vec<EntryRow> = sqlx::query_as(SELECT_BATCH)
+        let rows: Vec<EntryRow> = crate::sql::query_as(SELECT_BATCH)
             .bind(tenant.as_uuid())
             .bind(after)
             .bind(i64::from(batch))
@@ -120,7 +130,7 @@ async fn check_unsealed(
     let mut altered = Vec::new();
     let mut after: i64 = 0;
     loop {
-        let rows: Vec<EntryRow> = sqlx::query_as(SELECT_UNSEALED_BATCH)
+        let rows: Vec<EntryRow> = crate::sql::query_as(SELECT_UNSEALED_BATCH)
             .bind(tenant.as_uuid())
             .bind(after)
             .bind(i64::from(batch))
