@@ -171,6 +171,7 @@ async fn enforce_user_limit(state: &AppState, principal: &Principal) -> Result<(
     if decision.allowed {
         Ok(())
     } else {
+        telemetry::metrics::record_rate_limit_refusal("user");
         Err(ApiError::TooManyRequests { retry_after_secs: decision.retry_after_secs().unwrap_or(1) })
     }
 }

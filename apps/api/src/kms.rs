@@ -224,6 +224,11 @@ impl AuditedKms {
         async move {
             let started = Instant::now();
             let outcome = call.await;
+            telemetry::metrics::record_kms_operation(
+                operation,
+                crate::metrics::kms_outcome(&outcome),
+                started.elapsed(),
+            );
             let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             match &outcome {
                 Ok(_) => tracing::debug!(outcome = "success", elapsed_ms, "kms call"),

@@ -114,6 +114,7 @@ pub async fn append(conn: &mut PgConnection, event: AuditEvent) -> Result<Chaine
     let head = lock_head(conn, tenant).await?;
     let entry = next_entry(&head, event)?;
     insert_entries(conn, tenant, std::slice::from_ref(&entry)).await?;
+    telemetry::metrics::record_audit_appends(1);
     Ok(entry)
 }
 
@@ -143,6 +144,7 @@ pub async fn append_all(
         entries.push(entry);
     }
     insert_entries(conn, tenant, &entries).await?;
+    telemetry::metrics::record_audit_appends(u64::try_from(entries.len()).unwrap_or(u64::MAX));
     Ok(entries)
 }
 
