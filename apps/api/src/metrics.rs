@@ -11,7 +11,6 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use crypto::KmsError;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,19 +70,6 @@ pub async fn record_request(
         started.elapsed(),
     );
     Ok(response)
-}
-
-/// The outcome label of a KMS call: `ok` or the kind of failure (never its message).
-pub fn kms_outcome<T>(outcome: &Result<T, KmsError>) -> &'static str {
-    match outcome {
-        Ok(_) => "ok",
-        Err(KmsError::Unavailable(_)) => "unavailable",
-        Err(KmsError::AccessDenied(_)) => "access_denied",
-        Err(KmsError::KeyNotFound(_)) => "key_not_found",
-        Err(KmsError::KeyVersionRetired(_)) => "key_version_retired",
-        Err(KmsError::InvalidCiphertext) => "invalid_ciphertext",
-        Err(KmsError::Other(_)) => "other",
-    }
 }
 
 /// Serves `GET /metrics` (the Prometheus text format) on `listener`, with one worker: a scrape

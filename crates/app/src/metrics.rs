@@ -2,7 +2,6 @@
 //! each call site is one line. No label carries a person, a practice or an address (see
 //! `telemetry::metrics`): which practice and who is in the audit entry written alongside.
 
-use crate::webhook_ingest::Outcome;
 use audit::SuspicionSubject;
 use webhooks::{Provider, RejectReason, WebhookError};
 
@@ -32,11 +31,8 @@ pub(crate) fn record_webhook_rejection(provider: Provider, rejection: &WebhookEr
 /// A verified delivery: `duplicate` when every event in it was processed before, else
 /// `verified` (a delivery that failed to process after verifying counts as `verified` too: the
 /// provider retries it, and its failure is in the HTTP 5xx rate).
-pub(crate) fn record_webhook_delivery(provider: Provider, result: &crate::Result<Outcome>) {
-    let outcome = match result {
-        Ok(Outcome::Duplicate) => "duplicate",
-        Ok(Outcome::Processed { .. } | Outcome::Empty) | Err(_) => "verified",
-    };
+pub(crate) fn record_webhook_delivery(provider: Provider, duplicate: bool) {
+    let outcome = if duplicate { "duplicate" } else { "verified" };
     telemetry::metrics::record_webhook_verification(provider.slug(), outcome);
 }
 

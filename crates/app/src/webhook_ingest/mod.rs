@@ -233,7 +233,7 @@ impl Services {
         }
         let claimed = sort_claims(keys, check.claims, check.backend);
         let result = self.process_claimed(ingest, caller, event, delivery.body, &namespace, claimed).await;
-        crate::metrics::record_webhook_delivery(endpoint.provider, &result);
+        crate::metrics::record_webhook_delivery(endpoint.provider, matches!(result, Ok(Outcome::Duplicate)));
         Verdict::Counted { budget, result }
     }
 
