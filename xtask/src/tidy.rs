@@ -93,6 +93,12 @@ const TRANSPORT_PREFIXES: &[&str] = &["actix", "awc", "clap", "utoipa", "figment
 /// The only direct dependencies allowed between two adapter crates: (from, to, reason).
 pub const ADAPTER_DEPENDENCIES: &[(&str, &str, &str)] = &[
     (
+        "store-postgres",
+        "telemetry",
+        "metrics: the transaction-open latency and the audit append counter are recorded where \
+         they happen, one call each into telemetry::metrics (a no-op until metrics are installed)",
+    ),
+    (
         "kms-vault",
         "kms-http",
         "Vault transit is called over HTTPS: kms-http is the one shared client (rustls on ring, \

@@ -327,6 +327,7 @@ fn init_telemetry(config: &Config) -> anyhow::Result<telemetry::TelemetryGuard> 
 async fn serve(config: Config) -> anyhow::Result<()> {
     refuse_if_invalid(&config)?;
     let _telemetry = init_telemetry(&config)?;
+    let metrics = crate::metrics::install(&config, true)?;
     for status in config.secret_statuses() {
         tracing::info!(
             setting = status.field,
@@ -336,6 +337,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let config = Arc::new(config);
     let state = AppState::build(config.clone(), Arc::new(SystemClock)).await?;
+    crate::metrics::observe(&state);
 
     // Fail secure: never accept traffic with a KMS that cannot wrap and unwrap.
     let kek = crate::kms::self_test(&state.kms).await.context("refusing to start")?;
@@ -370,7 +372,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.server.bind)
         .with_context(|| format!("server.bind: cannot listen on {}", config.server.bind))?;
     tracing::info!(listen = %listener.local_addr()?, environment = ?config.environment, "praxis listening");
-    crate::server::start(state, listener, crate::server::no_extra_routes)?.await?;
+    let api = crate::server::start(state, listener, crate::server::no_extra_routes)?;
+    // `metrics` lives until serving ends: dropping it would stop the OTLP export.
+    match (metrics.clone(), config.telemetry.metrics_bind()) {
+        (Some(exporter), Some(bind)) => {
+            let metrics_listener =
+                TcpListener::bind(bind).with_context(|| format!("telemetry.metrics_bind: cannot listen on {bind}"))?;
+            tracing::info!(listen = %metrics_listener.local_addr()?, "metrics page listening (GET /metrics)");
+            let page = crate::metrics::start_server(exporter, metrics_listener)?;
+            let page_handle = page.handle();
+            actix_web::rt::spawn(page);
+            api.await?;
+            page_handle.stop(true).await;
+        }
+        _ => api.await?,
+    }
     tracing::info!("praxis stopped");
     Ok(())
 }
@@ -442,6 +458,9 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
 }
 
 async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Result<()> {
+    // A command that exits at once cannot be scraped: its result gauge is pushed over OTLP (when
+    // configured) as the exporter is dropped at the end of this function.
+    let _metrics = crate::metrics::install(&config, false)?;
     let (pool, tenants) = crate::operator::operator_scope(&config, tenant).await?;
     let services = audit_services(&config, pool).await?;
     let mut broken = 0usize;
@@ -468,6 +487,7 @@ async fn audit_verify(config: Config, tenant: Option<TenantId>) -> anyhow::Resul
             broken += 1;
         }
     }
+    telemetry::metrics::record_audit_verification(broken == 0);
     if broken > 0 {
         bail!("{broken} of {} audit chain(s) are broken", tenants.len());
     }

@@ -237,13 +237,30 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// `tracing` filter directive, e.g. `info` or `info,sqlx=warn`.
     pub log_level: String,
-    /// OTLP/HTTP collector endpoint, e.g. `http://otel-collector:4318`. Unset: no export.
+    /// OTLP/HTTP collector endpoint, e.g. `http://otel-collector:4318`. Unset: no export. Traces
+    /// and metrics both go there.
     pub otlp_endpoint: Option<String>,
+    /// Where the Prometheus page (`GET /metrics`) listens: its own address, never the API's port
+    /// (the page is for the monitoring network, not the public). Empty: no page.
+    pub metrics_bind: String,
+}
+
+impl TelemetryConfig {
+    /// The Prometheus page's address, `None` when switched off (`metrics_bind = ""`).
+    pub fn metrics_bind(&self) -> Option<&str> {
+        Some(self.metrics_bind.trim()).filter(|bind| !bind.is_empty())
+    }
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Json, log_level: "info".into(), otlp_endpoint: None }
+        Self {
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            otlp_endpoint: None,
+            // 9464: the port OpenTelemetry's Prometheus exporters use by convention.
+            metrics_bind: "127.0.0.1:9464".into(),
+        }
     }
 }
 
@@ -393,6 +410,21 @@ impl Config {
             self.appointments.problems().into_iter().chain(self.reminders.problems()).chain(self.audit.problems())
         {
             problem(section_problem.field, section_problem.message);
+        }
+        if let Some(bind) = self.telemetry.metrics_bind() {
+            match bind.parse::<SocketAddr>() {
+                Err(_) => problem(
+                    "telemetry.metrics_bind",
+                    format!("{bind:?} is not an address such as 127.0.0.1:9464 (or \"\" for no metrics page)"),
+                ),
+                Ok(metrics) if self.server.bind.parse::<SocketAddr>().is_ok_and(|api| api.port() == metrics.port()) => {
+                    problem(
+                        "telemetry.metrics_bind",
+                        "must not use the API's port (server.bind): the metrics page is not for the public".into(),
+                    )
+                }
+                Ok(_) => {}
+            }
         }
         if tracing_filter_is_invalid(&self.telemetry.log_level) {
             problem("telemetry.log_level", format!("{:?} is not a valid filter directive", self.telemetry.log_level));

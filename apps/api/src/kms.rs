@@ -224,6 +224,7 @@ impl AuditedKms {
         async move {
             let started = Instant::now();
             let outcome = call.await;
+            telemetry::metrics::record_kms_operation(operation, kms_outcome(&outcome), started.elapsed());
             let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             match &outcome {
                 Ok(_) => tracing::debug!(outcome = "success", elapsed_ms, "kms call"),
@@ -275,5 +276,18 @@ impl KeyManagement for AuditedKms {
     async fn health_check(&self) -> Result<(), KmsError> {
         let info = self.inner.key_info();
         self.traced("health_check", &info.key_id, &info.version, self.inner.health_check()).await
+    }
+}
+
+/// The outcome label of a KMS call: `ok` or the kind of failure (never its message).
+fn kms_outcome<T>(outcome: &Result<T, KmsError>) -> &'static str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(KmsError::Unavailable(_)) => "unavailable",
+        Err(KmsError::AccessDenied(_)) => "access_denied",
+        Err(KmsError::KeyNotFound(_)) => "key_not_found",
+        Err(KmsError::KeyVersionRetired(_)) => "key_version_retired",
+        Err(KmsError::InvalidCiphertext) => "invalid_ciphertext",
+        Err(KmsError::Other(_)) => "other",
     }
 }

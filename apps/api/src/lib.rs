@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod keys;
 pub mod kms;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod openapi_document;

@@ -207,7 +207,10 @@ pub async fn check_client(
     let limit = cache_redis::Limit::new(state.config.rate_limits.global_per_minute, std::time::Duration::from_secs(60));
     let check = state.limiter.check_ip(&state.blocklist, ip, "global", limit).await;
     match check.blocked {
-        Some(true) => return Err(ApiError::Forbidden.error_response()),
+        Some(true) => {
+            telemetry::metrics::record_ip_blocklist_hit();
+            return Err(ApiError::Forbidden.error_response());
+        }
         Some(false) => {}
         // Redis answered the limit but refused the block-list lookup.
         None if check.backend == cache_redis::Backend::Redis => tracing::warn!("ip block list unavailable"),
@@ -218,6 +221,7 @@ pub async fn check_client(
     if decision.allowed {
         return Ok(decision);
     }
+    telemetry::metrics::record_rate_limit_refusal("global");
     let retry_after_secs = decision.retry_after_secs().unwrap_or(1);
     Err(with_global_limit(state, ApiError::TooManyRequests { retry_after_secs }.error_response(), &decision))
 }

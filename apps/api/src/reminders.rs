@@ -100,10 +100,12 @@ impl ReminderWorker {
     pub async fn tick(&self) -> app::Result<RoundReport> {
         let practices = self.app.practices_with_due_reminders(self.settings.max_practices).await?;
         let mut report = RoundReport::default();
+        let practices_due = practices.len();
         for tenant in practices {
             let caller = app::Caller::system(tenant, self.actor.clone());
             report += self.app.send_due_reminders(&caller, &*self.notifier, &self.settings.round).await?;
         }
+        app::metrics::record_reminder_round(practices_due, &report);
         Ok(report)
     }
 }

@@ -89,6 +89,7 @@ pub fn start(state: AppState, listener: TcpListener, extra: ExtraRoutes) -> std:
             .wrap(from_fn(guard))
             .wrap(cors(&allowed_origins))
             .wrap(from_fn(edge))
+            .wrap(from_fn(crate::metrics::record_request))
             .configure(routes)
             .configure(extra)
             .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))

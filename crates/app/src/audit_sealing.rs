@@ -42,7 +42,11 @@ impl Services {
             round.refused += report.refused.len() as u64;
             round.busy += u64::from(report.busy);
             let now = self.clock().now();
-            round.lags.extend(report.sealed_occurred_at.iter().map(|occurred_at| now - *occurred_at));
+            for occurred_at in &report.sealed_occurred_at {
+                let lag = now - *occurred_at;
+                telemetry::metrics::record_audit_seal_lag(lag.unsigned_abs());
+                round.lags.push(lag);
+            }
         }
         Ok(round)
     }

@@ -24,6 +24,7 @@ pub mod consents;
 mod error;
 pub mod keys;
 pub mod kms_failure;
+pub mod metrics;
 pub mod patient_export;
 pub mod patients;
 pub mod practice_key;

@@ -105,6 +105,7 @@ impl Services {
         let candidate = accounts::find_login_candidate(&self.db, tenant, &attempt.email).await?;
         let known_user = candidate.as_ref().map(|c| c.user);
         if status.count >= u64::from(self.login_limit.max) {
+            telemetry::metrics::record_rate_limit_refusal("login");
             self.record_failed_login(&attempt, known_user, LoginFailure::RateLimited).await?;
             let retry_after_secs =
                 status.reset_after.map(|d| d.as_secs().max(1)).unwrap_or(self.login_limit.window.as_secs());
@@ -125,10 +126,14 @@ impl Services {
         .map_err(Error::internal)?;
 
         let Some(user) = candidate.filter(|_| verified) else {
-            self.login_failures()?
+            let failures = self
+                .login_failures()?
                 .record_failure(&account_key, self.login_limit.window)
                 .await
                 .map_err(counters_unavailable)?;
+            if failures == u64::from(self.login_limit.max) {
+                telemetry::metrics::record_login_lockout();
+            }
             self.record_failed_login(&attempt, known_user, LoginFailure::InvalidCredentials).await?;
             return Err(Error::Unauthenticated);
         };
@@ -184,6 +189,7 @@ impl Services {
     /// entry (the account when known and over the threshold, else the IP), not one per attempt.
     async fn record_failed_login(&self, attempt: &Attempt, user: Option<UserId>, failure: LoginFailure) -> Result<()> {
         let Attempt { tenant, email, client_ip, request_id } = attempt;
+        telemetry::metrics::record_login_failure(failure.as_str());
         let policy = FailedLoginPolicy::default();
         let window = std::time::Duration::try_from(policy.window).unwrap_or(std::time::Duration::from_secs(300));
         let by_account = self
@@ -211,6 +217,7 @@ impl Services {
             (false, _, true) => Some((SuspicionSubject::SourceIp(*client_ip), by_ip)),
             (false, _, false) => None,
         };
+        let suspicious = subject.as_ref().map(|(subject, _)| crate::metrics::suspicion_kind(subject));
         if let Some((subject, count)) = subject {
             events.push(AuditEvent::suspicious_activity(*tenant, subject, &policy, count, self.clock()));
         }
@@ -229,6 +236,9 @@ impl Services {
             }
         }
         tx.commit().await?;
+        if let Some(subject) = suspicious {
+            telemetry::metrics::record_suspicious_activity(subject);
+        }
         Ok(())
     }
 
@@ -475,6 +485,7 @@ fn refuse_over_limit(check: &PrincipalCheck) -> Result<()> {
     if check.decision.allowed {
         Ok(())
     } else {
+        telemetry::metrics::record_rate_limit_refusal("user");
         Err(Error::RateLimited { retry_after_secs: check.decision.retry_after_secs().unwrap_or(1) })
     }
 }

@@ -187,6 +187,7 @@ async fn insert_unsealed(
     // An identity is never negative; `RETURNING` keeps the rows' order (ORDER BY position).
     let mut ids: Vec<u64> = ids.into_iter().filter_map(|id| u64::try_from(id).ok()).collect();
     ids.sort_unstable();
+    telemetry::metrics::record_audit_appends(u64::try_from(ids.len()).unwrap_or(u64::MAX));
     Ok(ids)
 }
 

@@ -70,6 +70,13 @@ impl DbContext {
 /// quote, no backslash: nothing in them can end the literal). A login's email is user input and
 /// is always sent as a bound parameter, in a second round trip.
 pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'static, Postgres>, StoreError> {
+    let started = std::time::Instant::now();
+    let opened = begin_with_context(pool, context).await;
+    telemetry::metrics::record_db_begin(if opened.is_ok() { "ok" } else { "error" }, started.elapsed());
+    opened
+}
+
+async fn begin_with_context(pool: &PgPool, context: &DbContext) -> Result<Transaction<'static, Postgres>, StoreError> {
     let values = context_values(context);
     if let [Some(tenant), Some(user), Some(role), Some(token_hash), Some(login_email)] =
         values.each_ref().map(|v| plain_literal(v))

@@ -7,6 +7,7 @@
 //!    fields, inside JSON carried in a string field, and in `key: "value"` / `key=value` text such
 //!    as a derived `Debug` of a struct that forgot to use `Pii`.
 
+pub mod metrics;
 mod redact;
 
 pub use redact::{REDACTED, RedactingMakeWriter, RedactingWriter, is_sensitive_key, redact_line};

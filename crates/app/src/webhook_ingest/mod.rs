@@ -195,7 +195,10 @@ impl Services {
         };
         let event = match webhooks::receive(endpoint.config, &request) {
             Ok(event) => event,
-            Err(rejection) => return Verdict::Rejected(rejection),
+            Err(rejection) => {
+                crate::metrics::record_webhook_rejection(endpoint.provider, &rejection);
+                return Verdict::Rejected(rejection);
+            }
         };
         let caller = Caller::system(endpoint.tenant, Actor::Webhook { provider: endpoint.provider.slug().to_owned() })
             .with_request_id(delivery.request_id);
@@ -214,18 +217,23 @@ impl Services {
         let check = ingest.limiter.check_and_claim("webhook", &budget_subject(endpoint), limit, claims).await;
         let budget = check.decision;
         match check.blocked {
-            Some(true) => return Verdict::Counted { budget, result: Err(Error::Forbidden) },
+            Some(true) => {
+                telemetry::metrics::record_ip_blocklist_hit();
+                return Verdict::Counted { budget, result: Err(Error::Forbidden) };
+            }
             Some(false) => {}
             // As the doors' own check does: the block list fails open while Redis cannot answer.
             None if check.backend == Backend::Redis => tracing::warn!("ip block list unavailable"),
             None => {}
         }
         if !budget.allowed {
+            telemetry::metrics::record_rate_limit_refusal("webhook");
             let retry_after_secs = budget.retry_after_secs().unwrap_or(1);
             return Verdict::Counted { budget, result: Err(Error::RateLimited { retry_after_secs }) };
         }
         let claimed = sort_claims(keys, check.claims, check.backend);
         let result = self.process_claimed(ingest, caller, event, delivery.body, &namespace, claimed).await;
+        crate::metrics::record_webhook_delivery(endpoint.provider, matches!(result, Ok(Outcome::Duplicate)));
         Verdict::Counted { budget, result }
     }
 
@@ -243,6 +251,7 @@ impl Services {
         let result = if budget.allowed {
             Ok(challenge)
         } else {
+            telemetry::metrics::record_rate_limit_refusal("webhook");
             Err(Error::RateLimited { retry_after_secs: budget.retry_after_secs().unwrap_or(1) })
         };
         Verdict::Counted { budget, result }
