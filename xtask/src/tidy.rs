@@ -132,7 +132,13 @@ pub const ROUTES_NOT_YET_THIN: &[(&str, &str)] = &[];
 /// Module import cycles that exist today and are being broken up: (crate, sorted top-level
 /// modules of the cycle, reason). A cycle that is not listed fails, and so does a listed one that
 /// is gone (or changed its members): update the entry as the cycle gets smaller.
-pub const KNOWN_CYCLES: &[(&str, &[&str], &str)] = &[];
+pub const KNOWN_CYCLES: &[(&str, &[&str], &str)] = &[(
+    "consent",
+    &["error", "machine"],
+    "error's IllegalTransition names machine's states and actions, and machine parses them (and \
+         builds commands) into ConsentError; closed_set! no longer takes part since it takes its \
+         error type from the caller",
+)];
 
 /// Runs every check, prints one line per passing check, and fails with every violation.
 pub fn run(root: &Path) -> Result<(), String> {

@@ -13,7 +13,7 @@
 //!   the next slot.
 //!
 //! Run with `cargo xtask bench -p api --bench appointment_create` (it provides Postgres and Redis).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)] // a benchmark program
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // a benchmark program
 
 mod support;
 

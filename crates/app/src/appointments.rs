@@ -199,9 +199,8 @@ impl Services {
                     notes_enc,
                     created_at: now,
                 };
-                // The audit entry first: appending locks the practice's chain head until commit,
-                // so racing bookings queue there instead of deadlocking on each other's exclusion
-                // checks.
+                // Racing bookings of one therapist queue on the calendar lock the insert takes
+                // (`store_postgres::appointments::insert`), not on each other's exclusion checks.
                 let event = caller
                     .audit_event(Action::AppointmentCreate, "appointment", self.clock())
                     .with_resource_id(id.to_string())
@@ -368,7 +367,7 @@ impl Services {
                 }
             };
             let change = AppointmentChange { therapist, slot, kind: new_kind.unwrap_or(row.kind), notes_enc };
-            // The audit entry first (it locks the practice's chain head), as for a new booking.
+            // The calendar lock is taken by `reschedule` itself, as for a new booking.
             let event = caller
                 .audit_event(Action::AppointmentUpdate, "appointment", self.clock())
                 .with_resource_id(id.to_string())

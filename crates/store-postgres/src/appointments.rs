@@ -192,14 +192,30 @@ fn row_of(row: &PgRow) -> Result<AppointmentRow, StoreError> {
     })
 }
 
+/// The calendar lock every booking write takes first, in the same statement (the placeholders
+/// name the statement's practice and therapist parameters): a transaction-level
+/// advisory lock per (practice, therapist). Bookings of one therapist then queue here instead of
+/// waiting on each other's uncommitted rows inside the exclusion constraint's check, which under
+/// a race of many writers for one slot ends in deadlocks and retries (measured: p99 9 s with 16
+/// clients racing for one slot without it). Different therapists, and different practices, never
+/// share a key. (Before audit entries were sealed apart, the practice's chain-head lock did this,
+/// for the whole practice.)
+fn calendar_lock(tenant_param: &str, therapist_param: &str) -> String {
+    format!(
+        "(SELECT pg_advisory_xact_lock(hashtextextended('praxis.calendar:' || {tenant_param}::text || ':' || \
+         {therapist_param}::text, 0))) AS calendar_lock"
+    )
+}
+
 /// Stores a new `scheduled` appointment. [`BookingWriteError::Overlap`] when the therapist is
 /// booked at that time; the transaction is then aborted and must be rolled back.
 pub async fn insert(conn: &mut PgConnection, appointment: &NewAppointment) -> Result<(), BookingWriteError> {
-    crate::sql::query(
+    crate::sql::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO appointments (id, tenant_id, patient_id, therapist_id, starts_at, ends_at, kind, status, \
             notes_enc, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $9)",
-    )
+         SELECT $1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $9 FROM {}",
+        calendar_lock("$2", "$4")
+    )))
     .bind(appointment.id)
     .bind(appointment.tenant.as_uuid())
     .bind(appointment.patient.as_uuid())
@@ -296,11 +312,14 @@ pub async fn reschedule(
     change: &AppointmentChange,
     now: OffsetDateTime,
 ) -> Result<bool, BookingWriteError> {
-    let result = crate::sql::query(
+    // The calendar lock of the therapist the appointment moves to.
+    let result = crate::sql::query(sqlx::AssertSqlSafe(format!(
         "UPDATE appointments SET therapist_id = $3, starts_at = $4, ends_at = $5, kind = $6, notes_enc = $7, \
             updated_at = $8 \
+         FROM {} \
          WHERE tenant_id = $1 AND id = $2 AND status IN ('scheduled', 'confirmed')",
-    )
+        calendar_lock("$1", "$3")
+    )))
     .bind(tenant.as_uuid())
     .bind(id)
     .bind(change.therapist.as_uuid())

@@ -199,8 +199,10 @@ pub(crate) async fn lock_head(conn: &mut PgConnection, tenant: TenantId) -> Resu
         return Ok(head);
     }
     // No row: either the first sealing of this practice, or the context hides the row.
-    let context: Option<uuid::Uuid> =
-        crate::sql::query_scalar("SELECT current_tenant_id()").fetch_one(&mut *conn).await.map_err(AuditStoreError::db)?;
+    let context: Option<uuid::Uuid> = crate::sql::query_scalar("SELECT current_tenant_id()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(AuditStoreError::db)?;
     if context != Some(*tenant.as_uuid()) {
         return Err(AuditStoreError::TenantContext { expected: tenant, found: context });
     }

@@ -357,12 +357,13 @@ pub async fn revoke_api_key(
     id: Uuid,
     at: OffsetDateTime,
 ) -> Result<Option<String>, StoreError> {
-    let key_id =
-        crate::sql::query_scalar("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING key_id")
-            .bind(id)
-            .bind(at)
-            .fetch_optional(conn)
-            .await?;
+    let key_id = crate::sql::query_scalar(
+        "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING key_id",
+    )
+    .bind(id)
+    .bind(at)
+    .fetch_optional(conn)
+    .await?;
     Ok(key_id)
 }
 

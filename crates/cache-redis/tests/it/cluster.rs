@@ -108,6 +108,13 @@ async fn a_stopped_primary_is_replaced_by_its_replica_without_a_restart() {
     let _: i64 = redis::cmd("WAIT").arg(1).arg(2_000).query_async(&mut primary_conn).await.unwrap();
     // SHUTDOWN closes the connection instead of answering.
     let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query_async::<()>(&mut primary_conn).await;
+    // The reply comes before the process is gone: wait until its port refuses connections, so
+    // no check below is still answered by the stopping primary.
+    let stopping = Instant::now();
+    while std::net::TcpStream::connect(primary.as_str()).is_ok() {
+        assert!(stopping.elapsed() < Duration::from_secs(10), "{primary} did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let started = Instant::now();
     let mut backends = Vec::new();
@@ -125,8 +132,17 @@ async fn a_stopped_primary_is_replaced_by_its_replica_without_a_restart() {
     // Five requests before the stop, and this one: the promoted replica had the bucket.
     assert!(last.remaining <= 94, "{last:?} after {backends:?}");
     let survivor = seeds(&url).into_iter().find(|seed| !seed.ends_with(primary.as_str())).unwrap();
-    let promoted = slot_owners(&survivor).await;
-    let (_, _, now_primary, _) = promoted.iter().find(|(start, end, _, _)| (*start..=*end).contains(&slot)).unwrap();
+    // The survivor's view of the slot follows the failover by gossip, a moment later.
+    let gossip = Instant::now();
+    let now_primary = loop {
+        let promoted = slot_owners(&survivor).await;
+        let (_, _, owner, _) = promoted.into_iter().find(|(start, end, _, _)| (*start..=*end).contains(&slot)).unwrap();
+        if owner != primary || gossip.elapsed() > Duration::from_secs(10) {
+            break owner;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let now_primary = &now_primary;
     assert_ne!(now_primary, &primary);
     assert!(replicas.contains(now_primary), "{now_primary} was not {primary}'s replica {replicas:?}");
 }
