@@ -4,7 +4,8 @@
 //! Side by side in the same run: `GET /health/live` (no work), the authenticated no-op endpoint
 //! (the middleware stack alone), reads of one practice's patients, and reads spread over 16
 //! practices (one patient each), so the ratios show the cost of the read itself and whether a
-//! practice serialises its own reads. Reports the sealer's lag (entry time to sealed) under the
+//! practice serialises its own reads, and the one-practice reads again with unnamed statements
+//! (`database.prepared_statements = "unnamed"`). Reports the sealer's lag (entry time to sealed) under the
 //! read load. Also counts KMS unwraps for 1,000 reads over 100 hot patients with the DEK cache on
 //! and off.
 //!
@@ -59,7 +60,7 @@ async fn server(cache_capacity: usize) -> Bench {
         let bearer = support::login(&base, tenant, &email).await;
         spread.push((create_patient(&client, &base, &bearer, p).await, Some(bearer)));
     }
-    Bench { base, bearer, urls, spread, cache, services, _db: db }
+    Bench { base, bearer, urls, spread, cache, services, db }
 }
 
 struct Bench {
@@ -71,7 +72,7 @@ struct Bench {
     spread: Vec<(String, Option<String>)>,
     cache: Arc<crypto::DekCache<kernel::SharedClock>>,
     services: app::Services,
-    _db: testkit::TestDb,
+    db: testkit::TestDb,
 }
 
 async fn create_patient(client: &reqwest::Client, base: &str, bearer: &str, n: usize) -> String {
@@ -124,6 +125,15 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     measuring.store(false, Ordering::SeqCst);
     let mut lags = lags.lock().unwrap().clone();
+    // The same reads with unnamed statements (`database.prepared_statements = "unnamed"`, for a
+    // pooler that cannot track named ones). The form is process-wide and one-way: building a
+    // pool for it switches every pool of this process, so this runs after the cached runs.
+    let unnamed_pool = store_postgres::PoolOptions {
+        prepared_statements: store_postgres::PreparedStatements::Unnamed,
+        ..store_postgres::PoolOptions::default()
+    };
+    drop(store_postgres::connect_lazy(&bench.db.app_url, &unnamed_pool).unwrap());
+    let one_practice_unnamed = support::load(urls.clone(), Some(bearer.clone()), 200).await;
     println!(
         "patient reads, {CONCURRENCY} concurrent clients, {MEASURE:?} each, one server worker, {PATIENTS} patients of one practice vs one patient in each of {PRACTICES} practices"
     );
@@ -134,6 +144,7 @@ async fn main() {
         ("authenticated no-op (middleware only)", &noop),
         ("GET /api/v1/patients/{id}, one practice (decrypt 6 fields + audit entry)", &one_practice),
         ("GET /api/v1/patients/{id}, spread over 16 practices", &spread),
+        ("GET /api/v1/patients/{id}, one practice, unnamed statements", &one_practice_unnamed),
     ] {
         println!("| {name} | {:.0} | {:.2?} | {:.2?} |", report.rps, report.p50, report.p99);
     }
@@ -141,6 +152,10 @@ async fn main() {
     println!("ratio read (one practice) / no-op: {:.2}", one_practice.rps / noop.rps);
     println!("ratio read (one practice) / health live: {:.3}", one_practice.rps / live.rps);
     println!("read (one practice) p99 / p50: {:.2}", one_practice.p99.as_secs_f64() / one_practice.p50.as_secs_f64());
+    println!(
+        "ratio read (one practice) unnamed / cached statements: {:.2}",
+        one_practice_unnamed.rps / one_practice.rps
+    );
     println!(
         "sealer lag (entry time to sealed) under the read load: {} entries, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
         lags.len(),

@@ -11,9 +11,14 @@
 //! secret. Praxis runs with request logging off (the baseline logs nothing) and with its rate
 //! limits raised out of the way (the baseline's limit is unlimited by default too). Praxis runs
 //! 2 HTTP workers (`PRAXIS_BENCH_WORKERS` sets another number).
+//!
+//! Praxis is measured with its default group commit and with variants of it (more runners; one
+//! transaction per delivery), each a server of its own on the same database, one after another
+//! between two runs of the baseline, so the table compares them all in one run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // a benchmark program
 
-use api::config::webhooks::{StripeWebhook, TenantWebhooks};
+use api::config::webhooks::{GroupCommitConfig, StripeWebhook, TenantWebhooks};
+use app::webhook_ingest::GroupCommit;
 use kernel::{Role, Secret, SystemClock, TenantId, UserId};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -131,6 +136,53 @@ async fn probe(url: &str, file: &str) -> (reqwest::StatusCode, String) {
     (response.status(), response.text().await.unwrap_or_default())
 }
 
+/// A Praxis server of this run.
+struct PraxisServer {
+    url: String,
+    handle: actix_web::dev::ServerHandle,
+    /// Kept to close the pool while the runtime still runs (a pool dropped after it panics).
+    pool: sqlx::PgPool,
+}
+
+/// Praxis on `db` and `redis`, receiving `tenant`'s Stripe webhooks signed with `secret`, with
+/// request logging off and rate limits out of the way, sharing transactions as `group_commit` says.
+fn start_praxis(
+    db: &testkit::TestDb,
+    redis: &testkit::TestRedis,
+    tenant: TenantId,
+    secret: &str,
+    group_commit: GroupCommit,
+) -> PraxisServer {
+    let mut config = api::config::Config::default();
+    config.database.url = Some(Secret::new(db.app_url.clone()));
+    config.database.max_connections = 16;
+    config.redis.url = Some(Secret::new(redis.url.clone()));
+    config.redis.key_prefix = redis.prefix.clone();
+    config.rate_limits.global_per_minute = 100_000_000;
+    config.webhooks.rate_limits.stripe = 100_000_000;
+    config.webhooks.group_commit =
+        GroupCommitConfig { max_batch: group_commit.max_batch, runners: group_commit.runners };
+    config.server.workers = std::env::var("PRAXIS_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
+    config.webhooks.tenants.insert(
+        tenant.to_string(),
+        TenantWebhooks {
+            stripe: Some(StripeWebhook {
+                signing_secrets: vec![Secret::new(secret.to_owned())],
+                ..StripeWebhook::default()
+            }),
+            ..TenantWebhooks::default()
+        },
+    );
+    let state = api::AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let pool = state.db.clone();
+    let server = api::server::start(state, listener, api::server::no_extra_routes).unwrap();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    PraxisServer { url, handle, pool }
+}
+
 struct Baseline(Child);
 
 impl Drop for Baseline {
@@ -152,25 +204,6 @@ async fn main() {
     let db = testkit::TestDb::new().await;
     let redis = testkit::TestRedis::new();
     let tenant = TenantId::new();
-    let mut config = api::config::Config::default();
-    config.database.url = Some(Secret::new(db.app_url.clone()));
-    config.database.max_connections = 16;
-    config.redis.url = Some(Secret::new(redis.url.clone()));
-    config.redis.key_prefix = redis.prefix.clone();
-    config.rate_limits.global_per_minute = 100_000_000;
-    config.webhooks.rate_limits.stripe = 100_000_000;
-    config.server.workers = std::env::var("PRAXIS_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
-    config.webhooks.tenants.insert(
-        tenant.to_string(),
-        TenantWebhooks {
-            stripe: Some(StripeWebhook {
-                signing_secrets: vec![Secret::new(secret.clone())],
-                ..StripeWebhook::default()
-            }),
-            ..TenantWebhooks::default()
-        },
-    );
-    let state = api::AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap();
     let admin = UserId::new();
     let mut tx = begin(&db.app_pool, &DbContext::user(tenant, admin, Role::Admin)).await.unwrap();
     sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Bench')")
@@ -179,13 +212,19 @@ async fn main() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let praxis_url = format!("http://{}", listener.local_addr().unwrap());
-    // Kept to close the pool while the runtime still runs (a pool dropped after it panics).
-    let pool = state.db.clone();
-    let praxis = api::server::start(state, listener, api::server::no_extra_routes).unwrap();
-    let praxis_handle = praxis.handle();
-    actix_web::rt::spawn(praxis);
+    // Praxis with its default group commit, and variants of it, one server each, all measured
+    // in this run: which setting is fastest now that no chain-head lock orders a practice's
+    // commits (issue 18). `max_batch = 1` is one transaction per delivery.
+    let variants = [
+        ("Praxis (default group commit)", GroupCommit::default()),
+        ("Praxis, group commit with 4 runners", GroupCommit { runners: 4, ..GroupCommit::default() }),
+        ("Praxis, group commit with 8 runners", GroupCommit { runners: 8, ..GroupCommit::default() }),
+        ("Praxis, one transaction per delivery (16 at once)", GroupCommit { max_batch: 1, runners: 16 }),
+    ];
+    let mut servers = Vec::new();
+    for (name, group_commit) in variants {
+        servers.push((name, start_praxis(&db, &redis, tenant, &secret, group_commit)));
+    }
 
     // The baseline: its own database on the same Postgres, the same Redis.
     let peer_db = format!("peer_{}", uuid::Uuid::new_v4().simple());
@@ -211,26 +250,33 @@ async fn main() {
     );
     let baseline_url = format!("http://127.0.0.1:{port}");
     wait_until_up(&format!("{baseline_url}/health")).await;
-    wait_until_up(&format!("{praxis_url}/health/live")).await;
+    for (_, server) in &servers {
+        wait_until_up(&format!("{}/health/live", server.url)).await;
+    }
 
     let file = std::env::temp_dir().join(format!("praxis-stripe-{}.txt", uuid::Uuid::new_v4().simple()));
     let file = file.to_str().unwrap().to_owned();
     // Fresh requests for each run: Stripe's timestamps must be within 5 minutes, and a second
     // run over the same events would measure the duplicate path.
+    let mut runs: Vec<(String, Load)> = Vec::new();
     generate_requests(&dir, &secret, &file);
     println!("== Express baseline ({baseline_url})");
-    let express = load(&dir, &baseline_url, &file);
-    generate_requests(&dir, &secret, &file);
-    // One request first: a server that refuses them all would otherwise be measured at speed.
-    for url in [&baseline_url, &praxis_url] {
-        let (status, body) = probe(url, &file).await;
-        assert!(status.is_success(), "{url} refused a signed request: {status} {body}");
+    runs.push(("Express baseline".into(), load(&dir, &baseline_url, &file)));
+    for (name, server) in &servers {
+        generate_requests(&dir, &secret, &file);
+        // One request first: a server that refuses them all would otherwise be measured at speed.
+        let (status, body) = probe(&server.url, &file).await;
+        assert!(status.is_success(), "{name} refused a signed request: {status} {body}");
+        println!("== {name} ({})", server.url);
+        runs.push(((*name).to_owned(), load(&dir, &server.url, &file)));
     }
-    println!("== Praxis ({praxis_url})");
-    let praxis_load = load(&dir, &praxis_url, &file);
+    // The baseline once more: how far it drifted during the run.
+    generate_requests(&dir, &secret, &file);
+    println!("== Express baseline, again");
+    runs.push(("Express baseline, again".into(), load(&dir, &baseline_url, &file)));
     let _ = std::fs::remove_file(&file);
     println!("== HTTP ceiling: Praxis GET /health/live");
-    let ceiling = ceiling(&praxis_url);
+    runs.push(("Ceiling: GET /health/live (no work)".into(), ceiling(&servers[0].1.url)));
 
     let stored: i64 = {
         let mut tx = begin(&db.app_pool, &DbContext::service(tenant)).await.unwrap();
@@ -241,21 +287,26 @@ async fn main() {
             .unwrap()
     };
     println!();
-    println!("| Stripe ingestion, wrk -t1 -c32 -d15s | requests/s | p50 | p99 | non-2xx | requests |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    let runs =
-        [("Express baseline", &express), ("Praxis", &praxis_load), ("Ceiling: GET /health/live (no work)", &ceiling)];
-    for (name, run) in runs {
-        println!("| {name} | {:.0} | {} | {} | {} | {} |", run.rps, run.p50, run.p99, run.non_2xx, run.requests);
+    println!("| Stripe ingestion, wrk -t1 -c32 -d15s | requests/s | vs baseline | p50 | p99 | non-2xx | requests |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let baseline_rps = (runs[0].1.rps + runs[runs.len() - 2].1.rps) / 2.0;
+    for (name, run) in &runs {
+        println!(
+            "| {name} | {:.0} | {:.2}x | {} | {} | {} | {} |",
+            run.rps,
+            run.rps / baseline_rps.max(1.0),
+            run.p50,
+            run.p99,
+            run.non_2xx,
+            run.requests
+        );
     }
-    println!(
-        "Praxis / baseline throughput: {:.2}x; Praxis stored {stored} events; the no-work ceiling is {:.2}x the baseline",
-        praxis_load.rps / express.rps.max(1.0),
-        ceiling.rps / express.rps.max(1.0)
-    );
+    println!("(vs baseline: against the mean of the two baseline runs); Praxis stored {stored} events in all");
     drop(baseline);
-    praxis_handle.stop(true).await;
-    pool.close().await;
+    for (_, server) in servers {
+        server.handle.stop(true).await;
+        server.pool.close().await;
+    }
     db.app_pool.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {peer_db} WITH (FORCE)")))
         .execute(&admin_pool)

@@ -395,7 +395,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let owner_url = config.database.owner_url.as_ref().context(
         "database.owner_url: required for migrations (the owner role's URL; the server's runtime role cannot migrate)",
     )?;
-    let pool = store_postgres::connect(owner_url.expose_secret(), &store_postgres::PoolOptions::default())
+    let pool = store_postgres::connect(owner_url.expose_secret(), &config.database.pool_options())
         .await
         .context("database.owner_url: cannot connect")?;
     store_postgres::migrate(&pool).await?;
@@ -409,7 +409,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 /// is not used: no operator command signs anyone in.)
 async fn operator_services(config: &Config) -> anyhow::Result<app::Services> {
     let url = config.database.url.as_ref().context("database.url: required secret is missing")?;
-    let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
+    let pool = store_postgres::connect(url.expose_secret(), &config.database.pool_options()).await?;
     let keyring = crate::kms::build(&config.kms).await?.keyring;
     services_on(config, pool, keyring, None)
 }
@@ -578,7 +578,7 @@ async fn audit_purge(config: Config, tenant: TenantId, before_seq: u64) -> anyho
         .owner_url
         .as_ref()
         .context("database.owner_url: required (only the owner role may purge audit entries)")?;
-    let pool = store_postgres::connect(url.expose_secret(), &store_postgres::PoolOptions::default()).await?;
+    let pool = store_postgres::connect(url.expose_secret(), &config.database.pool_options()).await?;
     let services = audit_services(&config, pool).await?;
     let report = services
         .purge_audit_before(&app::Caller::operator(tenant), before_seq)

@@ -165,6 +165,34 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
     pub statement_timeout_ms: u64,
+    /// `cached` (named statements kept on each connection: direct Postgres, or PgBouncer 1.21+
+    /// with `max_prepared_statements`) or `unnamed` (any transaction pooler; a second round
+    /// trip per query). See docs/deployment.md.
+    pub prepared_statements: PreparedStatementsSetting,
+}
+
+/// `database.prepared_statements`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreparedStatementsSetting {
+    #[default]
+    Cached,
+    Unnamed,
+}
+
+impl DatabaseConfig {
+    /// The runtime role's pool settings.
+    pub fn pool_options(&self) -> store_postgres::PoolOptions {
+        store_postgres::PoolOptions {
+            max_connections: self.max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+            prepared_statements: match self.prepared_statements {
+                PreparedStatementsSetting::Cached => store_postgres::PreparedStatements::Cached,
+                PreparedStatementsSetting::Unnamed => store_postgres::PreparedStatements::Unnamed,
+            },
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -175,6 +203,7 @@ impl Default for DatabaseConfig {
             max_connections: 16,
             acquire_timeout_ms: 5_000,
             statement_timeout_ms: 30_000,
+            prepared_statements: PreparedStatementsSetting::default(),
         }
     }
 }

@@ -12,7 +12,8 @@ pub async fn operator_scope(
     config: &Config,
     tenant: Option<TenantId>,
 ) -> anyhow::Result<(sqlx::PgPool, Vec<TenantId>)> {
-    let options = store_postgres::PoolOptions::default();
+    // The configured statement form: behind a pooler the command needs it as the server does.
+    let options = config.database.pool_options();
     match tenant {
         Some(tenant) => {
             let url = config.database.url.as_ref().context("database.url: required secret is missing")?;

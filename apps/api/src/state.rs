@@ -70,11 +70,7 @@ impl AppState {
     pub fn with_keyring(config: Arc<Config>, clock: Arc<dyn Clock>, kms: Arc<Keyring>) -> anyhow::Result<Self> {
         let database_url =
             config.database.url.as_ref().ok_or_else(|| anyhow::anyhow!("database.url: required secret is missing"))?;
-        let pool_options = store_postgres::PoolOptions {
-            max_connections: config.database.max_connections,
-            acquire_timeout: Duration::from_millis(config.database.acquire_timeout_ms),
-            statement_timeout: Duration::from_millis(config.database.statement_timeout_ms),
-        };
+        let pool_options = config.database.pool_options();
         let db = store_postgres::connect_lazy(database_url.expose_secret(), &pool_options)?;
         let redis = config.redis.store(Duration::from_millis(config.redis.timeout_ms))?;
         let hasher =
@@ -103,6 +99,7 @@ impl AppState {
             limiter: limiter.clone(),
             blocklist: blocklist.clone(),
             claims: cache_redis::IdempotencyClaims::new(redis.clone()),
+            group_commit: config.webhooks.group_commit(),
         };
         Ok(Self {
             app: app::Services::new(app::Dependencies {

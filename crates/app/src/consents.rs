@@ -71,7 +71,7 @@ impl Services {
     ) -> Result<ChangedConsent> {
         self.authorize(caller, Permission::ConsentRecord, "consent").await?;
         let purpose: Purpose = change.purpose.parse().map_err(refusal)?;
-        let action: ConsentAction = change.action.parse().map_err(refusal)?;
+        let action: ConsentAction = change.action.parse().map_err(|e| refusal(ConsentError::from(e)))?;
         let channel: Channel = change.channel.parse().map_err(refusal)?;
         let command = match action {
             ConsentAction::Grant => ConsentCommand::Grant { expires_at: change.expires_at },

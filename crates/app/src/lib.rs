@@ -140,6 +140,7 @@ impl Services {
             reminder_policy,
             webhook_ingest,
         } = dependencies;
+        let group_commit = webhook_ingest.as_ref().map(|ingest| ingest.group_commit).unwrap_or_default();
         Self {
             db,
             clock,
@@ -154,7 +155,7 @@ impl Services {
             booking_policy,
             reminder_policy,
             webhook_ingest,
-            webhook_batcher: Arc::default(),
+            webhook_batcher: Arc::new(IngestBatcher::new(group_commit)),
             revocation_markers: None,
             request_authentication: None,
         }

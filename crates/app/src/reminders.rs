@@ -82,7 +82,7 @@ impl Services {
     /// The practices with due, unclaimed reminders, at most `limit`. The one cross-practice read
     /// the runtime role can make (`reminders_due_practices()`): it yields practice ids only.
     pub async fn practices_with_due_reminders(&self, limit: u32) -> Result<Vec<TenantId>> {
-        let mut tx = store_postgres::begin(&self.db, &DbContext::anonymous()).await?;
+        let mut tx = store_postgres::begin(&self.db, &DbContext::practice_scan()).await?;
         let practices = store::practices_with_due_reminders(&mut tx, self.clock.now(), limit).await?;
         tx.commit().await?;
         Ok(practices)

@@ -4,7 +4,37 @@
 //!
 //! The error a failed parse returns is the caller's (`error: Path`, a type with
 //! `fn unknown_value(field: &'static str, input: &str, expected: String) -> Self`), so this module
-//! depends on nothing else in the crate.
+//! depends on nothing else in the crate. [`UnknownValue`] is such a type for the sets that the
+//! crate's error itself names (the lifecycle's states and actions); it converts into
+//! [`crate::ConsentError::UnknownValue`].
+
+/// At most this many characters of an unknown input are echoed in an error.
+pub const ECHO_LIMIT: usize = 64;
+
+/// The first [`ECHO_LIMIT`] characters of `input`: enough to recognise a typo, too few to flood
+/// a log with a hostile or huge value.
+pub(crate) fn echo(input: &str) -> String {
+    input.chars().take(ECHO_LIMIT).collect()
+}
+
+/// A string that is not a member of the closed set `field`, whose members are `expected`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {field} {value:?}; expected one of {expected}")]
+pub struct UnknownValue {
+    pub field: &'static str,
+    /// At most [`ECHO_LIMIT`] characters of the input.
+    pub value: String,
+    pub expected: String,
+}
+
+impl UnknownValue {
+    /// What `closed_set!`'s `FromStr` returns for `input` (the macro calls every error type's
+    /// constructor by this name, hence the type's own).
+    #[allow(clippy::self_named_constructors)]
+    pub(crate) fn unknown_value(field: &'static str, input: &str, expected: String) -> Self {
+        Self { field, value: echo(input), expected }
+    }
+}
 
 macro_rules! closed_set {
     (

@@ -2,7 +2,9 @@
 //! to a status and an RFC 9457 problem type (an illegal transition is a 409 that lists the allowed
 //! actions; invalid input is a 422 naming [`ConsentError::field`]).
 
-use crate::machine::{ConsentAction, ConsentState};
+use crate::closed_set::echo;
+pub use crate::closed_set::{ECHO_LIMIT, UnknownValue};
+use crate::lifecycle::{ConsentAction, ConsentState};
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -95,18 +97,17 @@ impl ConsentError {
     }
 }
 
-/// At most this many characters of an unknown input are echoed in an error.
-pub const ECHO_LIMIT: usize = 64;
-
-pub(crate) fn echo(input: &str) -> String {
-    input.chars().take(ECHO_LIMIT).collect()
-}
-
 impl ConsentError {
     /// `input` is not a member of the closed set `field` (whose members are `expected`); echoes at
     /// most [`ECHO_LIMIT`] characters of it. What `closed_set!`'s `FromStr` returns.
     pub(crate) fn unknown_value(field: &'static str, input: &str, expected: String) -> Self {
         ConsentError::UnknownValue { field, value: echo(input), expected }
+    }
+}
+
+impl From<UnknownValue> for ConsentError {
+    fn from(UnknownValue { field, value, expected }: UnknownValue) -> Self {
+        ConsentError::UnknownValue { field, value, expected }
     }
 }
 

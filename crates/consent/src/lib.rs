@@ -40,12 +40,14 @@
 mod closed_set;
 pub mod error;
 pub mod evidence;
+pub mod lifecycle;
 pub mod machine;
 pub mod purpose;
 pub mod record;
 
 pub use error::ConsentError;
 pub use evidence::{ConsentText, Evidence, NoteRef, TextDigest, TextVersion};
-pub use machine::{ConsentAction, ConsentCommand, ConsentState, allowed_actions, next_state};
+pub use lifecycle::{ConsentAction, ConsentState};
+pub use machine::{ConsentCommand, allowed_actions, next_state};
 pub use purpose::{Channel, InboundChannel, Purpose, marketing_purpose_for_channel};
 pub use record::{ConsentEvent, ConsentEventParts, ConsentRecord, ConsentRecordParts, may_contact};

@@ -42,52 +42,10 @@
 //!
 //! Expiry is not an action: nothing and nobody has to run for a consent to expire.
 
-use crate::closed_set::closed_set;
 use crate::error::ConsentError;
+pub use crate::lifecycle::{ConsentAction, ConsentState};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-
-closed_set! {
-    /// Where a consent stands.
-    pub enum ConsentState (field: "state", error: ConsentError) {
-        /// Nothing was ever recorded for this patient and purpose.
-        None => "none",
-        /// The practice asked; the patient has not answered.
-        Requested => "requested",
-        /// The patient agreed and the grant is in force (active).
-        Granted => "granted",
-        /// A grant whose `expires_at` has passed. Only ever an *effective* state, computed from
-        /// the time; never stored, never the result of an action.
-        Expired => "expired",
-        /// The patient withdrew the consent, or refused the request.
-        Withdrawn => "withdrawn",
-        /// A finished cycle, filed away.
-        Archived => "archived",
-    }
-}
-
-closed_set! {
-    /// What can be done to a consent. Expiry is not among them: it happens by time.
-    pub enum ConsentAction (field: "action", error: ConsentError) {
-        Request => "request",
-        Grant => "grant",
-        Withdraw => "withdraw",
-        Archive => "archive",
-    }
-}
-
-impl ConsentState {
-    /// True while the consent is in force: the only state in which a sender may contact.
-    pub const fn is_active(self) -> bool {
-        matches!(self, ConsentState::Granted)
-    }
-
-    /// True for the states that are written to storage as a record's state. `expired` is not: it
-    /// is derived from `granted` and the time.
-    pub const fn is_stored(self) -> bool {
-        !matches!(self, ConsentState::Expired)
-    }
-}
 
 /// The state `action` leads to from the effective state `from`, or `None` when the table above
 /// forbids it.

@@ -735,8 +735,10 @@ pub async fn reminders_of(
     rows.iter().map(reminder_of).collect()
 }
 
-/// Practices with reminders due by `now` that no worker holds, most overdue first (through the
-/// `reminders_due_practices` function: the only cross-practice read the runtime role can make).
+/// Practices with reminders due by `now` that no worker holds, most overdue first, at most
+/// `max_practices` (up to [`crate::MAX_PRACTICES_PER_SCAN`]), through the
+/// `reminders_due_practices` function, which answers only in the workers' scan context
+/// ([`crate::DbContext::practice_scan`]) and yields practice ids and nothing else.
 pub async fn practices_with_due_reminders(
     conn: &mut PgConnection,
     now: OffsetDateTime,
@@ -744,7 +746,7 @@ pub async fn practices_with_due_reminders(
 ) -> Result<Vec<TenantId>, StoreError> {
     let ids: Vec<Uuid> = crate::sql::query_scalar("SELECT reminders_due_practices($1, $2)")
         .bind(now)
-        .bind(i32::try_from(max_practices).unwrap_or(i32::MAX))
+        .bind(i32::try_from(max_practices.clamp(1, crate::MAX_PRACTICES_PER_SCAN)).unwrap_or(1))
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::classify)?;

@@ -18,6 +18,9 @@ pub struct DbContext {
     /// `service`, which the patient-data policies admit practice-wide (the API checks the key's
     /// scopes first). Ignored when `role` is set.
     pub service: bool,
+    /// The background workers' scan for practices with due work (see [`DbContext::practice_scan`]).
+    /// Ignored when `role` or `service` is set.
+    pub practice_scan: bool,
 }
 
 impl DbContext {
@@ -55,6 +58,14 @@ impl DbContext {
     /// No identity at all: RLS shows nothing tenant-scoped.
     pub fn anonymous() -> Self {
         Self::default()
+    }
+
+    /// The background workers asking which practices have due work (`reminders_due_practices()`,
+    /// `audit_practices_to_seal()`): no practice, and `app.role` = `practice_scan`, which no row
+    /// policy admits. Those two functions refuse every other context, so no request (always in
+    /// the context of one practice) can learn other practices' ids through them.
+    pub fn practice_scan() -> Self {
+        Self { practice_scan: true, ..Self::default() }
     }
 }
 
@@ -118,10 +129,11 @@ fn context_values(context: &DbContext) -> [String; 5] {
     [
         context.tenant.map(|t| t.to_string()).unwrap_or_default(),
         context.user.map(|u| u.to_string()).unwrap_or_default(),
-        match (context.role, context.service) {
-            (Some(role), _) => role.as_str(),
-            (None, true) => "service",
-            (None, false) => "",
+        match (context.role, context.service, context.practice_scan) {
+            (Some(role), _, _) => role.as_str(),
+            (None, true, _) => "service",
+            (None, false, true) => "practice_scan",
+            (None, false, false) => "",
         }
         .to_owned(),
         context.token_hash.map(hex_lower).unwrap_or_default(),

@@ -19,8 +19,12 @@ pub mod webhooks;
 
 pub use crate::audit::{AuditStoreError, PgAuditLog};
 pub use context::{DbContext, begin};
-pub use pool::{PING_IF_IDLE_FOR, PoolOptions, connect, connect_lazy, migrate, ping};
+pub use pool::{PING_IF_IDLE_FOR, PoolOptions, PreparedStatements, connect, connect_lazy, migrate, ping};
 pub use role_check::{RoleProblem, verify_runtime_role};
+
+/// Most practices one cross-practice scan (`reminders_due_practices()`,
+/// `audit_practices_to_seal()`) may return; the functions refuse a larger limit.
+pub const MAX_PRACTICES_PER_SCAN: u32 = 1000;
 
 /// Migrations embedded at compile time from `migrations/` at the workspace root.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

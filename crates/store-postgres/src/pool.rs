@@ -18,13 +18,28 @@ pub(crate) fn statement_timeout_ms() -> u64 {
     STATEMENT_TIMEOUT_MS.load(Ordering::Relaxed)
 }
 
-/// Pool sizing and timeouts.
+/// How this crate's statements reach the server (see `crate::sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PreparedStatements {
+    /// Named and kept on each connection for reuse: one round trip per query after its first
+    /// use on a connection, and no re-planning. For a direct connection to Postgres, and for a
+    /// pooler that tracks prepared statements (PgBouncer 1.21+ with `max_prepared_statements`).
+    #[default]
+    Cached,
+    /// Unnamed, parsed anew within the transaction that sends it: two round trips per query.
+    /// Works behind any transaction pooler (PgBouncer before 1.21, or with
+    /// `max_prepared_statements = 0`).
+    Unnamed,
+}
+
+/// Pool sizing, timeouts and the statement form.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     /// Server-side cap on any one statement, so a runaway query cannot hold a connection forever.
     pub statement_timeout: Duration,
+    pub prepared_statements: PreparedStatements,
 }
 
 impl Default for PoolOptions {
@@ -33,6 +48,7 @@ impl Default for PoolOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            prepared_statements: PreparedStatements::default(),
         }
     }
 }
@@ -51,6 +67,9 @@ pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 fn pool_options(options: &PoolOptions) -> PgPoolOptions {
     let statement_timeout_ms = u64::try_from(options.statement_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
     STATEMENT_TIMEOUT_MS.store(statement_timeout_ms, Ordering::Relaxed);
+    if options.prepared_statements == PreparedStatements::Unnamed {
+        crate::sql::send_unnamed_statements();
+    }
     PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)

@@ -7,11 +7,14 @@
 //!    fields, inside JSON carried in a string field, and in `key: "value"` / `key=value` text such
 //!    as a derived `Debug` of a struct that forgot to use `Pii`.
 
+pub mod connection_errors;
 pub mod metrics;
 mod redact;
 
+pub use connection_errors::ConnectionErrorLayer;
 pub use redact::{REDACTED, RedactingMakeWriter, RedactingWriter, is_sensitive_key, redact_line};
 
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -86,12 +89,21 @@ where
     let mut layers = vec![fmt_layer(config.format, writer)];
     let (otel_layer, guard) = otel_layer(config)?;
     layers.extend(otel_layer);
+    // The HTTP server's connection errors go to their own layer, counted and rate-limited,
+    // never straight to the log (see `connection_errors`).
+    let not_connection_errors = filter_fn(|metadata| !connection_errors::is_connection_error(metadata));
+    let connection_errors = filter_fn(connection_errors::is_connection_error)
+        .with_max_level_hint(tracing::level_filters::LevelFilter::ERROR);
     tracing_subscriber::registry()
-        .with(layers.with_filter(filter))
+        .with(layers.with_filter(filter.and(not_connection_errors)))
+        .with(ConnectionErrorLayer::new(CONNECTION_ERROR_LOG_INTERVAL).with_filter(connection_errors))
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInitialised)?;
     Ok(guard)
 }
+
+/// At most one log line per this interval about the HTTP server's connection errors.
+pub const CONNECTION_ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The formatting layer on its own, for callers that build their own subscriber (tests).
 pub fn fmt_layer<W>(format: LogFormat, writer: W) -> Box<dyn Layer<Registry> + Send + Sync>

@@ -178,6 +178,7 @@ struct Instruments {
     webhook_verifications: Counter<u64>,
     rate_limit_refusals: Counter<u64>,
     ip_blocklist_hits: Counter<u64>,
+    http_connection_errors: Counter<u64>,
     kms_operation_duration: Histogram<f64>,
     db_begin_duration: Histogram<f64>,
     audit_appends: Counter<u64>,
@@ -226,6 +227,11 @@ impl Instruments {
             ip_blocklist_hits: counter(
                 "praxis.ip_blocklist.hits",
                 "Requests refused because their address is blocked.",
+            ),
+            http_connection_errors: counter(
+                "praxis.http.connection_errors",
+                "Requests the HTTP framework refused before routing (malformed or oversized heads, answered \
+                 400/431) and connections it lost.",
             ),
             kms_operation_duration: seconds(
                 "praxis.kms.operation.duration",
@@ -282,6 +288,13 @@ fn known_method(method: &str) -> &'static str {
         "OPTIONS" => "OPTIONS",
         _ => "_OTHER",
     }
+}
+
+/// One connection-level error of the HTTP server (a request it could not parse, answered 400 or
+/// 431 by the framework, or a connection lost mid-request).
+pub fn record_http_connection_error() {
+    let Some(m) = instruments() else { return };
+    m.http_connection_errors.add(1, &[]);
 }
 
 /// One served HTTP request. `route` is the matched route *template* (`None`: no route matched,

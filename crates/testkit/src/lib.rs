@@ -59,6 +59,12 @@ pub fn app_via_pooler() -> bool {
     std::env::var("PRAXIS_TEST_APP_VIA_POOLER").is_ok_and(|v| v == "1")
 }
 
+/// The `database.prepared_statements` setting for the server under test: `unnamed` when it
+/// connects through PgBouncer (Debian's 1.18 cannot track named statements), else `cached`.
+pub fn prepared_statements_setting() -> &'static str {
+    if app_via_pooler() { "unnamed" } else { "cached" }
+}
+
 fn required_var(name: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
         panic!("{name} is not set: run the tests with `cargo xtask test`, which starts the scale-out services")

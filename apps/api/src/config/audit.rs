@@ -34,8 +34,11 @@ impl AuditConfig {
                 message: "must be between 10 and 60000 (sealing lag is about this long)".into(),
             });
         }
-        if self.seal_max_practices == 0 {
-            problems.push(Problem { field: "audit.seal_max_practices", message: "must be greater than 0".into() });
+        if !(1..=store_postgres::MAX_PRACTICES_PER_SCAN).contains(&self.seal_max_practices) {
+            problems.push(Problem {
+                field: "audit.seal_max_practices",
+                message: format!("must be between 1 and {}", store_postgres::MAX_PRACTICES_PER_SCAN),
+            });
         }
         problems
     }
@@ -55,5 +58,7 @@ mod tests {
         let bad = AuditConfig { seal_interval_ms: 0, seal_max_practices: 0, ..AuditConfig::default() };
         let fields: Vec<_> = bad.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["audit.seal_interval_ms", "audit.seal_max_practices"]);
+        let too_many = AuditConfig { seal_max_practices: 1001, ..AuditConfig::default() };
+        assert_eq!(too_many.problems().len(), 1);
     }
 }

@@ -25,7 +25,7 @@
 //! [`WebhooksConfig::rejection_audits_per_ip`].
 
 use super::{Environment, Problem};
-use app::webhook_ingest::{Endpoints, PaymentEvents, PracticeEndpoints, ProviderBudgets};
+use app::webhook_ingest::{Endpoints, GroupCommit, PaymentEvents, PracticeEndpoints, ProviderBudgets};
 use kernel::{Secret, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,8 +48,29 @@ pub struct WebhooksConfig {
     /// Rejected webhooks written to the audit trail per source IP and minute; further rejections
     /// from that address are still refused, and counted in the log, but not audited one by one.
     pub rejection_audits_per_ip_per_minute: u32,
+    /// How verified deliveries share database transactions (group commit).
+    pub group_commit: GroupCommitConfig,
     /// The practices that receive webhooks, keyed by practice id.
     pub tenants: BTreeMap<String, TenantWebhooks>,
+}
+
+/// `[webhooks.group_commit]`: deliveries that arrive together are processed in one transaction
+/// per practice (see docs/architecture.md, "Webhook group commit"). `max_batch = 1` gives every
+/// delivery a transaction of its own.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupCommitConfig {
+    /// Most deliveries in one shared transaction (1 to 256).
+    pub max_batch: usize,
+    /// Most shared transactions at once, each holding a database connection (1 to 64).
+    pub runners: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        let defaults = GroupCommit::default();
+        Self { max_batch: defaults.max_batch, runners: defaults.runners }
+    }
 }
 
 impl Default for WebhooksConfig {
@@ -58,6 +79,7 @@ impl Default for WebhooksConfig {
             public_base_url: None,
             rate_limits: WebhookRateLimits::default(),
             rejection_audits_per_ip_per_minute: 10,
+            group_commit: GroupCommitConfig::default(),
             tenants: BTreeMap::new(),
         }
     }
@@ -183,6 +205,12 @@ impl WebhooksConfig {
         let mut problems = Vec::new();
         let mut push = |field: &'static str, message: String| problems.push(Problem { field, message });
 
+        if !(1..=GroupCommit::MAX_BATCH_LIMIT).contains(&self.group_commit.max_batch) {
+            push("webhooks.group_commit.max_batch", format!("must be between 1 and {}", GroupCommit::MAX_BATCH_LIMIT));
+        }
+        if !(1..=GroupCommit::RUNNERS_LIMIT).contains(&self.group_commit.runners) {
+            push("webhooks.group_commit.runners", format!("must be between 1 and {}", GroupCommit::RUNNERS_LIMIT));
+        }
         let limits = self.rate_limits;
         for (provider, max) in [
             ("stripe", limits.stripe),
@@ -319,6 +347,11 @@ impl WebhooksConfig {
         }
     }
 
+    /// How verified deliveries share transactions.
+    pub fn group_commit(&self) -> GroupCommit {
+        GroupCommit { max_batch: self.group_commit.max_batch, runners: self.group_commit.runners }
+    }
+
     /// How many `webhook.rejected` entries one source address may cause a minute.
     pub fn rejection_audits_per_ip(&self) -> cache_redis::Limit {
         cache_redis::Limit::new(self.rejection_audits_per_ip_per_minute, Duration::from_secs(60))
@@ -406,6 +439,19 @@ mod tests {
 
     fn messages(config: &WebhooksConfig, environment: Environment) -> Vec<String> {
         config.problems(environment).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn group_commit_bounds_are_checked_and_named() {
+        let mut config = WebhooksConfig::default();
+        assert!(config.problems(Environment::Development).is_empty());
+        assert_eq!(config.group_commit(), GroupCommit::default());
+        config.group_commit = GroupCommitConfig { max_batch: 0, runners: GroupCommit::RUNNERS_LIMIT + 1 };
+        let fields: Vec<_> = config.problems(Environment::Development).into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["webhooks.group_commit.max_batch", "webhooks.group_commit.runners"]);
+        config.group_commit = GroupCommitConfig { max_batch: 1, runners: 8 };
+        assert!(config.problems(Environment::Development).is_empty());
+        assert_eq!(config.group_commit(), GroupCommit { max_batch: 1, runners: 8 });
     }
 
     #[test]

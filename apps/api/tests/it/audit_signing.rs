@@ -19,6 +19,7 @@ fn praxis(app: &TestApp, key_file: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_clear()
         .env("PRAXIS__DATABASE__URL", &app.db.app_url)
+        .env("PRAXIS__DATABASE__PREPARED_STATEMENTS", testkit::prepared_statements_setting())
         .env("PRAXIS__DATABASE__OWNER_URL", &app.db.owner_url)
         .env("PRAXIS__KMS__LOCAL__KEY_FILE", key_file)
         .env("PRAXIS__TELEMETRY__LOG_LEVEL", "warn")

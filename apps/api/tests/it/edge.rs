@@ -149,3 +149,100 @@ async fn malformed_content_length_is_a_bad_request() {
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     app.stop().await;
 }
+
+/// Sends `request` on a fresh connection and returns the status line of the answer (empty when
+/// the server closed without answering).
+async fn raw_status_line(addr: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may close as soon as it has read enough to refuse: a failed write is fine.
+    let _ = stream.write_all(request).await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).lines().next().unwrap_or_default().to_owned()
+}
+
+/// Requests the HTTP framework refuses before any Praxis code runs (control bytes in a header,
+/// 1,000 headers, a 100 KB URL, both Content-Length and Transfer-Encoding) are answered 400/431,
+/// and the real `praxis serve` logs no ERROR for them: one WARN line at most per interval, with the
+/// count, so no client can flood the error log.
+#[actix_web::test]
+async fn malformed_requests_are_refused_and_logged_at_most_once_per_interval() {
+    let app = TestApp::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log_path = std::env::temp_dir().join(format!("praxis-edge-{}.log", uuid::Uuid::new_v4().simple()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
+        .arg("serve")
+        .env_clear()
+        .env("PRAXIS__DATABASE__URL", &app.db.app_url)
+        .env("PRAXIS__REDIS__URL", &app.redis.url)
+        .env("PRAXIS__REDIS__KEY_PREFIX", &app.redis.prefix)
+        .env("PRAXIS__KMS__LOCAL__KEY_FILE", &app.config.kms.local.key_file)
+        .env("PRAXIS__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("PRAXIS__SERVER__WORKERS", "1")
+        .env("PRAXIS__REMINDERS__ENABLED", "false")
+        .env("PRAXIS__TELEMETRY__METRICS_BIND", "")
+        .env("PRAXIS__TELEMETRY__LOG_LEVEL", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..200 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "praxis serve exited: {}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        if let Ok(response) = app.client.get(format!("http://{addr}/health/ready")).send().await
+            && response.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "praxis serve did not get ready");
+
+    let many_headers: String = (0..1000).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let long_url = "a".repeat(100 * 1024);
+    // The framework answers a head it cannot parse 400, and one over its limits 400 or 431
+    // (which depends on where the parser stops).
+    let malformed: Vec<(Vec<u8>, &[&str])> = vec![
+        (b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n".to_vec(), &["400"]),
+        (format!("GET /health/live HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(), &["400", "431"]),
+        (format!("GET /{long_url} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(), &["400", "431"]),
+        (
+            b"POST /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            &["400"],
+        ),
+    ];
+    // Several rounds: a flood, as far as the log is concerned.
+    for _ in 0..5 {
+        for (request, statuses) in &malformed {
+            let line = raw_status_line(&addr, request).await;
+            let answered = line.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).unwrap_or_default();
+            assert!(statuses.contains(&answered), "expected one of {statuses:?}, got {line:?}");
+        }
+    }
+    // The server is still serving.
+    assert_eq!(app.client.get(format!("http://{addr}/health/live")).send().await.unwrap().status(), 200);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let output = std::fs::read_to_string(&log_path).unwrap();
+    std::fs::remove_file(&log_path).ok();
+    let lines: Vec<serde_json::Value> = output.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(errors.is_empty(), "malformed requests logged at ERROR: {errors:?}");
+    let summaries: Vec<_> = lines.iter().filter(|l| l["target"] == "praxis::http::connection_errors").collect();
+    // 20 refusals within one interval: the first one is reported at once, the rest are held.
+    assert_eq!(summaries.len(), 1, "{output}");
+    assert_eq!(summaries[0]["level"], "WARN");
+    assert_eq!(summaries[0]["connection_errors"], 1);
+    app.stop().await;
+}

@@ -213,6 +213,7 @@ pub(crate) fn praxis(db: &TestDb, key_file: &Path) -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PRAXIS__DATABASE__URL", &db.app_url)
+        .env("PRAXIS__DATABASE__PREPARED_STATEMENTS", testkit::prepared_statements_setting())
         .env("PRAXIS__DATABASE__OWNER_URL", &db.owner_url)
         .env("PRAXIS__KMS__LOCAL__KEY_FILE", key_file)
         .env("PRAXIS__TELEMETRY__LOG_LEVEL", "warn");

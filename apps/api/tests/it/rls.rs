@@ -437,3 +437,63 @@ async fn references_cannot_cross_practices_nor_reveal_another_practices_ids() {
                  VALUES (current_tenant_id(), $1, 'Europe/Berlin', '[]', now())";
     assert_eq!(refusal(&db.app_pool, &a, hours, &[b_therapist]).await.map(|r| r.0), Some("23503".into()));
 }
+
+/// The workers' cross-practice scans (`audit_practices_to_seal()`, `reminders_due_practices()`)
+/// answer only in the workers' scan context: a request of any practice, or a transaction with no
+/// context, is refused, so a bug or an injection on the request path cannot list other
+/// practices' ids. The scan context itself sees no rows anywhere, even with the scan settings
+/// switched on by hand.
+#[tokio::test]
+async fn only_the_workers_scan_context_may_list_practices_with_due_work() {
+    let db = TestDb::new().await;
+    let as_alpha = seed_tenant(&db, "Alpha").await;
+    let as_beta = seed_tenant(&db, "Beta").await;
+    let beta = tenant_of(&as_beta);
+    // One unsealed entry of Beta's: Beta has work for the sealer.
+    let mut tx = begin(&db.app_pool, &as_beta).await.unwrap();
+    let actor = kernel::Actor::User { tenant: beta, user: as_beta.user.unwrap(), role: Role::Admin };
+    let event = audit::AuditEvent::new(beta, actor, audit::Action::UserCreate, "user", &kernel::SystemClock)
+        .with_resource_id(UserId::new().to_string());
+    store_postgres::audit::append(&mut tx, event).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let scans = ["SELECT * FROM audit_practices_to_seal(10)", "SELECT * FROM reminders_due_practices(now(), 10)"];
+    for scan in scans {
+        for context in [as_alpha.clone(), as_beta.clone(), DbContext::anonymous(), DbContext::service(beta)] {
+            let refused = refusal(&db.app_pool, &context, scan, &[]).await;
+            assert_eq!(refused.map(|(code, _)| code).as_deref(), Some("42501"), "{scan} as {context:?}");
+        }
+        // Outside any transaction that set a context, too.
+        let error = sqlx::query(scan).execute(&db.app_pool).await.unwrap_err().to_string();
+        assert!(error.contains("scan context only"), "{error}");
+        // A limit beyond the bound is refused, in the right context as well.
+        let too_many = scan.replace("10)", "1001)");
+        let refused = refusal(&db.app_pool, &DbContext::practice_scan(), &too_many, &[]).await;
+        assert_eq!(refused.map(|(code, _)| code).as_deref(), Some("22023"), "{too_many}");
+    }
+
+    // The scan context gets the ids, and only the ids of practices with due work.
+    let mut tx = begin(&db.app_pool, &DbContext::practice_scan()).await.unwrap();
+    let to_seal: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT audit_practices_to_seal(10)").fetch_all(&mut *tx).await.unwrap();
+    assert_eq!(to_seal, [*beta.as_uuid()]);
+    tx.rollback().await.unwrap();
+
+    // Switching the functions' scan settings on by hand opens nothing to the runtime role.
+    for table in tenant_scoped_tables(&db.app_pool).await.into_iter().map(|(table, _)| table) {
+        let mut tx = begin(&db.app_pool, &DbContext::practice_scan()).await.unwrap();
+        sqlx::query(
+            "SELECT set_config('praxis.audit_seal_scan', 'on', true), \
+                    set_config('praxis.reminder_due_scan', 'on', true)",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(n, 0, "{table} is readable in the scan context");
+    }
+}

@@ -125,7 +125,12 @@ async fn rls_context_never_leaks_between_clients_of_one_pooled_server_connection
     }
     // Two clients of the pooler, as two instances would be: each its own pool of connections.
     let pooled = app.db.pooled_app_url();
-    let options = PoolOptions { max_connections: 4, ..PoolOptions::default() };
+    // Debian's PgBouncer 1.18 cannot track named statements.
+    let options = PoolOptions {
+        max_connections: 4,
+        prepared_statements: store_postgres::PreparedStatements::Unnamed,
+        ..PoolOptions::default()
+    };
     let (client_a, client_b) = (
         store_postgres::connect(&pooled, &options).await.unwrap(),
         store_postgres::connect(&pooled, &options).await.unwrap(),

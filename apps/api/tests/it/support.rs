@@ -39,6 +39,9 @@ impl TestApp {
         config.redis.url = Some(Secret::new(redis.url.clone()));
         config.redis.key_prefix = redis.prefix.clone();
         config.server.workers = 1;
+        if testkit::app_via_pooler() {
+            config.database.prepared_statements = api::config::PreparedStatementsSetting::Unnamed;
+        }
         // The local development KMS key of this test server, outside the source tree.
         config.kms.local.key_file =
             std::env::temp_dir().join(format!("praxis-test-{}.key", uuid::Uuid::new_v4().simple()));

@@ -1,16 +1,15 @@
 //! Group commit for webhook deliveries.
 //!
-//! A delivery's work is a short transaction that ends by appending to its practice's audit chain,
-//! whose head stays locked until the commit. One transaction per delivery therefore lets a
-//! practice's webhooks through one commit at a time, however many arrive together. Instead,
-//! each verified delivery joins a queue, and up to [`MAX_RUNNERS`] runners take everything
-//! waiting (at most [`MAX_BATCH`] deliveries) and process it in one transaction per practice
-//! (`handlers::process_batch`): one inbox insert, one chain lock, one commit. A delivery's call
-//! waits for that commit before it returns, so an acknowledged event is durably processed.
+//! Each verified delivery joins a queue, and up to [`GroupCommit::runners`] runners take
+//! everything waiting (at most [`GroupCommit::max_batch`] deliveries) and process it in one
+//! transaction per practice (`handlers::process_batch`): one inbox insert, one audit insert, one
+//! commit for many deliveries. A delivery's call waits for that commit before it returns, so an
+//! acknowledged event is durably processed.
 //!
 //! Nothing waits for a batch to fill: a delivery that finds a runner free is processed at once
 //! (a batch of one), and batches grow only while the runners are busy, that is, under load. The
-//! queue holds only deliveries whose calls are waiting; the process stays stateless.
+//! queue holds only deliveries whose calls are waiting; the process stays stateless. With
+//! `max_batch = 1` every delivery has a transaction of its own (at most `runners` at once).
 //!
 //! A shared transaction that fails is rolled back whole; its deliveries are then processed one
 //! transaction each, so one delivery's failing handler (or a lost race with another batch) fails
@@ -27,21 +26,32 @@ use kernel::TenantId;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::oneshot;
 
-/// Most deliveries in one shared transaction: bounds how long its chain lock is held and how
-/// much one rollback costs.
-pub const MAX_BATCH: usize = 64;
+/// How deliveries share transactions (`webhooks.group_commit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// Most deliveries in one shared transaction: bounds how much one rollback costs.
+    pub max_batch: usize,
+    /// Most batches processed at once, each holding one database connection.
+    pub runners: usize,
+}
 
-/// Most batches processed at once (each holds one database connection). Batches of one practice
-/// still commit one after another (the chain lock), but overlap everything before it. Two, not
-/// more: more runners make smaller batches, and more commits competing for the same chain lock
-/// (webhook_ingest benchmark, one practice: 4 runners 2,467 events/s where 2 made 3,391; 1 and 2
-/// runners are within run-to-run noise of each other). Two keep one practice's batch from
-/// waiting behind another practice's.
-pub const MAX_RUNNERS: usize = 2;
+impl GroupCommit {
+    /// Bounds of the settings (what configuration accepts).
+    pub const MAX_BATCH_LIMIT: usize = 256;
+    pub const RUNNERS_LIMIT: usize = 64;
+}
+
+impl Default for GroupCommit {
+    /// See docs/architecture.md ("Webhook group commit") for the measurements behind these.
+    fn default() -> Self {
+        Self { max_batch: 64, runners: 2 }
+    }
+}
 
 /// The queue of deliveries waiting for a shared transaction.
 #[derive(Debug, Default)]
 pub struct IngestBatcher {
+    settings: GroupCommit,
     queue: Mutex<Queue>,
 }
 
@@ -64,6 +74,11 @@ impl std::fmt::Debug for Waiting {
 }
 
 impl IngestBatcher {
+    pub fn new(settings: GroupCommit) -> Self {
+        let settings = GroupCommit { max_batch: settings.max_batch.max(1), runners: settings.runners.max(1) };
+        Self { settings, queue: Mutex::default() }
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // Nothing panics while holding the lock; a poisoned queue is still a consistent one.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
@@ -82,7 +97,7 @@ impl IngestBatcher {
         let start_runner = {
             let mut queue = self.queue();
             queue.waiting.push(Waiting { delivery, reply });
-            let free = queue.runners < MAX_RUNNERS;
+            let free = queue.runners < self.settings.runners;
             if free {
                 queue.runners += 1;
             }
@@ -99,7 +114,7 @@ impl IngestBatcher {
         })?
     }
 
-    /// Up to [`MAX_BATCH`] waiting deliveries, oldest first; `None` when none wait, in which
+    /// Up to [`GroupCommit::max_batch`] waiting deliveries, oldest first; `None` when none wait, in which
     /// case the calling runner is counted out in the same critical section (so a delivery queued
     /// just after always finds a runner, or starts one).
     fn next_batch(&self) -> Option<Vec<Waiting>> {
@@ -108,7 +123,7 @@ impl IngestBatcher {
             queue.runners -= 1;
             return None;
         }
-        let take = queue.waiting.len().min(MAX_BATCH);
+        let take = queue.waiting.len().min(self.settings.max_batch);
         Some(queue.waiting.drain(..take).collect())
     }
 }
@@ -254,6 +269,7 @@ mod tests {
             )),
             blocklist: IpBlockList::new(store.clone()),
             claims: IdempotencyClaims::new(store),
+            group_commit: GroupCommit::default(),
         };
         let kms = crypto::InMemoryKms::new("batch-test").unwrap();
         let services = Services::new(crate::Dependencies {
@@ -450,8 +466,9 @@ mod tests {
     async fn deliveries_queued_at_once_are_all_answered() {
         let (db, services, ingest, tenant) = services_with_practice().await;
         // More than a batch holds and more than the runners take at once.
+        let max_batch = GroupCommit::default().max_batch;
         let calls =
-            (0..3 * MAX_BATCH).map(|i| {
+            (0..3 * max_batch).map(|i| {
                 let (services, ingest) = (services.clone(), ingest.clone());
                 async move {
                     services.webhook_batcher.process(&services, &ingest, delivery(tenant, &format!("evt_{i}"))).await
@@ -461,7 +478,7 @@ mod tests {
         assert!(outcomes.iter().all(|o| matches!(o, Ok(Outcome::Processed { events: 1 }))));
         assert_eq!(
             count(&db, tenant, "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await,
-            i64::try_from(3 * MAX_BATCH).unwrap()
+            i64::try_from(3 * max_batch).unwrap()
         );
         assert_eq!(services.webhook_batcher.queue().runners, 0, "every runner is counted out once the queue is empty");
         assert!(chain_is_intact(&db, tenant).await);

@@ -54,7 +54,7 @@ mod batch;
 mod endpoints;
 mod handlers;
 
-pub use batch::{MAX_BATCH, MAX_RUNNERS};
+pub use batch::GroupCommit;
 pub use endpoints::{Endpoints, PaymentEvents, PracticeEndpoints, ProviderBudgets};
 /// An inbound message as the message log keeps it (metadata and the text's digest, never the
 /// text), for the doors that show it (a patient's GDPR export).
@@ -97,6 +97,8 @@ pub struct WebhookIngest {
     pub blocklist: IpBlockList,
     /// The Redis claims that keep concurrent copies of an event apart.
     pub claims: IdempotencyClaims,
+    /// How verified deliveries share transactions.
+    pub group_commit: GroupCommit,
 }
 
 impl std::fmt::Debug for WebhookIngest {

@@ -29,13 +29,13 @@ pub struct SealReport {
 }
 
 /// Practices with unsealed entries, the longest-waiting first, at most `max_practices`.
-/// Runs as the runtime role, through the owner's `audit_practices_to_seal()`, which reveals
-/// practice ids and nothing else.
+/// Runs as the runtime role in the workers' scan context ([`DbContext::practice_scan`]), through
+/// the owner's `audit_practices_to_seal()`, which reveals practice ids and nothing else.
 pub async fn practices_to_seal(pool: &PgPool, max_practices: u32) -> Result<Vec<TenantId>, AuditStoreError> {
-    let limit = i32::try_from(max_practices).unwrap_or(i32::MAX);
+    let limit = i32::try_from(max_practices.clamp(1, crate::MAX_PRACTICES_PER_SCAN)).unwrap_or(1);
     // In a transaction, like every statement of this crate (a transaction pooler may hand an
     // unnamed statement's parse and execute to different server connections otherwise).
-    let mut tx = begin(pool, &DbContext::anonymous()).await?;
+    let mut tx = begin(pool, &DbContext::practice_scan()).await?;
     let ids: Vec<uuid::Uuid> = crate::sql::query_scalar("SELECT audit_practices_to_seal($1)")
         .bind(limit)
         .fetch_all(&mut *tx)
