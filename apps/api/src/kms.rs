@@ -163,6 +163,15 @@ pub fn connect_without_runtime(settings: &KmsSettings, slot: KmsSlot) -> anyhow:
             let config = azure
                 .adapter_config(&|name| std::env::var(name).ok())
                 .map_err(|e| anyhow::anyhow!("{section}: {e}"))?;
+            // Which identity (and, for a managed identity, which platform endpoint) was chosen
+            // from the settings and the environment: the first thing to check when tokens fail.
+            tracing::info!(
+                section = %section,
+                credential = %config.credential.describe(),
+                resource = config.resource.as_deref().unwrap_or("from the vault's challenge"),
+                private_ca = config.ca_cert_pem.is_some(),
+                "Azure Key Vault credential"
+            );
             let kms = kms_azure::AzureKeyVault::new(&config).map_err(|e| anyhow::anyhow!("{section}: {e}"))?;
             Ok(Connected::adapter(Arc::new(kms)))
         }
