@@ -252,7 +252,7 @@ async fn serve_self_tests_azure_key_vault_with_a_service_principal() {
 }
 
 /// The OpenBao server `cargo xtask test` starts (`xtask/src/openbao.rs`): address and root token.
-fn openbao() -> (String, String) {
+pub(crate) fn openbao() -> (String, String) {
     let var = |name: &str| match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => value,
         _ => panic!(
@@ -266,7 +266,7 @@ fn openbao() -> (String, String) {
 
 /// What an administrator does once: transit enabled on a mount of this test's own, with a
 /// derived key `praxis` in it. Returns the mount.
-async fn openbao_transit_key(address: &str, root_token: &str) -> String {
+pub(crate) async fn openbao_transit_key(address: &str, root_token: &str) -> String {
     let mount = format!("transit-{}", uuid::Uuid::new_v4().simple());
     let client = reqwest::Client::new();
     for (path, body) in [
