@@ -311,7 +311,7 @@ async fn serve_reaches_a_managed_hsm_behind_tls_inspection_with_a_private_ca_and
 }
 
 /// The OpenBao server `cargo xtask test` starts (`xtask/src/openbao.rs`): address and root token.
-fn openbao() -> (String, String) {
+pub(crate) fn openbao() -> (String, String) {
     let var = |name: &str| match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => value,
         _ => panic!(
@@ -325,7 +325,7 @@ fn openbao() -> (String, String) {
 
 /// What an administrator does once: transit enabled on a mount of this test's own, with a
 /// derived key `praxis` in it. Returns the mount.
-async fn openbao_transit_key(address: &str, root_token: &str) -> String {
+pub(crate) async fn openbao_transit_key(address: &str, root_token: &str) -> String {
     let mount = format!("transit-{}", uuid::Uuid::new_v4().simple());
     let client = reqwest::Client::new();
     for (path, body) in [
