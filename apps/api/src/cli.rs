@@ -336,11 +336,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let config = Arc::new(config);
-    let state = AppState::build(config.clone(), Arc::new(SystemClock)).await?;
+    let kms = crate::kms::build(&config.kms).await?;
+    let state = AppState::with_keyring(config.clone(), Arc::new(SystemClock), kms.keyring.clone())?;
     crate::metrics::observe(&state);
 
-    // Fail secure: never accept traffic with a KMS that cannot wrap and unwrap.
-    let kek = crate::kms::self_test(&state.kms).await.context("refusing to start")?;
+    // Fail secure: never accept traffic with a KMS that cannot wrap and unwrap, or that does not
+    // open the keys the database holds.
+    let kek = crate::kms::start_up_check(&kms, &state.app).await.context("refusing to start")?;
     tracing::info!(backend = kek.backend, kek_id = %kek.key_id, kek_version = %kek.version, "KMS self-test passed");
 
     // Fail secure: never serve through a role that row-level security does not bind.

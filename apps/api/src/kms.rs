@@ -163,6 +163,15 @@ pub fn connect_without_runtime(settings: &KmsSettings, slot: KmsSlot) -> anyhow:
             let config = azure
                 .adapter_config(&|name| std::env::var(name).ok())
                 .map_err(|e| anyhow::anyhow!("{section}: {e}"))?;
+            // Which identity (and, for a managed identity, which platform endpoint) was chosen
+            // from the settings and the environment: the first thing to check when tokens fail.
+            tracing::info!(
+                section = %section,
+                credential = %config.credential.describe(),
+                resource = config.resource.as_deref().unwrap_or("from the vault's challenge"),
+                private_ca = config.ca_cert_pem.is_some(),
+                "Azure Key Vault credential"
+            );
             let kms = kms_azure::AzureKeyVault::new(&config).map_err(|e| anyhow::anyhow!("{section}: {e}"))?;
             Ok(Connected::adapter(Arc::new(kms)))
         }
@@ -198,6 +207,101 @@ pub async fn self_test(keyring: &Keyring) -> anyhow::Result<KekInfo> {
             )
         }
     }
+}
+
+/// The start-up check of `praxis serve`: the [`self_test`] round trip, then the newest stored
+/// patient DEK and practice key unwrapped under their key contexts
+/// (`app::Services::open_newest_stored_keys`), for every backend. A KMS that answers but does
+/// not open what the database holds (a lost local key file replaced by a new one, another
+/// Vault, AWS or Azure key, a retired version) refuses the start with what was found, instead
+/// of a ready server that answers 500 to every patient read. A local key file created just now
+/// by this start is removed again, so the next start does not find a key that opens nothing.
+/// Returns the primary's KEK as the self-test found it.
+pub async fn start_up_check(kms: &KmsHandles, services: &app::Services) -> anyhow::Result<KekInfo> {
+    let kek = self_test(&kms.keyring).await?;
+    let checked = match tokio::time::timeout(SELF_TEST_TIMEOUT, services.open_newest_stored_keys()).await {
+        Ok(checked) => checked,
+        Err(_) => bail!(
+            "KMS self-test failed ({} key {}): no answer within {SELF_TEST_TIMEOUT:?} when unwrapping a stored key",
+            kek.backend,
+            kek.key_id
+        ),
+    };
+    match checked {
+        Ok(opened) => {
+            for key in &opened {
+                tracing::info!(
+                    purpose = %key.purpose,
+                    kek_id = %key.kek_id,
+                    kek_version = %key.kek_version,
+                    stored = key.stored,
+                    "KMS self-test: the newest stored key unwraps"
+                );
+            }
+            Ok(kek)
+        }
+        Err(app::keys::StoredKeysError::Failed(error)) => {
+            Err(anyhow::anyhow!("KMS self-test: cannot read or record the stored keys to try: {error}"))
+        }
+        Err(app::keys::StoredKeysError::NotOpened(refusal)) => {
+            let app::keys::StoredKeyNotOpened { key, error } = *refusal;
+            let what = match key.patient {
+                Some(_) => "patient key".to_owned(),
+                None => format!("{} practice key", key.purpose),
+            };
+            let found = format!(
+                "the database holds {} live {}s; the newest (practice {}, generation {}) is wrapped under KEK {} version {:?}, \
+                 like {} of them",
+                key.stored, what, key.tenant, key.generation, key.kek_id, key.kek_version, key.under_same_kek
+            );
+            if error.is_retryable() {
+                bail!(
+                    "KMS self-test failed ({} key {}): {found}, and the KMS did not answer when asked to unwrap it: {error}",
+                    kek.backend,
+                    kek.key_id
+                );
+            }
+            let advice = match local_key_file_note(kms) {
+                Some(note) => note,
+                None => format!(
+                    "Check that kms.{} names the key the stored keys were wrapped with (and that it, or the version, \
+                     was not deleted or retired), and that kms.previous lists every backend older keys are still \
+                     wrapped under.",
+                    kek.backend
+                ),
+            };
+            bail!(
+                "KMS self-test failed ({} key {}): {found}, and it does not unwrap: {error}. {advice}",
+                kek.backend,
+                kek.key_id
+            )
+        }
+    }
+}
+
+/// For a local primary: what its key file has to do with a refusal, after removing the file
+/// when this very start created it (none was there), so a restart does not take a key that
+/// opens nothing for the right one.
+#[cfg(feature = "kms-local")]
+fn local_key_file_note(kms: &KmsHandles) -> Option<String> {
+    let local = kms.primary_local.as_ref()?;
+    let path = local.path().display();
+    let restore = "Restore the key file the stored keys were wrapped with (from its backup) to kms.local.key_file, \
+                   or, on a development database you mean to discard, drop the database and migrate it afresh.";
+    if !local.created_the_file() {
+        return Some(format!("The key file {path} does not open them. {restore}"));
+    }
+    let removed = match std::fs::remove_file(local.path()) {
+        Ok(()) => "and was removed again".to_owned(),
+        Err(error) => format!("and could not be removed again ({error}): remove it"),
+    };
+    Some(format!("The key file {path} did not exist: a new key was created just now, {removed}. {restore}"))
+}
+
+/// Without the local adapter there is no key file to speak of.
+#[cfg(not(feature = "kms-local"))]
+fn local_key_file_note(_: &KmsHandles) -> Option<String> {
+    None
 }
 
 /// A `KeyManagement` that traces every call of the adapter inside it: a `kms` span with the

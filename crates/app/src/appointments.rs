@@ -23,7 +23,7 @@
 
 use crate::calendar::{calendar_context, check_instant_range, ensure_therapist, invalid_input, parse_instant};
 use crate::patients::{Lock, live_patient};
-use crate::protection::{AppointmentNote, SealingKey, seal_note, wrapped_of};
+use crate::protection::{AppointmentNote, PatientKeys, SealingKey, seal_note, wrapped_of};
 use crate::{Access, Caller, Error, Result, Services};
 use audit::Action;
 use identity::{Permission, Scope};
@@ -175,49 +175,51 @@ impl Services {
         let id = Uuid::now_v7();
         let (notes_ref, planned_ref) = (&notes, &planned);
         let row = self
-            .with_retries(caller, therapist, slot, None, || async move {
-                let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-                let patient_row = live_patient(&mut tx, caller.tenant, patient, Lock::No).await?;
-                let notes_enc = match notes_ref {
-                    Some(text) => {
-                        let key = SealingKey {
-                            dek: self.patient_dek(&mut tx, caller, &patient_row).await?,
-                            wrapped: wrapped_of(&patient_row)?,
-                            generation: patient_row.dek_generation,
-                        };
-                        Some(seal_note(&key, caller.tenant, patient, id, AppointmentNote::Booking, text)?)
-                    }
-                    None => None,
-                };
-                let new = NewAppointment {
-                    id,
-                    tenant: caller.tenant,
-                    patient,
-                    therapist,
-                    slot,
-                    kind,
-                    notes_enc,
-                    created_at: now,
-                };
-                // Racing bookings of one therapist queue on the calendar lock the insert takes
-                // (`store_postgres::appointments::insert`), not on each other's exclusion checks.
-                let event = caller
-                    .audit_event(Action::AppointmentCreate, "appointment", self.clock())
-                    .with_resource_id(id.to_string())
-                    .with_detail(json!({
-                        "patient_id": patient.to_string(),
-                        "therapist_id": therapist.to_string(),
-                        "start": format_time(slot.start()),
-                        "end": format_time(slot.end()),
-                        "kind": kind.as_str(),
-                        "reminders_planned": planned_ref.len(),
-                    }));
-                store_postgres::audit::append(&mut tx, event).await?;
-                store::insert(&mut tx, &new).await?;
-                store::insert_reminders(&mut tx, caller.tenant, id, slot.start(), planned_ref, now).await?;
-                let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
-                tx.commit().await?;
-                Ok(row)
+            .with_retries(caller, therapist, slot, None, move || {
+                self.with_patient_keys(move |keys| async move {
+                    let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+                    let patient_row = live_patient(&mut tx, caller.tenant, patient, Lock::No).await?;
+                    let notes_enc = match notes_ref {
+                        Some(text) => {
+                            let key = SealingKey {
+                                dek: self.patient_dek(&mut tx, caller, &keys, &patient_row).await?,
+                                wrapped: wrapped_of(&patient_row)?,
+                                generation: patient_row.dek_generation,
+                            };
+                            Some(seal_note(&key, caller.tenant, patient, id, AppointmentNote::Booking, text)?)
+                        }
+                        None => None,
+                    };
+                    let new = NewAppointment {
+                        id,
+                        tenant: caller.tenant,
+                        patient,
+                        therapist,
+                        slot,
+                        kind,
+                        notes_enc,
+                        created_at: now,
+                    };
+                    // Racing bookings of one therapist queue on the calendar lock the insert takes
+                    // (`store_postgres::appointments::insert`), not on each other's exclusion checks.
+                    let event = caller
+                        .audit_event(Action::AppointmentCreate, "appointment", self.clock())
+                        .with_resource_id(id.to_string())
+                        .with_detail(json!({
+                            "patient_id": patient.to_string(),
+                            "therapist_id": therapist.to_string(),
+                            "start": format_time(slot.start()),
+                            "end": format_time(slot.end()),
+                            "kind": kind.as_str(),
+                            "reminders_planned": planned_ref.len(),
+                        }));
+                    store_postgres::audit::append(&mut tx, event).await?;
+                    store::insert(&mut tx, &new).await?;
+                    store::insert_reminders(&mut tx, caller.tenant, id, slot.start(), planned_ref, now).await?;
+                    let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
+                    tx.commit().await?;
+                    Ok(row)
+                })
             })
             .await?;
         Ok(AppointmentDetails {
@@ -264,11 +266,14 @@ impl Services {
     /// reminders.
     pub async fn appointment(&self, caller: &Caller, id: Uuid) -> Result<AppointmentDetails> {
         self.authorize(caller, Permission::AppointmentRead, "appointment").await?;
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
-        let details = self.details(&mut tx, caller, row).await?;
-        tx.commit().await?;
-        Ok(details)
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
+            let details = self.details(&mut tx, caller, &keys, row).await?;
+            tx.commit().await?;
+            Ok(details)
+        })
+        .await
     }
 
     /// Moves an appointment, changes its therapist or kind, or sets or clears its notes
@@ -341,56 +346,64 @@ impl Services {
             changed.push("notes");
         }
         let (planned_ref, notes_ref, changed_ref, current_ref) = (&planned, &new_notes, &changed, &current);
-        self.with_retries(caller, therapist, slot, Some(id), || async move {
-            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-            let row = store::get(&mut tx, caller.tenant, id, true).await?.ok_or(Error::NotFound)?;
-            if row.status.is_final() {
-                return Err(Attempt::Failed(refuse_final(&row)));
-            }
-            // The slot and therapist written below were worked out from `current`, read before
-            // this lock: had someone moved the appointment in between, writing them would
-            // silently undo that move (and leave its reminders stale).
-            if rebook {
-                refuse_patient_after_start(caller, &row, now)?;
-            }
-            if row.slot != current_ref.slot || row.therapist != current_ref.therapist {
-                return Err(Attempt::Failed(Error::Conflict(
-                    "The appointment was changed by someone else meanwhile; read it again and retry.".into(),
-                )));
-            }
-            let notes_enc = match notes_ref {
-                None => row.notes_enc.clone(),
-                Some(None) => None,
-                Some(Some(text)) => {
-                    let key = self.sealing_key(&mut tx, caller, row.patient).await?.ok_or(Error::Gone)?;
-                    Some(seal_note(&key, caller.tenant, row.patient, id, AppointmentNote::Booking, text)?)
+        self.with_retries(caller, therapist, slot, Some(id), move || {
+            self.with_patient_keys(move |keys| async move {
+                let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+                let row = store::get(&mut tx, caller.tenant, id, true).await?.ok_or(Error::NotFound)?;
+                if row.status.is_final() {
+                    return Err(Attempt::Failed(refuse_final(&row)));
                 }
-            };
-            let change = AppointmentChange { therapist, slot, kind: new_kind.unwrap_or(row.kind), notes_enc };
-            // The calendar lock is taken by `reschedule` itself, as for a new booking.
-            let event = caller
-                .audit_event(Action::AppointmentUpdate, "appointment", self.clock())
-                .with_resource_id(id.to_string())
-                .with_detail(json!({
-                    "fields": changed_ref,
-                    "start": format_time(slot.start()),
-                    "end": format_time(slot.end()),
-                    "therapist_id": therapist.to_string(),
-                    "reminders_replanned": planned_ref.as_ref().map(Vec::len),
-                }));
-            store_postgres::audit::append(&mut tx, event).await?;
-            if !store::reschedule(&mut tx, caller.tenant, id, &change, now).await? {
-                return Err(Attempt::Failed(Error::NotFound));
-            }
-            if let Some(planned) = planned_ref {
-                store::skip_pending_reminders(&mut tx, caller.tenant, id, ReminderSkipReason::AppointmentMoved, now)
+                // The slot and therapist written below were worked out from `current`, read before
+                // this lock: had someone moved the appointment in between, writing them would
+                // silently undo that move (and leave its reminders stale).
+                if rebook {
+                    refuse_patient_after_start(caller, &row, now)?;
+                }
+                if row.slot != current_ref.slot || row.therapist != current_ref.therapist {
+                    return Err(Attempt::Failed(Error::Conflict(
+                        "The appointment was changed by someone else meanwhile; read it again and retry.".into(),
+                    )));
+                }
+                let notes_enc = match notes_ref {
+                    None => row.notes_enc.clone(),
+                    Some(None) => None,
+                    Some(Some(text)) => {
+                        let key = self.sealing_key(&mut tx, caller, &keys, row.patient).await?.ok_or(Error::Gone)?;
+                        Some(seal_note(&key, caller.tenant, row.patient, id, AppointmentNote::Booking, text)?)
+                    }
+                };
+                let change = AppointmentChange { therapist, slot, kind: new_kind.unwrap_or(row.kind), notes_enc };
+                // The calendar lock is taken by `reschedule` itself, as for a new booking.
+                let event = caller
+                    .audit_event(Action::AppointmentUpdate, "appointment", self.clock())
+                    .with_resource_id(id.to_string())
+                    .with_detail(json!({
+                        "fields": changed_ref,
+                        "start": format_time(slot.start()),
+                        "end": format_time(slot.end()),
+                        "therapist_id": therapist.to_string(),
+                        "reminders_replanned": planned_ref.as_ref().map(Vec::len),
+                    }));
+                store_postgres::audit::append(&mut tx, event).await?;
+                if !store::reschedule(&mut tx, caller.tenant, id, &change, now).await? {
+                    return Err(Attempt::Failed(Error::NotFound));
+                }
+                if let Some(planned) = planned_ref {
+                    store::skip_pending_reminders(
+                        &mut tx,
+                        caller.tenant,
+                        id,
+                        ReminderSkipReason::AppointmentMoved,
+                        now,
+                    )
                     .await?;
-                store::insert_reminders(&mut tx, caller.tenant, id, slot.start(), planned, now).await?;
-            }
-            let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
-            let details = self.details(&mut tx, caller, row).await?;
-            tx.commit().await?;
-            Ok(details)
+                    store::insert_reminders(&mut tx, caller.tenant, id, slot.start(), planned, now).await?;
+                }
+                let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
+                let details = self.details(&mut tx, caller, &keys, row).await?;
+                tx.commit().await?;
+                Ok(details)
+            })
         })
         .await
     }
@@ -414,39 +427,48 @@ impl Services {
         })?;
         let note = note_text("note", note)?;
         let now = self.clock.now();
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        let row = store::get(&mut tx, caller.tenant, id, true).await?.ok_or(Error::NotFound)?;
-        row.status
-            .transition_at(AppointmentStatus::Cancelled, row.slot.start(), now)
-            .map_err(|e| transition_error(&e, &row, now))?;
-        refuse_patient_after_start(caller, &row, now)?;
-        let note_enc = match &note {
-            Some(text) => {
-                let key = self.sealing_key(&mut tx, caller, row.patient).await?.ok_or(Error::Gone)?;
-                Some(seal_note(&key, caller.tenant, row.patient, id, AppointmentNote::Cancellation, text)?)
+        let note = &note;
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            let row = store::get(&mut tx, caller.tenant, id, true).await?.ok_or(Error::NotFound)?;
+            row.status
+                .transition_at(AppointmentStatus::Cancelled, row.slot.start(), now)
+                .map_err(|e| transition_error(&e, &row, now))?;
+            refuse_patient_after_start(caller, &row, now)?;
+            let note_enc = match note {
+                Some(text) => {
+                    let key = self.sealing_key(&mut tx, caller, &keys, row.patient).await?.ok_or(Error::Gone)?;
+                    Some(seal_note(&key, caller.tenant, row.patient, id, AppointmentNote::Cancellation, text)?)
+                }
+                None => None,
+            };
+            if !store::cancel(&mut tx, caller.tenant, id, row.status, reason, note_enc.as_deref(), now).await? {
+                return Err(Error::Conflict("The appointment changed meanwhile; read it and retry.".into()));
             }
-            None => None,
-        };
-        if !store::cancel(&mut tx, caller.tenant, id, row.status, reason, note_enc.as_deref(), now).await? {
-            return Err(Error::Conflict("The appointment changed meanwhile; read it and retry.".into()));
-        }
-        let skipped =
-            store::skip_pending_reminders(&mut tx, caller.tenant, id, ReminderSkipReason::AppointmentCancelled, now)
-                .await?;
-        let event = caller
-            .audit_event(Action::AppointmentCancel, "appointment", self.clock())
-            .with_resource_id(id.to_string())
-            .with_detail(json!({
-                "reason": reason.as_str(),
-                "from": row.status.as_str(),
-                "reason_detailed": note.is_some(),
-                "reminders_skipped": skipped,
-            }));
-        store_postgres::audit::append(&mut tx, event).await?;
-        let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
-        let details = self.details(&mut tx, caller, row).await?;
-        tx.commit().await?;
-        Ok(details)
+            let skipped = store::skip_pending_reminders(
+                &mut tx,
+                caller.tenant,
+                id,
+                ReminderSkipReason::AppointmentCancelled,
+                now,
+            )
+            .await?;
+            let event = caller
+                .audit_event(Action::AppointmentCancel, "appointment", self.clock())
+                .with_resource_id(id.to_string())
+                .with_detail(json!({
+                    "reason": reason.as_str(),
+                    "from": row.status.as_str(),
+                    "reason_detailed": note.is_some(),
+                    "reminders_skipped": skipped,
+                }));
+            store_postgres::audit::append(&mut tx, event).await?;
+            let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
+            let details = self.details(&mut tx, caller, &keys, row).await?;
+            tx.commit().await?;
+            Ok(details)
+        })
+        .await
     }
 
     /// Records a confirmation or an outcome (`appointment.manage`): `confirmed`, `completed` or
@@ -468,21 +490,24 @@ impl Services {
             return Err(self.refuse_outside_own(caller, Permission::AppointmentManage, "appointment").await);
         }
         let now = self.clock.now();
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        let row = store::get(&mut tx, caller.tenant, id, true).await?.ok_or(Error::NotFound)?;
-        row.status.transition_at(to, row.slot.start(), now).map_err(|e| transition_error(&e, &row, now))?;
-        if !store::set_status(&mut tx, caller.tenant, id, row.status, to, now).await? {
-            return Err(Error::Conflict("The appointment changed meanwhile; read it and retry.".into()));
-        }
-        let event = caller
-            .audit_event(Action::AppointmentUpdate, "appointment", self.clock())
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "fields": ["status"], "from": row.status.as_str(), "to": to.as_str() }));
-        store_postgres::audit::append(&mut tx, event).await?;
-        let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
-        let details = self.details(&mut tx, caller, row).await?;
-        tx.commit().await?;
-        Ok(details)
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            let row = store::get(&mut tx, caller.tenant, id, true).await?.ok_or(Error::NotFound)?;
+            row.status.transition_at(to, row.slot.start(), now).map_err(|e| transition_error(&e, &row, now))?;
+            if !store::set_status(&mut tx, caller.tenant, id, row.status, to, now).await? {
+                return Err(Error::Conflict("The appointment changed meanwhile; read it and retry.".into()));
+            }
+            let event = caller
+                .audit_event(Action::AppointmentUpdate, "appointment", self.clock())
+                .with_resource_id(id.to_string())
+                .with_detail(json!({ "fields": ["status"], "from": row.status.as_str(), "to": to.as_str() }));
+            store_postgres::audit::append(&mut tx, event).await?;
+            let row = store::get(&mut tx, caller.tenant, id, false).await?.ok_or(Error::NotFound)?;
+            let details = self.details(&mut tx, caller, &keys, row).await?;
+            tx.commit().await?;
+            Ok(details)
+        })
+        .await
     }
 
     /// The patient's appointments for the GDPR export, in the export's transaction: everything
@@ -493,12 +518,13 @@ impl Services {
         &self,
         conn: &mut PgConnection,
         caller: &Caller,
+        keys: &PatientKeys,
         patient: PatientId,
     ) -> Result<Vec<AppointmentDetails>> {
         let rows = store::of_patient(conn, caller.tenant, patient).await?;
         let mut documents = Vec::with_capacity(rows.len());
         for row in rows {
-            documents.push(self.details(conn, caller, row).await?);
+            documents.push(self.details(conn, caller, keys, row).await?);
         }
         Ok(documents)
     }
@@ -508,16 +534,19 @@ impl Services {
         &self,
         conn: &mut PgConnection,
         caller: &Caller,
+        keys: &PatientKeys,
         row: AppointmentRow,
     ) -> Result<AppointmentDetails> {
         let notes = match &row.notes_enc {
-            Some(ciphertext) => self.open_note(conn, caller, row.id, AppointmentNote::Booking, ciphertext).await?,
+            Some(ciphertext) => {
+                self.open_note(conn, caller, keys, row.id, AppointmentNote::Booking, ciphertext).await?
+            }
             None => None,
         };
         // A cancellation's note, opened only for an appointment shown as cancelled.
         let cancel_note = match (row.cancel_reason, row.cancelled_at, &row.cancel_note_enc) {
             (Some(_), Some(_), Some(ciphertext)) => {
-                self.open_note(conn, caller, row.id, AppointmentNote::Cancellation, ciphertext).await?
+                self.open_note(conn, caller, keys, row.id, AppointmentNote::Cancellation, ciphertext).await?
             }
             _ => None,
         };

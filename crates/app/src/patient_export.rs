@@ -48,29 +48,32 @@ impl Services {
         let generated_at = self.clock.now();
         // The access log first (its own read-only transaction), so the export includes every
         // access up to this moment.
-        let access_log = self.access_log_of(tenant, id).await?;
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        let row = live_patient(&mut tx, tenant, id, Lock::No).await?;
-        let data = self.open_patient_fields(&mut tx, caller, &row, &PatientField::ALL).await?;
-        let consent_history = store_postgres::patients::consent_history(&mut tx, tenant, id).await?;
-        let consents = crate::consents::records_of(id, &consent_history)?;
-        let messages = store_postgres::webhooks::messages_of_patient(&mut tx, tenant, id).await?;
-        let appointments = self.appointments_for_export(&mut tx, caller, id).await?;
-        let event = caller
-            .audit_event(Action::PatientExport, "patient", self.clock())
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "audit_entries": access_log.len(), "consent_events": consent_history.len() }));
-        store_postgres::audit::append(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(PatientExport {
-            generated_at,
-            patient: Patient::new(&row, data),
-            consents,
-            consent_history,
-            appointments,
-            messages,
-            access_log,
+        let access_log = &self.access_log_of(tenant, id).await?;
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            let row = live_patient(&mut tx, tenant, id, Lock::No).await?;
+            let data = self.open_patient_fields(&mut tx, caller, &keys, &row, &PatientField::ALL).await?;
+            let consent_history = store_postgres::patients::consent_history(&mut tx, tenant, id).await?;
+            let consents = crate::consents::records_of(id, &consent_history)?;
+            let messages = store_postgres::webhooks::messages_of_patient(&mut tx, tenant, id).await?;
+            let appointments = self.appointments_for_export(&mut tx, caller, &keys, id).await?;
+            let event = caller
+                .audit_event(Action::PatientExport, "patient", self.clock())
+                .with_resource_id(id.to_string())
+                .with_detail(json!({ "audit_entries": access_log.len(), "consent_events": consent_history.len() }));
+            store_postgres::audit::append(&mut tx, event).await?;
+            tx.commit().await?;
+            Ok(PatientExport {
+                generated_at,
+                patient: Patient::new(&row, data),
+                consents,
+                consent_history,
+                appointments,
+                messages,
+                access_log: access_log.clone(),
+            })
         })
+        .await
     }
 
     /// Every audit entry whose resource is this patient (record, key, consents), newest first.

@@ -14,6 +14,7 @@ use crate::protection::{CONTACT_FIELDS, SealingKey, email_index, open_fields, ph
 use crate::{Caller, Error, FieldProblem, Result, Services};
 use ::patients::{NewPatient, PatientData, PatientField, PatientPatch, ValidationErrors};
 use audit::Action;
+use crypto::DataKey;
 use identity::{Permission, Scope};
 use kernel::{PatientId, Role, Secret, TenantId, UserId};
 use serde_json::json;
@@ -174,11 +175,15 @@ impl Services {
     /// may not read; audited as `patient.read`.
     pub async fn read_patient(&self, caller: &Caller, id: PatientId) -> Result<Patient> {
         self.authorize(caller, Permission::PatientReadContact, "patient").await?;
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        let row = live_patient(&mut tx, caller.tenant, id, Lock::No).await?;
-        let patient = self.read_in(&mut tx, caller, &row).await?;
-        tx.commit().await?;
-        Ok(patient)
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            let row = live_patient(&mut tx, caller.tenant, id, Lock::No).await?;
+            let dek = self.patient_dek(&mut tx, caller, &keys, &row).await?;
+            let patient = self.read_in(&mut tx, caller, &row, &dek).await?;
+            tx.commit().await?;
+            Ok(patient)
+        })
+        .await
     }
 
     /// The patients the caller may see (a therapist: assigned ones; a patient: themself), a page
@@ -207,17 +212,22 @@ impl Services {
             filter.phone_index = search.phone.as_deref().map(|p| phone_index(&key, p));
         }
         let page_size = usize::try_from(limit).map_err(Error::internal)?;
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        let mut rows = store::list(&mut tx, caller.tenant, filter, search.cursor, limit + 1).await?;
-        let more = rows.len() > page_size;
-        rows.truncate(page_size);
-        let mut patients = Vec::with_capacity(rows.len());
-        for row in &rows {
-            patients.push(self.read_in(&mut tx, caller, row).await?);
-        }
-        tx.commit().await?;
-        let next_cursor = if more { rows.last().map(|r| r.id) } else { None };
-        Ok(PatientList { patients, next_cursor })
+        let cursor = search.cursor;
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            let mut rows = store::list(&mut tx, caller.tenant, filter, cursor, limit + 1).await?;
+            let more = rows.len() > page_size;
+            rows.truncate(page_size);
+            let deks = self.patient_deks(&mut tx, caller, &keys, &rows).await?;
+            let mut patients = Vec::with_capacity(rows.len());
+            for (row, dek) in rows.iter().zip(&deks) {
+                patients.push(self.read_in(&mut tx, caller, row, dek).await?);
+            }
+            tx.commit().await?;
+            let next_cursor = if more { rows.last().map(|r| r.id) } else { None };
+            Ok(PatientList { patients, next_cursor })
+        })
+        .await
     }
 
     /// Applies a JSON merge patch (`patient.update_contact`; clinical fields also need
@@ -240,57 +250,60 @@ impl Services {
             Some(self.blind_index_key(caller).await?)
         };
         let tenant = caller.tenant;
-
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        let row = live_patient(&mut tx, tenant, id, Lock::ForUpdate).await?;
-        if let Some(therapist) = patch.assigned_therapist.as_set() {
-            check_therapist(&mut tx, tenant, UserId::from_uuid(*therapist)).await?;
-        }
-        let key = SealingKey {
-            dek: self.patient_dek(&mut tx, caller, &row).await?,
-            wrapped: crate::protection::wrapped_of(&row)?,
-            generation: row.dek_generation,
-        };
-        let mut new_data = PatientData::default();
-        patch.apply(&mut new_data);
-        let sealed = seal_fields(&key, tenant, id, &new_data, &changed)?;
-        let mut change = PatientChange::default();
-        for field in &changed {
-            change.fields.insert(*field, sealed.get(field).cloned());
-        }
-        if let Some(index_key) = &index_key {
-            if !patch.email.is_absent() {
-                change.email_index = Some(new_data.email.as_deref().map(|e| email_index(index_key, e)));
+        let (patch, changed, index_key) = (&patch, &changed, &index_key);
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+            let row = live_patient(&mut tx, tenant, id, Lock::ForUpdate).await?;
+            if let Some(therapist) = patch.assigned_therapist.as_set() {
+                check_therapist(&mut tx, tenant, UserId::from_uuid(*therapist)).await?;
             }
-            if !patch.phone.is_absent() {
-                change.phone_index = Some(new_data.phone.as_deref().map(|p| phone_index(index_key, p)));
+            let key = SealingKey {
+                dek: self.patient_dek(&mut tx, caller, &keys, &row).await?,
+                wrapped: crate::protection::wrapped_of(&row)?,
+                generation: row.dek_generation,
+            };
+            let mut new_data = PatientData::default();
+            patch.apply(&mut new_data);
+            let sealed = seal_fields(&key, tenant, id, &new_data, changed)?;
+            let mut change = PatientChange::default();
+            for field in changed {
+                change.fields.insert(*field, sealed.get(field).cloned());
             }
-        }
-        if !patch.assigned_therapist.is_absent() {
-            change.assigned_therapist = Some(patch.assigned_therapist.as_set().map(|t| UserId::from_uuid(*t)));
-        }
-        if !store::update(&mut tx, tenant, id, &change, self.clock.now()).await? {
-            return Err(Error::NotFound);
-        }
-        let mut names: Vec<&str> = changed.iter().map(|f| f.aad_column()).collect();
-        if !patch.assigned_therapist.is_absent() {
-            names.push("assigned_therapist_id");
-        }
-        let event = caller
-            .audit_event(Action::PatientUpdate, "patient", self.clock())
-            .with_resource_id(id.to_string())
-            .with_detail(json!({ "fields": names }));
-        store_postgres::audit::append(&mut tx, event).await?;
-        // Answer with the stored result (this also proves it decrypts), visible to this caller.
-        let updated = match live_patient(&mut tx, tenant, id, Lock::No).await {
-            Ok(row) => Some(Patient::new(&row, open_fields(&key.dek, &row, readable_fields(caller))?)),
-            // Only practice-wide roles (re)assign, so a caller cannot unassign itself out of
-            // view; a row that left the view anyway is not an error of the update itself.
-            Err(Error::NotFound) => None,
-            Err(other) => return Err(other),
-        };
-        tx.commit().await?;
-        Ok(updated)
+            if let Some(index_key) = index_key {
+                if !patch.email.is_absent() {
+                    change.email_index = Some(new_data.email.as_deref().map(|e| email_index(index_key, e)));
+                }
+                if !patch.phone.is_absent() {
+                    change.phone_index = Some(new_data.phone.as_deref().map(|p| phone_index(index_key, p)));
+                }
+            }
+            if !patch.assigned_therapist.is_absent() {
+                change.assigned_therapist = Some(patch.assigned_therapist.as_set().map(|t| UserId::from_uuid(*t)));
+            }
+            if !store::update(&mut tx, tenant, id, &change, self.clock.now()).await? {
+                return Err(Error::NotFound);
+            }
+            let mut names: Vec<&str> = changed.iter().map(|f| f.aad_column()).collect();
+            if !patch.assigned_therapist.is_absent() {
+                names.push("assigned_therapist_id");
+            }
+            let event = caller
+                .audit_event(Action::PatientUpdate, "patient", self.clock())
+                .with_resource_id(id.to_string())
+                .with_detail(json!({ "fields": names }));
+            store_postgres::audit::append(&mut tx, event).await?;
+            // Answer with the stored result (this also proves it decrypts), visible to this caller.
+            let updated = match live_patient(&mut tx, tenant, id, Lock::No).await {
+                Ok(row) => Some(Patient::new(&row, open_fields(&key.dek, &row, readable_fields(caller))?)),
+                // Only practice-wide roles (re)assign, so a caller cannot unassign itself out of
+                // view; a row that left the view anyway is not an error of the update itself.
+                Err(Error::NotFound) => None,
+                Err(other) => return Err(other),
+            };
+            tx.commit().await?;
+            Ok(updated)
+        })
+        .await
     }
 
     /// Sets a legal hold (`patient.erase`): erasure is refused while it is set. Audited as
@@ -411,10 +424,16 @@ impl Services {
         })
     }
 
-    /// Opens what the caller may read of `row` and records the read as `patient.read`, in
-    /// `conn`'s transaction.
-    async fn read_in(&self, conn: &mut PgConnection, caller: &Caller, row: &PatientRow) -> Result<Patient> {
-        let data = self.open_patient_fields(conn, caller, row, readable_fields(caller)).await?;
+    /// Opens what the caller may read of `row` with its DEK and records the read as
+    /// `patient.read`, in `conn`'s transaction.
+    async fn read_in(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        row: &PatientRow,
+        dek: &DataKey,
+    ) -> Result<Patient> {
+        let data = open_fields(dek, row, readable_fields(caller))?;
         let event = caller
             .audit_event(Action::PatientRead, "patient", self.clock())
             .with_resource_id(row.id.to_string())

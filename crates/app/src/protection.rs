@@ -8,6 +8,11 @@
 //!   [`crypto::DekCache`]; each unwrap writes a `key.unwrap` audit entry in the caller's
 //!   transaction (who caused a KMS call for whose key), so the trail shows every key use.
 //!   [`Services::unwrap_patient_dek`] is the one place that does this.
+//! - No database connection waits for the KMS: the KMS can take its whole retry budget when it
+//!   hangs, and a pool whose connections all wait for it serves nobody. A use case's transaction
+//!   runs inside [`Services::with_patient_keys`]; a DEK missing from the cache ends the attempt
+//!   (its transaction rolls back, its connection returns to the pool), is unwrapped with nothing
+//!   held, and the attempt runs again with it (see [`PatientKeys`]).
 //! - Each practice has one blind-index key (`tenant_keys`, purpose `blind-index`), created on
 //!   first use (`practice_key::load_or_create_practice_key`) in its own committed transaction (a
 //!   key must never exist only in memory: an index computed with it would be unsearchable after
@@ -32,10 +37,10 @@ use crate::{Caller, Error, Result, Services};
 use ::patients::{PatientData, PatientField};
 use audit::Action;
 use crypto::{
-    Aad, BlindIndexKey, DataKey, DekCacheKey, DekRef, FieldHeader, KeyContext, KeyManagement, KeyPurpose, KmsError,
-    WrappedDataKey,
+    Aad, BlindIndexKey, DataKey, DekCache, DekCacheKey, DekRef, FieldHeader, KeyContext, KeyManagement, KeyPurpose,
+    KmsError, WrappedDataKey,
 };
-use kernel::{PatientId, TenantId};
+use kernel::{PatientId, SharedClock, TenantId};
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -123,6 +128,99 @@ pub struct SealingKey {
     pub generation: u32,
 }
 
+/// Most attempts of one transaction by [`Services::with_patient_keys`]: the first finds the
+/// DEKs it needs missing, the second has them; a third covers a rotation in between.
+pub const MAX_KEY_ROUNDS: usize = 3;
+
+/// The patient DEKs of one use case's call that it unwrapped through the KMS between two
+/// attempts of its transaction, and those its current attempt found missing. Made only by
+/// [`Services::with_patient_keys`], which is what lets the KMS be waited for with no
+/// database connection held: an attempt that finds a DEK in neither the shared cache nor here
+/// asks for it and fails, its transaction rolls back, the DEK is unwrapped, and the attempt
+/// runs again. A DEK taken from here is recorded as `key.unwrap` in the attempt's
+/// transaction, and joins the shared cache only once that transaction committed, so the cache
+/// never holds a DEK whose unwrap is not on the trail.
+#[derive(Clone, Default)]
+pub struct PatientKeys(Arc<Mutex<Stash>>);
+
+impl std::fmt::Debug for PatientKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatientKeys").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Stash {
+    unwrapped: HashMap<DekCacheKey, Unwrapped>,
+    wanted: HashMap<DekCacheKey, WrappedDataKey>,
+}
+
+struct Unwrapped {
+    dek: Arc<DataKey>,
+    wrapped: WrappedDataKey,
+    /// Recorded as `key.unwrap` in the current attempt's transaction.
+    audited: bool,
+}
+
+/// A DEK taken from [`PatientKeys`] for an attempt; `first_use` when the attempt has not
+/// recorded its unwrap yet.
+struct Stashed {
+    dek: Arc<DataKey>,
+    wrapped: WrappedDataKey,
+    first_use: bool,
+}
+
+impl PatientKeys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stash> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new attempt, a new transaction: nothing is recorded in it yet.
+    fn start_attempt(&self) {
+        for entry in self.lock().unwrapped.values_mut() {
+            entry.audited = false;
+        }
+    }
+
+    fn take_for_attempt(&self, key: DekCacheKey) -> Option<Stashed> {
+        let mut stash = self.lock();
+        let entry = stash.unwrapped.get_mut(&key)?;
+        let first_use = !entry.audited;
+        entry.audited = true;
+        Some(Stashed { dek: entry.dek.clone(), wrapped: entry.wrapped.clone(), first_use })
+    }
+
+    fn want(&self, key: DekCacheKey, wrapped: WrappedDataKey) {
+        self.lock().wanted.insert(key, wrapped);
+    }
+
+    fn take_wanted(&self) -> Vec<(DekCacheKey, WrappedDataKey)> {
+        self.lock().wanted.drain().collect()
+    }
+
+    fn stash(&self, key: DekCacheKey, dek: DataKey, wrapped: WrappedDataKey) {
+        self.lock().unwrapped.insert(key, Unwrapped { dek: Arc::new(dek), wrapped, audited: false });
+    }
+
+    /// After the attempt committed: the DEKs it recorded as unwrapped join the shared cache.
+    fn publish(&self, cache: &DekCache<SharedClock>) {
+        for (key, entry) in self.lock().unwrapped.drain() {
+            if entry.audited
+                && let Ok(copy) = DataKey::from_bytes(entry.dek.expose_secret())
+            {
+                cache.insert(key, copy);
+            }
+        }
+    }
+}
+
+/// What an attempt that needs a DEK it does not have fails with. Only
+/// [`Services::with_patient_keys`] sees it (it unwraps the DEK and tries again); should it
+/// ever reach a caller, it is a "try again".
+fn missing_dek() -> Error {
+    Error::Unavailable("A patient key is being unwrapped; try again.".into())
+}
+
 /// Which note of an appointment; each is its own column, named in the note's AAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppointmentNote {
@@ -193,46 +291,121 @@ impl Services {
         Ok(())
     }
 
+    /// Runs `attempt`, one transaction of a use case that may need patient DEKs, so that no
+    /// database connection is held while the KMS is waited for: see [`PatientKeys`]. A DEK
+    /// the attempt finds neither in the cache nor in `keys` makes it fail; once its
+    /// transaction is rolled back (dropped with the attempt) and its connection back in the
+    /// pool, the DEKs it asked for are unwrapped through the KMS and the attempt runs again
+    /// with them in hand. Each attempt is one transaction: it begins and commits (or fails)
+    /// inside `attempt`. After [`MAX_KEY_ROUNDS`] attempts that each found another DEK missing
+    /// (a rotation between them changes the generation rows name) the caller is told to try
+    /// again.
+    pub(crate) async fn with_patient_keys<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, E>
+    where
+        E: From<Error>,
+        F: FnMut(PatientKeys) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let keys = PatientKeys::default();
+        for _ in 0..MAX_KEY_ROUNDS {
+            keys.start_attempt();
+            let outcome = attempt(keys.clone()).await;
+            let wanted = keys.take_wanted();
+            match outcome {
+                Ok(value) => {
+                    keys.publish(&self.dek_cache);
+                    return Ok(value);
+                }
+                Err(error) if wanted.is_empty() => return Err(error),
+                Err(_) => {}
+            }
+            // The attempt's transaction ended with it: nothing is held while the KMS answers.
+            for (cache_key, wrapped) in wanted {
+                let context = KeyContext::patient_data(cache_key.tenant, cache_key.dek.patient);
+                let dek = self.keyring.unwrap(&wrapped, &context).await.map_err(kms_error)?;
+                keys.stash(cache_key, dek, wrapped);
+            }
+        }
+        Err(Error::Unavailable("The patient's keys changed while they were being opened; try again.".into()).into())
+    }
+
     /// The patient's current DEK (the one `row` names): see [`Services::unwrap_patient_dek`].
     pub async fn patient_dek(
         &self,
         conn: &mut PgConnection,
         caller: &Caller,
+        keys: &PatientKeys,
         row: &PatientRow,
     ) -> Result<Arc<DataKey>> {
         let wrapped = wrapped_of(row)?;
-        self.unwrap_patient_dek(conn, caller, DekRef::new(row.id, row.dek_generation), &wrapped).await
+        self.unwrap_patient_dek(conn, caller, keys, DekRef::new(row.id, row.dek_generation), &wrapped).await
     }
 
-    /// A patient's DEK: from the cache, or unwrapped by the KMS and cached. Each KMS unwrap
-    /// appends a `key.unwrap` entry as the caller's in `conn`'s transaction, so the unwrap is on
-    /// the trail exactly when the work it served is.
+    /// The current DEKs of `rows`, in order. Every missing one is asked for at once, so a page
+    /// of patients whose keys are not cached costs one more attempt, not one per patient.
+    pub async fn patient_deks(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        keys: &PatientKeys,
+        rows: &[PatientRow],
+    ) -> Result<Vec<Arc<DataKey>>> {
+        let mut found = Vec::with_capacity(rows.len());
+        for row in rows {
+            let wrapped = wrapped_of(row)?;
+            found.push(
+                self.cached_patient_dek(conn, caller, keys, DekRef::new(row.id, row.dek_generation), &wrapped).await?,
+            );
+        }
+        found.into_iter().map(|dek| dek.ok_or_else(missing_dek)).collect()
+    }
+
+    /// A patient's DEK, from the DEK cache or from `keys` (unwrapped since the attempt's last
+    /// try). One taken from `keys` is recorded, the first time in an attempt, as the caller's
+    /// `key.unwrap` in `conn`'s transaction, so the unwrap is on the trail exactly when the
+    /// work it served is; it joins the shared cache once that transaction committed. A DEK in
+    /// neither is asked for (unwrapped before the next attempt, see
+    /// [`Services::with_patient_keys`]) and fails this attempt.
     pub async fn unwrap_patient_dek(
         &self,
         conn: &mut PgConnection,
         caller: &Caller,
+        keys: &PatientKeys,
         dek_ref: DekRef,
         wrapped: &WrappedDataKey,
     ) -> Result<Arc<DataKey>> {
+        self.cached_patient_dek(conn, caller, keys, dek_ref, wrapped).await?.ok_or_else(missing_dek)
+    }
+
+    /// [`Services::unwrap_patient_dek`] without failing on a DEK it has to ask for: `None`.
+    async fn cached_patient_dek(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        keys: &PatientKeys,
+        dek_ref: DekRef,
+        wrapped: &WrappedDataKey,
+    ) -> Result<Option<Arc<DataKey>>> {
         let cache_key = DekCacheKey::new(caller.tenant, dek_ref);
         if let Some(dek) = self.dek_cache.get(&cache_key) {
-            return Ok(dek);
+            return Ok(Some(dek));
         }
-        let dek = self
-            .keyring
-            .unwrap(wrapped, &KeyContext::patient_data(caller.tenant, dek_ref.patient))
-            .await
-            .map_err(kms_error)?;
-        let event = caller
-            .audit_event(Action::KeyUnwrap, "patient_key", self.clock())
-            .with_resource_id(dek_ref.patient.to_string())
-            .with_detail(serde_json::json!({
-                "generation": dek_ref.generation,
-                "kek_id": wrapped.kek_id,
-                "kek_version": wrapped.kek_version,
-            }));
-        store_postgres::audit::append(conn, event).await?;
-        Ok(self.dek_cache.insert(cache_key, dek))
+        let Some(stashed) = keys.take_for_attempt(cache_key) else {
+            keys.want(cache_key, wrapped.clone());
+            return Ok(None);
+        };
+        if stashed.first_use {
+            let event = caller
+                .audit_event(Action::KeyUnwrap, "patient_key", self.clock())
+                .with_resource_id(dek_ref.patient.to_string())
+                .with_detail(serde_json::json!({
+                    "generation": dek_ref.generation,
+                    "kek_id": stashed.wrapped.kek_id,
+                    "kek_version": stashed.wrapped.kek_version,
+                }));
+            store_postgres::audit::append(conn, event).await?;
+        }
+        Ok(Some(stashed.dek))
     }
 
     /// Opens `fields` of `row` under the patient's DEK (unwrapped as
@@ -242,10 +415,11 @@ impl Services {
         &self,
         conn: &mut PgConnection,
         caller: &Caller,
+        keys: &PatientKeys,
         row: &PatientRow,
         fields: &[PatientField],
     ) -> Result<PatientData> {
-        let dek = self.patient_dek(conn, caller, row).await?;
+        let dek = self.patient_dek(conn, caller, keys, row).await?;
         open_fields(&dek, row, fields)
     }
 
@@ -255,6 +429,7 @@ impl Services {
         &self,
         conn: &mut PgConnection,
         caller: &Caller,
+        keys: &PatientKeys,
         patient: PatientId,
     ) -> Result<Option<SealingKey>> {
         let Some(record) = store_postgres::appointments::latest_live_patient_key(conn, caller.tenant, patient).await?
@@ -266,7 +441,8 @@ impl Services {
         };
         let wrapped =
             WrappedDataKey { kek_id: record.kek_id.clone(), kek_version: record.kek_version.clone(), ciphertext };
-        let dek = self.unwrap_patient_dek(conn, caller, DekRef::new(patient, record.generation), &wrapped).await?;
+        let dek =
+            self.unwrap_patient_dek(conn, caller, keys, DekRef::new(patient, record.generation), &wrapped).await?;
         Ok(Some(SealingKey { dek, wrapped, generation: record.generation }))
     }
 
@@ -277,6 +453,7 @@ impl Services {
         &self,
         conn: &mut PgConnection,
         caller: &Caller,
+        keys: &PatientKeys,
         appointment: Uuid,
         note: AppointmentNote,
         ciphertext: &[u8],
@@ -294,7 +471,7 @@ impl Services {
                     return Ok(None);
                 };
                 let wrapped = WrappedDataKey { kek_id: record.kek_id, kek_version: record.kek_version, ciphertext };
-                self.unwrap_patient_dek(conn, caller, dek_ref, &wrapped).await?
+                self.unwrap_patient_dek(conn, caller, keys, dek_ref, &wrapped).await?
             }
         };
         let plain =

@@ -140,58 +140,75 @@ impl Services {
     ) -> Result<Outcome> {
         let tenant = caller.tenant;
         let now = self.clock.now();
-        let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-        let appointment = store::get(&mut tx, tenant, reminder.appointment, false)
-            .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("reminder {} has no appointment", reminder.id)))?;
-        let patient = store_postgres::patients::get(&mut tx, tenant, appointment.patient, false)
-            .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("appointment {} has no patient", appointment.id)))?;
-        let erased = patient.erased_at.is_some() || patient.wrapped_dek.is_none();
-        let mut addresses: Vec<(ReminderChannel, String)> = Vec::new();
-        let mut consented: &[ReminderChannel] = &[];
-        if !erased {
-            let contact = self
-                .open_patient_fields(&mut tx, caller, &patient, &[PatientField::Phone, PatientField::Email])
-                .await?;
-            for channel in &settings.channels {
-                let address = match channel {
-                    ReminderChannel::Whatsapp | ReminderChannel::Sms => contact.phone.clone(),
-                    ReminderChannel::Email => contact.email.clone(),
-                };
-                if let Some(address) = address {
-                    addresses.push((*channel, address));
+        // Decided in one transaction (with the patient's DEK unwrapped outside it when not
+        // cached); `None` when the reminder was skipped.
+        let decided = self
+            .with_patient_keys::<_, Error, _, _>(|keys| async move {
+                let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+                let appointment = store::get(&mut tx, tenant, reminder.appointment, false)
+                    .await?
+                    .ok_or_else(|| Error::internal(anyhow::anyhow!("reminder {} has no appointment", reminder.id)))?;
+                let patient = store_postgres::patients::get(&mut tx, tenant, appointment.patient, false)
+                    .await?
+                    .ok_or_else(|| Error::internal(anyhow::anyhow!("appointment {} has no patient", appointment.id)))?;
+                let erased = patient.erased_at.is_some() || patient.wrapped_dek.is_none();
+                let mut addresses: Vec<(ReminderChannel, String)> = Vec::new();
+                let mut consented: &[ReminderChannel] = &[];
+                if !erased {
+                    let contact = self
+                        .open_patient_fields(
+                            &mut tx,
+                            caller,
+                            &keys,
+                            &patient,
+                            &[PatientField::Phone, PatientField::Email],
+                        )
+                        .await?;
+                    for channel in &settings.channels {
+                        let address = match channel {
+                            ReminderChannel::Whatsapp | ReminderChannel::Sms => contact.phone.clone(),
+                            ReminderChannel::Email => contact.email.clone(),
+                        };
+                        if let Some(address) = address {
+                            addresses.push((*channel, address));
+                        }
+                    }
+                    let history = store_postgres::patients::consent_history(&mut tx, tenant, patient.id).await?;
+                    let records = crate::consents::records_of(patient.id, &history)?;
+                    // Consent is per purpose, not per channel: a grant covers every channel.
+                    if consent::may_contact(&records, Purpose::AppointmentReminders, now) {
+                        consented = ReminderChannel::ALL;
+                    }
                 }
-            }
-            let history = store_postgres::patients::consent_history(&mut tx, tenant, patient.id).await?;
-            let records = crate::consents::records_of(patient.id, &history)?;
-            // Consent is per purpose, not per channel: a grant covers every channel.
-            if consent::may_contact(&records, Purpose::AppointmentReminders, now) {
-                consented = ReminderChannel::ALL;
-            }
-        }
-        let reachable: Vec<ReminderChannel> = addresses.iter().map(|(c, _)| *c).collect();
-        let decision = decide_reminder(&ReminderCheck {
-            status: appointment.status,
-            planned_start: reminder.planned_start,
-            current_start: appointment.slot.start(),
-            now,
-            patient_erased: erased,
-            reachable: &reachable,
-            consented,
-        });
-        let channel = match decision {
-            ReminderDecision::Skip(reason) => {
-                store::mark_reminder_skipped(&mut tx, tenant, reminder.id, reason, now).await?;
+                let reachable: Vec<ReminderChannel> = addresses.iter().map(|(c, _)| *c).collect();
+                let decision = decide_reminder(&ReminderCheck {
+                    status: appointment.status,
+                    planned_start: reminder.planned_start,
+                    current_start: appointment.slot.start(),
+                    now,
+                    patient_erased: erased,
+                    reachable: &reachable,
+                    consented,
+                });
+                let channel = match decision {
+                    ReminderDecision::Skip(reason) => {
+                        store::mark_reminder_skipped(&mut tx, tenant, reminder.id, reason, now).await?;
+                        tx.commit().await?;
+                        return Ok(None);
+                    }
+                    ReminderDecision::Send(channel) => channel,
+                };
+                let time_zone = store::working_hours(&mut tx, tenant, appointment.therapist)
+                    .await?
+                    .map(|(h, _)| h.time_zone().to_owned());
+                // Commit (the audit of a key unwrap) before talking to the network.
                 tx.commit().await?;
-                return Ok(Outcome::Skipped);
-            }
-            ReminderDecision::Send(channel) => channel,
+                Ok(Some((appointment, addresses, channel, time_zone)))
+            })
+            .await?;
+        let Some((appointment, addresses, channel, time_zone)) = decided else {
+            return Ok(Outcome::Skipped);
         };
-        let time_zone =
-            store::working_hours(&mut tx, tenant, appointment.therapist).await?.map(|(h, _)| h.time_zone().to_owned());
-        // Commit (the audit of a key unwrap) before talking to the network.
-        tx.commit().await?;
         let to = addresses.into_iter().find(|(c, _)| *c == channel).map(|(_, a)| a).unwrap_or_default();
         let message = ReminderMessage {
             reminder_id: reminder.id,

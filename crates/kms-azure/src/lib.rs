@@ -31,21 +31,44 @@
 //! # Key ids and versions
 //!
 //! `WrappedDataKey::kek_id` and `key_info().key_id` are the key's id without version,
-//! `https://{vault}.vault.azure.net/keys/{name}`, built from the configured `vault_url`.
+//! `https://{vault}.vault.azure.net/keys/{name}` (or the Managed HSM's), built from the configured `vault_url`.
 //! `kek_version` is the version segment of the `kid` Key Vault returns; `ciphertext` is the raw
 //! RSA-OAEP-256 output (256 bytes for RSA-2048, 384 for RSA-3072). With `key_version` unset,
 //! wraps use the key's current version and a rotation in Azure takes effect at once;
 //! `key_info().version` is the version last seen (empty before the first call). Pin
 //! `key_version` to control when new DEKs move to a new version.
 //!
+//! # Token audience: the vault's challenge
+//!
+//! Key Vault, Managed HSM and the sovereign clouds each want tokens for their own resource
+//! (`https://vault.azure.net`, `https://managedhsm.azure.net`, `https://vault.azure.cn`,
+//! `https://vault.usgovcloudapi.net`, ...). The adapter learns it as Azure's SDKs do: its first
+//! request goes without a token and without a body, the vault answers 401 with `WWW-Authenticate:
+//! Bearer authorization="...", resource="..."` (or `scope="..."`), and the resource is believed
+//! only if the vault's host lies under the resource's host (`praxis.managedhsm.azure.net` under
+//! `managedhsm.azure.net`): a `vault_url` pointing at a hostile server cannot obtain a token for
+//! another Azure API. Every later 401 re-reads the challenge by the same rule. The tenant named
+//! in the challenge is not used: the configured one is. `AzureKeyVaultConfig::resource` replaces
+//! the challenge for a vault reached under a name of its own (a private DNS alias), where the
+//! rule cannot hold; the operator then names the audience.
+//!
 //! # Credentials
 //!
-//! A bearer token for `https://vault.azure.net/.default` from Microsoft Entra ID, cached until
-//! five minutes before it expires and fetched again after a 401:
+//! A bearer token for `{resource}/.default` from Microsoft Entra ID, cached until five minutes
+//! before it expires and fetched again after a 401 (see the `token` module for the requests):
 //! - `AzureCredential::WorkloadIdentity`: AKS workload identity (a federated token file, the
 //!   recommended choice on Kubernetes: no secret in the configuration);
-//! - `AzureCredential::ManagedIdentity`: the instance metadata service (VMs, VM scale sets);
+//! - `AzureCredential::ManagedIdentity`: the platform's managed identity, from the instance
+//!   metadata service (VMs, scale sets), the App Service endpoint (App Service, Functions,
+//!   Container Apps) or the Azure Arc agent (Arc-enabled servers): `ManagedIdentitySource`;
 //! - `AzureCredential::ClientSecret`: a service principal's client secret.
+//!
+//! # TLS
+//!
+//! Mozilla's roots, plus `AzureKeyVaultConfig::ca_cert_pem` for the vault's endpoint only (a
+//! private endpoint behind TLS inspection). Entra ID and the managed identity endpoints do not
+//! trust that CA: they receive the credentials, and the public Entra ID endpoints have public
+//! certificates.
 //!
 //! # Least privilege
 //!
@@ -96,8 +119,10 @@
 //! The plaintext DEK passes through buffers this crate does not own (reqwest's bodies,
 //! serde_json's parse) and which are not zeroized; the copies this crate owns are.
 
+mod challenge;
 mod error;
 mod settings;
+mod token;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -106,7 +131,7 @@ use crypto::{DataKey, KekInfo, KeyContext, KeyManagement, KmsError, WrappedDataK
 use kernel::Secret;
 use kms_http::Attempt;
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -115,7 +140,8 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 pub use kms_http::RetryPolicy;
-pub use settings::{AzureCredentialKind, AzureSettings};
+pub use settings::{AzureCredentialKind, AzureSettings, ManagedIdentitySourceKind};
+pub use token::ARC_KEY_FILE_MAX_BYTES;
 
 /// `KekInfo::backend` of this adapter.
 pub const BACKEND: &str = "azure-key-vault";
@@ -125,10 +151,11 @@ pub const API_VERSION: &str = "7.4";
 pub const ALGORITHM: &str = "RSA-OAEP-256";
 /// Entra ID's public-cloud authority.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
-/// The OAuth scope of Key Vault's data plane.
-pub const KEY_VAULT_SCOPE: &str = "https://vault.azure.net/.default";
-/// The instance metadata service's token endpoint (managed identity).
+/// The instance metadata service's token endpoint (managed identity on VMs).
 pub const IMDS_TOKEN_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+/// Where the Azure Arc agent writes its key files on Linux (the only place a key file named by
+/// the Arc endpoint is read from).
+pub const ARC_KEY_DIR: &str = "/var/opt/azcmagent/tokens";
 /// Tokens are fetched again this long before they expire.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -141,15 +168,64 @@ pub enum AzureCredential {
     /// sets `AZURE_FEDERATED_TOKEN_FILE`) is exchanged as a client assertion. Read at every
     /// token fetch, since the platform rotates it.
     WorkloadIdentity { tenant_id: String, client_id: String, token_file: PathBuf },
-    /// The instance metadata service; `client_id` picks a user-assigned identity.
-    ManagedIdentity { client_id: Option<String> },
+    /// A managed identity from `source`; `client_id` picks a user-assigned identity (unset: the
+    /// system-assigned one).
+    ManagedIdentity { client_id: Option<String>, source: ManagedIdentitySource },
+}
+
+/// Where a managed identity's token comes from: each Azure hosting platform has its own
+/// endpoint (see the `token` module for the requests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagedIdentitySource {
+    /// The instance metadata service of VMs, VM scale sets and AKS nodes
+    /// (`IMDS_TOKEN_ENDPOINT`).
+    Imds { endpoint: String },
+    /// App Service, Azure Functions and Container Apps: `IDENTITY_ENDPOINT`, authenticated
+    /// with the `IDENTITY_HEADER` secret the platform sets.
+    AppService { endpoint: String, header: Secret<String> },
+    /// An Azure Arc-enabled server: `IDENTITY_ENDPOINT`, and the key file the agent writes in
+    /// `key_dir` (`ARC_KEY_DIR` on Linux) to prove the caller runs on the machine.
+    AzureArc { endpoint: String, key_dir: PathBuf },
+}
+
+impl AzureCredential {
+    /// What the start-up log says about the credential: its kind, ids and endpoint, never a
+    /// secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::ClientSecret { tenant_id, client_id, .. } => {
+                format!("service principal {client_id} (client secret) in tenant {tenant_id}")
+            }
+            Self::WorkloadIdentity { tenant_id, client_id, token_file } => format!(
+                "workload identity {client_id} in tenant {tenant_id} (federated token file {})",
+                token_file.display()
+            ),
+            Self::ManagedIdentity { client_id, source } => {
+                let identity = client_id.as_ref().map_or_else(
+                    || "system-assigned managed identity".to_owned(),
+                    |id| format!("user-assigned managed identity {id}"),
+                );
+                let source = match source {
+                    ManagedIdentitySource::Imds { endpoint } => format!("instance metadata service {endpoint}"),
+                    ManagedIdentitySource::AppService { endpoint, .. } => {
+                        format!("App Service / Functions / Container Apps endpoint {endpoint}")
+                    }
+                    ManagedIdentitySource::AzureArc { endpoint, key_dir } => {
+                        format!("Azure Arc endpoint {endpoint}, key files in {}", key_dir.display())
+                    }
+                };
+                format!("{identity} from the {source}")
+            }
+        }
+    }
 }
 
 /// Which key to use, where, and how to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AzureKeyVaultConfig {
-    /// The vault's URL, e.g. `https://praxis-kv.vault.azure.net` (or a Managed HSM's). `http://`
-    /// is accepted here, for tests; [`AzureSettings::problems`] refuses it in production.
+    /// The vault's URL, e.g. `https://praxis-kv.vault.azure.net` (or a Managed HSM's,
+    /// `https://praxis-hsm.managedhsm.azure.net`). `http://` is accepted here, for tests;
+    /// [`AzureSettings::problems`] refuses it in production.
     pub vault_url: String,
     /// The key's name. An RSA key (2048 bits or more) with `wrapKey` and `unwrapKey` allowed.
     pub key_name: String,
@@ -158,12 +234,18 @@ pub struct AzureKeyVaultConfig {
     pub credential: AzureCredential,
     /// The Entra ID authority (default `DEFAULT_AUTHORITY_HOST`; sovereign clouds differ).
     pub authority_host: String,
+    /// The token's audience, e.g. `https://vault.azure.net`. Unset (the normal case): learnt
+    /// from the vault's 401 challenge and believed only for a vault whose host lies under it
+    /// (see the crate documentation). Set it when the vault is reached under a name of your own.
+    pub resource: Option<String>,
+    /// A private CA (PEM) trusted for the vault's endpoint in addition to the public roots.
+    pub ca_cert_pem: Option<String>,
     pub retry: RetryPolicy,
 }
 
 impl AzureKeyVaultConfig {
-    /// A configuration with the public-cloud authority, the key's current version and the
-    /// default retry policy.
+    /// A configuration with the public-cloud authority, the key's current version, the
+    /// resource from the vault's challenge, the public roots and the default retry policy.
     pub fn new(vault_url: impl Into<String>, key_name: impl Into<String>, credential: AzureCredential) -> Self {
         Self {
             vault_url: vault_url.into(),
@@ -171,6 +253,8 @@ impl AzureKeyVaultConfig {
             key_version: None,
             credential,
             authority_host: DEFAULT_AUTHORITY_HOST.to_owned(),
+            resource: None,
+            ca_cert_pem: None,
             retry: RetryPolicy::default(),
         }
     }
@@ -190,16 +274,26 @@ fn is_name(s: &str, dashes: bool) -> bool {
 }
 
 struct CachedToken {
+    /// The resource it was issued for.
+    resource: String,
     token: Secret<String>,
     refresh_at: Instant,
 }
 
 /// `KeyManagement` on one Azure Key Vault key.
 pub struct AzureKeyVault {
-    http: reqwest::Client,
+    /// For the vault: the public roots and `ca_cert_pem`.
+    vault_http: reqwest::Client,
+    /// For Entra ID and the managed identity endpoints: the public roots only (a private CA
+    /// for the vault's endpoint is not trusted with the credentials).
+    token_http: reqwest::Client,
     config: AzureKeyVaultConfig,
     base: String,
+    /// The host of `vault_url`, which a challenge's resource must be a parent of.
+    vault_host: String,
     key_id: String,
+    /// The token audience: configured, or learnt from the vault's challenge.
+    resource: RwLock<Option<String>>,
     token: tokio::sync::Mutex<Option<CachedToken>>,
     latest_version: RwLock<String>,
 }
@@ -237,13 +331,6 @@ struct KeyAttributes {
     enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: String,
-    /// A number from Entra ID, a string from the metadata service.
-    expires_in: serde_json::Value,
-}
-
 #[derive(serde::Serialize)]
 struct KeyOperation<'a> {
     alg: &'a str,
@@ -259,96 +346,85 @@ impl AzureKeyVault {
             return Err(KmsError::Other(problems.join("; ")));
         }
         let latest = config.key_version.clone().unwrap_or_default();
+        let vault_host = reqwest::Url::parse(config.vault_base().as_str())
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .ok_or_else(|| KmsError::Other(format!("vault_url {:?} names no host", config.vault_url)))?;
         Ok(Self {
-            http: kms_http::client(&config.retry, None)?,
+            vault_http: kms_http::client(&config.retry, config.ca_cert_pem.as_deref())?,
+            token_http: kms_http::client(&config.retry, None)?,
             base: config.vault_base(),
+            vault_host,
             key_id: config.key_id(),
+            resource: RwLock::new(config.resource.as_ref().map(|r| r.trim().trim_end_matches('/').to_owned())),
             config: config.clone(),
             token: tokio::sync::Mutex::new(None),
             latest_version: RwLock::new(latest),
         })
     }
 
-    /// A bearer token for Key Vault, from the cache or fetched now.
-    async fn bearer(&self) -> Result<Secret<String>, (KmsError, Option<Duration>)> {
+    /// A bearer token for `resource`, from the cache or fetched now.
+    async fn bearer(&self, resource: &str) -> Result<Secret<String>, token::Failure> {
         let mut cached = self.token.lock().await;
         if let Some(token) = cached.as_ref()
+            && token.resource == resource
             && Instant::now() < token.refresh_at
         {
             return Ok(token.token.clone());
         }
-        let request = match &self.config.credential {
-            AzureCredential::ClientSecret { tenant_id, client_id, client_secret } => {
-                let form = [
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id.as_str()),
-                    ("client_secret", client_secret.expose_secret().as_str()),
-                    ("scope", KEY_VAULT_SCOPE),
-                ];
-                self.http.post(self.token_url(tenant_id)).form(&form)
-            }
-            AzureCredential::WorkloadIdentity { tenant_id, client_id, token_file } => {
-                let assertion = Zeroizing::new(std::fs::read_to_string(token_file).map_err(|e| {
-                    (KmsError::AccessDenied(format!("token: federated token file {}: {e}", token_file.display())), None)
-                })?);
-                let form = [
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id.as_str()),
-                    ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                    ("client_assertion", assertion.trim()),
-                    ("scope", KEY_VAULT_SCOPE),
-                ];
-                self.http.post(self.token_url(tenant_id)).form(&form)
-            }
-            AzureCredential::ManagedIdentity { client_id } => {
-                // client_id is validated as letters, digits and '-': nothing to escape.
-                let mut url =
-                    format!("{IMDS_TOKEN_ENDPOINT}?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net");
-                if let Some(id) = client_id {
-                    url.push_str("&client_id=");
-                    url.push_str(id);
-                }
-                self.http.get(url).header("Metadata", "true")
-            }
-        };
-        let response = request.send().await.map_err(|e| (kms_http::transport_error("token", &e), None))?;
-        let status = response.status().as_u16();
-        let retry_after = kms_http::retry_after(response.headers());
-        let bytes = Zeroizing::new(
-            response.bytes().await.map_err(|e| (kms_http::transport_error("token", &e), None))?.to_vec(),
-        );
-        if !(200..300).contains(&status) {
-            // invalid_client, unauthorized_client, a wrong tenant: our credentials are refused.
-            let error = match error::map_status("token", status, &bytes, false) {
-                KmsError::Unavailable(m) => KmsError::Unavailable(m),
-                KmsError::AccessDenied(m)
-                | KmsError::KeyNotFound(m)
-                | KmsError::KeyVersionRetired(m)
-                | KmsError::Other(m) => KmsError::AccessDenied(m),
-                KmsError::InvalidCiphertext => KmsError::AccessDenied(format!("token: HTTP {status}")),
-            };
-            return Err((error, retry_after));
-        }
-        let answer: TokenAnswer = serde_json::from_slice(&bytes)
-            .map_err(|e| (KmsError::Other(format!("token: unexpected answer: {e}")), None))?;
-        let token = Secret::new(answer.access_token);
-        let expires_in = match &answer.expires_in {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        }
-        .unwrap_or(0);
-        let refresh_at = Instant::now() + Duration::from_secs(expires_in).saturating_sub(TOKEN_REFRESH_MARGIN);
-        *cached = Some(CachedToken { token: token.clone(), refresh_at });
-        Ok(token)
-    }
-
-    fn token_url(&self, tenant_id: &str) -> String {
-        format!("{}/{tenant_id}/oauth2/v2.0/token", self.config.authority_host.trim().trim_end_matches('/'))
+        let fetched = token::fetch(&self.token_http, &self.config, resource).await?;
+        let refresh_at = Instant::now() + fetched.lifetime.saturating_sub(TOKEN_REFRESH_MARGIN);
+        *cached = Some(CachedToken { resource: resource.to_owned(), token: fetched.token.clone(), refresh_at });
+        Ok(fetched.token)
     }
 
     async fn forget_token(&self) {
         *self.token.lock().await = None;
+    }
+
+    fn known_resource(&self) -> Option<String> {
+        match self.resource.read() {
+            Ok(resource) => resource.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Believes the resource of a vault's `WWW-Authenticate` challenge if the vault's host lies
+    /// under it, and uses it from now on.
+    fn learn_resource(&self, challenge: &str) -> Result<String, KmsError> {
+        let resource = challenge::challenge_resource(challenge).ok_or_else(|| {
+            KmsError::Other(format!(
+                "the vault's 401 carries no Bearer challenge naming a resource: {}",
+                kms_http::truncate(challenge, 200)
+            ))
+        })?;
+        challenge::verify_resource(&self.vault_host, &resource).map_err(KmsError::Other)?;
+        if let Ok(mut known) = self.resource.write() {
+            *known = Some(resource.clone());
+        }
+        Ok(resource)
+    }
+
+    /// The resource the vault asks tokens for: `request` sent without a token (and without a
+    /// body: nothing is disclosed before the vault has said who it is), answered with a 401
+    /// challenge, as Azure's SDKs do.
+    async fn discover_resource(&self, request: reqwest::RequestBuilder) -> Result<String, token::Failure> {
+        let response = request.send().await.map_err(|e| (kms_http::transport_error("challenge", &e), None))?;
+        let status = response.status().as_u16();
+        let retry_after = kms_http::retry_after(response.headers());
+        let challenge = response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.bytes().await.map_err(|e| (kms_http::transport_error("challenge", &e), None))?;
+        match (status, challenge) {
+            (401, Some(challenge)) => self.learn_resource(&challenge).map_err(|e| (e, None)),
+            (401, None) => {
+                Err((KmsError::Other("challenge: the vault's 401 has no WWW-Authenticate".to_owned()), None))
+            }
+            _ if (200..300).contains(&status) => Err((
+                KmsError::Other(format!("challenge: the vault answered HTTP {status} to a request without a token")),
+                None,
+            )),
+            _ => Err((error::map_status("challenge", status, &body, false), retry_after)),
+        }
     }
 
     /// One Key Vault call with retries; the 2xx body, or the mapped error.
@@ -363,7 +439,14 @@ impl AzureKeyVault {
         let url = format!("{}/{path}?api-version={API_VERSION}", self.base);
         let (url, method) = (&url, &method);
         kms_http::run(&self.config.retry, operation, move || async move {
-            let token = match self.bearer().await {
+            let resource = match self.known_resource() {
+                Some(resource) => resource,
+                None => match self.discover_resource(self.vault_http.request(method.clone(), url)).await {
+                    Ok(resource) => resource,
+                    Err((error, retry_after)) => return Attempt::fail(error, retry_after),
+                },
+            };
+            let token = match self.bearer(&resource).await {
                 Ok(token) => token,
                 Err((error, retry_after)) => return Attempt::fail(error, retry_after),
             };
@@ -372,7 +455,7 @@ impl AzureKeyVault {
                 Err(_) => return Attempt::Done(Err(KmsError::Other("access token is not a header value".to_owned()))),
             };
             authorization.set_sensitive(true);
-            let mut request = self.http.request(method.clone(), url).header(AUTHORIZATION, authorization);
+            let mut request = self.vault_http.request(method.clone(), url).header(AUTHORIZATION, authorization);
             if let Some(body) = body {
                 request = request.header(CONTENT_TYPE, "application/json").body(body.to_vec());
             }
@@ -382,6 +465,7 @@ impl AzureKeyVault {
             };
             let status = response.status().as_u16();
             let retry_after = kms_http::retry_after(response.headers());
+            let challenge = response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let bytes = match response.bytes().await {
                 Ok(bytes) => Zeroizing::new(bytes.to_vec()),
                 Err(e) => return Attempt::fail(kms_http::transport_error(operation, &e), None),
@@ -391,7 +475,15 @@ impl AzureKeyVault {
             }
             let error = error::map_status(operation, status, &bytes, unwrapping);
             if status == 401 {
-                // The token expired or was revoked early: fetch a new one and retry once.
+                // The token expired or was revoked early, or the vault now names another
+                // resource (checked like the first time, unless the resource is configured):
+                // fetch a new token and retry once.
+                if self.config.resource.is_none()
+                    && let Some(challenge) = challenge
+                    && let Err(refused) = self.learn_resource(&challenge)
+                {
+                    return Attempt::Done(Err(refused));
+                }
                 self.forget_token().await;
                 return Attempt::RetryNow(error);
             }
@@ -523,7 +615,10 @@ mod tests {
         assert!(config().problems().is_empty(), "{:?}", config().problems());
         assert_eq!(config().key_id(), "https://praxis-kv.vault.azure.net/keys/praxis");
         let mut mi = config();
-        mi.credential = AzureCredential::ManagedIdentity { client_id: None };
+        mi.credential = AzureCredential::ManagedIdentity {
+            client_id: None,
+            source: ManagedIdentitySource::Imds { endpoint: IMDS_TOKEN_ENDPOINT.into() },
+        };
         mi.key_version = Some("0123456789abcdef0123456789abcdef".into());
         assert!(mi.problems().is_empty());
         let printed = format!("{:?}", config());
@@ -542,11 +637,34 @@ mod tests {
                 client_secret: Secret::new(String::new()),
             },
             authority_host: "login".into(),
+            resource: Some("https://vault.azure.net/keys".into()),
+            ca_cert_pem: Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into()),
             retry: RetryPolicy { max_attempts: 0, ..Default::default() },
         };
         let problems = config.problems();
-        assert_eq!(problems.len(), 8, "{problems:#?}");
+        assert_eq!(problems.len(), 10, "{problems:#?}");
+        assert!(problems.iter().any(|p| p.starts_with("resource: must be a service URL")), "{problems:#?}");
+        assert!(problems.iter().any(|p| p.starts_with("ca_cert_pem: holds no PEM certificate")), "{problems:#?}");
         assert!(AzureKeyVault::new(&config).is_err());
+    }
+
+    #[test]
+    fn the_credential_is_described_without_its_secret() {
+        let described = config().credential.describe();
+        assert!(described.contains("11111111-1111-1111-1111-111111111111"), "{described}");
+        assert!(!described.contains("test-secret"), "{described}");
+        let app_service = AzureCredential::ManagedIdentity {
+            client_id: None,
+            source: ManagedIdentitySource::AppService {
+                endpoint: "http://localhost:42356/msi/token".into(),
+                header: Secret::new("test-identity-header".into()),
+            },
+        };
+        assert_eq!(
+            app_service.describe(),
+            "system-assigned managed identity from the App Service / Functions / Container Apps endpoint \
+             http://localhost:42356/msi/token"
+        );
     }
 
     #[test]

@@ -140,6 +140,8 @@ pub struct LocalKms {
     path: PathBuf,
     key_id: String,
     keys: RwLock<KeySet>,
+    /// This process created the key file when it opened it (see [`LocalKms::created_the_file`]).
+    created: bool,
 }
 
 impl LocalKms {
@@ -149,7 +151,7 @@ impl LocalKms {
         if !path.exists() {
             let fresh = keyfile::new_set(&config.key_id)?;
             if keyfile::create(path, &fresh)? {
-                return Ok(Self::from_set(path, fresh));
+                return Ok(Self { created: true, ..Self::from_set(path, fresh) });
             }
             // Another process created it first: use theirs, read below like any existing file.
         }
@@ -187,7 +189,14 @@ impl LocalKms {
     }
 
     fn from_set(path: &Path, set: KeySet) -> Self {
-        Self { path: path.to_owned(), key_id: set.key_id.clone(), keys: RwLock::new(set) }
+        Self { path: path.to_owned(), key_id: set.key_id.clone(), keys: RwLock::new(set), created: false }
+    }
+
+    /// Whether [`LocalKms::open_or_create`] created the key file, because none was there. Right
+    /// on an empty database (development set-up); with keys stored under a lost file it is a
+    /// new key that opens none of them, which the server's start-up check refuses.
+    pub fn created_the_file(&self) -> bool {
+        self.created
     }
 
     /// The key file.

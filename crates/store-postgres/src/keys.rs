@@ -9,7 +9,7 @@
 
 use crate::StoreError;
 use kernel::{PatientId, TenantId};
-use sqlx::{PgConnection, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use time::OffsetDateTime;
 
 /// A new DEK generation of a patient, already wrapped.
@@ -247,4 +247,67 @@ pub async fn destroy(
     .await
     .map_err(StoreError::classify)?;
     Ok(result.rows_affected() == 1)
+}
+
+/// The newest stored key of one kind, for the start-up check of the KMS ([`probe_keys`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProbeKey {
+    /// `patient-data` for a patient DEK, else the practice key's purpose (`tenant_keys.purpose`).
+    pub purpose: String,
+    pub tenant: TenantId,
+    /// The patient of a patient DEK; `None` for a practice key.
+    pub patient: Option<PatientId>,
+    pub generation: u32,
+    pub kek_id: String,
+    pub kek_version: String,
+    pub wrapped: Vec<u8>,
+    /// Live keys of its table under the same KEK id and version, itself included.
+    pub under_same_kek: u64,
+    /// Live keys of its table.
+    pub stored: u64,
+}
+
+impl std::fmt::Debug for ProbeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeKey")
+            .field("purpose", &self.purpose)
+            .field("generation", &self.generation)
+            .field("kek_id", &self.kek_id)
+            .field("kek_version", &self.kek_version)
+            .field("under_same_kek", &self.under_same_kek)
+            .field("stored", &self.stored)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The newest live patient DEK and the newest practice key of the whole database (none on an
+/// empty one), through the owner's `kms_probe_keys()` (migration
+/// `20261205000017_kms_probe_keys.sql`), so the runtime role can run the check outside any
+/// practice's context.
+pub async fn probe_keys(pool: &PgPool) -> Result<Vec<ProbeKey>, StoreError> {
+    let mut tx = crate::begin(pool, &crate::DbContext::anonymous()).await?;
+    let rows = crate::sql::query("SELECT * FROM kms_probe_keys()").fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    let count = |row: &PgRow, column: &str| -> Result<u64, StoreError> {
+        let value: i64 = row.try_get(column)?;
+        u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative key count {value}")))
+    };
+    rows.iter()
+        .map(|row| {
+            let generation: i32 = row.try_get("probe_generation")?;
+            let patient: Option<uuid::Uuid> = row.try_get("probe_patient")?;
+            Ok(ProbeKey {
+                purpose: row.try_get("purpose")?,
+                tenant: TenantId::from_uuid(row.try_get("probe_tenant")?),
+                patient: patient.map(PatientId::from_uuid),
+                generation: u32::try_from(generation)
+                    .map_err(|_| StoreError::Corrupt(format!("key generation {generation} is negative")))?,
+                kek_id: row.try_get("probe_kek_id")?,
+                kek_version: row.try_get("probe_kek_version")?,
+                wrapped: row.try_get("wrapped")?,
+                under_same_kek: count(row, "under_same_kek")?,
+                stored: count(row, "stored")?,
+            })
+        })
+        .collect()
 }

@@ -15,6 +15,11 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// (not for 127.0.0.1): `server.pem`, `server.key`. Made with the `openssl` command for each run,
 /// so no key is ever committed.
 pub fn make_certificates(dir: &Path) {
+    make_certificates_for(dir, &["localhost"]);
+}
+
+/// [`make_certificates`] with a server certificate for each of `dns_names`.
+pub fn make_certificates_for(dir: &Path, dns_names: &[&str]) {
     let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let ca = [
         &["req", "-x509", "-days", "1", "-subj", "/CN=Praxis test CA", "-keyout", "ca.key", "-out", "ca.pem"][..],
@@ -28,7 +33,10 @@ pub fn make_certificates(dir: &Path) {
     openssl(dir, &request);
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            dns_names.iter().map(|name| format!("DNS:{name}")).collect::<Vec<_>>().join(",")
+        ),
     )
     .expect("cannot write the server certificate's extensions file");
     openssl(

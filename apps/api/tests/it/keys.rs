@@ -51,9 +51,9 @@ pub(crate) async fn populate(db: &TestDb, key_file: &Path, patients: usize) -> D
             let patient = PatientId::new();
             let generations = if index == 0 { 2 } else { 1 };
             for generation in 1..=generations {
-                let key = app::keys::create_patient_key(&mut tx, &ring, &SystemClock, tenant, patient, generation)
-                    .await
-                    .unwrap();
+                let (dek, wrapped) = ring.generate_data_key(&KeyContext::patient_data(tenant, patient)).await.unwrap();
+                let key = app::protection::SealingKey { dek: std::sync::Arc::new(dek), wrapped, generation };
+                app::keys::store_patient_key(&mut tx, &SystemClock, tenant, patient, &key).await.unwrap();
                 deks.insert((tenant, patient, generation), *key.dek.expose_secret());
             }
         }
@@ -480,4 +480,113 @@ fn serve_refuses_to_start_when_the_kms_self_test_fails() {
     assert!(!output.status.success());
     assert!(stderr.contains("kms.aws.key_id: required when kms.backend = \"aws\""), "{stderr}");
     assert!(stderr.contains("kms.aws.region: required when kms.backend = \"aws\""), "{stderr}");
+}
+
+/// `praxis serve` on `db` with the local KMS in `key_file`, until it answers ready or exits
+/// (at most 30 s). Returns whether it got ready, and its stderr.
+async fn serve_on_local_kms(db: &TestDb, key_file: &Path) -> (bool, String) {
+    let redis = testkit::TestRedis::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::from(praxis(db, key_file))
+        .arg("serve")
+        .env("PRAXIS__REDIS__URL", &redis.url)
+        .env("PRAXIS__REDIS__KEY_PREFIX", &redis.prefix)
+        .env("PRAXIS__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("PRAXIS__SERVER__WORKERS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/health/ready");
+    let mut ready = false;
+    for _ in 0..300 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if let Ok(response) = client.get(&url).send().await
+            && response.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.start_kill().unwrap();
+    }
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!("praxis serve\n{stderr}");
+    (ready, stderr)
+}
+
+/// The `key.unwrap` entries the start-up check recorded, over both practices of `deks`.
+async fn self_test_unwraps(db: &TestDb, deks: &Deks) -> i64 {
+    let tenants: std::collections::BTreeSet<TenantId> = deks.keys().map(|(tenant, _, _)| *tenant).collect();
+    let mut total = 0;
+    for tenant in tenants {
+        let mut tx = begin(&db.owner_pool, &DbContext::operator(tenant)).await.unwrap();
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_entries WHERE tenant_id = $1 AND action = 'key.unwrap' \
+             AND actor_name = 'kms-self-test'",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        total += count;
+    }
+    total
+}
+
+#[actix_web::test]
+async fn serve_refuses_to_start_when_the_local_key_file_no_longer_opens_the_stored_keys() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("kms.key");
+    let deks = populate(&db, &key_file, 2).await;
+    let backup = dir.path().join("kms.key.backup");
+    std::fs::copy(&key_file, &backup).unwrap();
+
+    // The key file is lost: the local KMS would make a new key. The start is refused, naming
+    // the file and what the database holds, and the new key file does not stay behind.
+    std::fs::remove_file(&key_file).unwrap();
+    let (ready, stderr) = serve_on_local_kms(&db, &key_file).await;
+    assert!(!ready, "{stderr}");
+    assert!(stderr.contains("refusing to start") && stderr.contains("KMS self-test failed"), "{stderr}");
+    assert!(stderr.contains(&key_file.display().to_string()), "{stderr}");
+    assert!(stderr.contains("did not exist") && stderr.contains("removed again"), "{stderr}");
+    assert!(stderr.contains("the database holds 6 live patient keys"), "{stderr}");
+    assert!(!key_file.exists(), "the key file created just now must not stay behind");
+
+    // Another key file at that place (a wrong copy): refused too.
+    keyring(&local_kms(&key_file)).await;
+    assert!(key_file.exists());
+    let (ready, stderr) = serve_on_local_kms(&db, &key_file).await;
+    assert!(!ready, "{stderr}");
+    assert!(stderr.contains(&format!("The key file {} does not open them", key_file.display())), "{stderr}");
+    assert!(key_file.exists(), "an existing key file is never removed");
+    assert_eq!(self_test_unwraps(&db, &deks).await, 0);
+
+    // The operator restores the file from its backup: the server starts, and the start-up
+    // check's unwraps (the newest patient key and practice key) are on the trail.
+    std::fs::copy(&backup, &key_file).unwrap();
+    let (ready, stderr) = serve_on_local_kms(&db, &key_file).await;
+    assert!(ready, "{stderr}");
+    assert_eq!(self_test_unwraps(&db, &deks).await, 2);
+}
+
+#[actix_web::test]
+async fn serve_creates_the_local_key_file_on_an_empty_database() {
+    // A fresh development set-up: no key file, no keys stored. The key file is made and the
+    // server starts.
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("kms.key");
+    let (ready, stderr) = serve_on_local_kms(&db, &key_file).await;
+    assert!(ready, "{stderr}");
+    assert!(key_file.exists());
 }

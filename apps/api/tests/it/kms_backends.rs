@@ -38,11 +38,14 @@ fn vault_toml(url: &str, old_key_file: &Path) -> String {
     )
 }
 
-/// `[kms]` of an Azure primary on the fake, which is also the Entra ID authority.
+/// `[kms]` of an Azure primary on the fake, which is also the Entra ID authority. The fake runs
+/// at 127.0.0.1, which no Key Vault challenge can vouch for, so the resource is configured (as
+/// for a vault reached under a name of one's own).
 fn azure_toml(url: &str, old_key_file: &Path) -> String {
     format!(
         "[kms]\nbackend = \"azure\"\n[kms.azure]\nvault_url = \"{url}\"\nkey_name = \"praxis\"\n\
          credential = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauthority_host = \"{url}\"\n\
+         resource = \"https://vault.azure.net\"\n\
          [[kms.previous]]\nbackend = \"local\"\nkey_file = \"{}\"\n",
         azure_key_vault::TENANT,
         azure_key_vault::CLIENT_ID,
@@ -139,6 +142,7 @@ async fn keys_migrate_moves_every_dek_from_local_to_azure() {
         },
     );
     config.authority_host = server.url.clone();
+    config.resource = Some(azure_key_vault::KEY_VAULT_RESOURCE.into());
     let adapter = kms_azure::AzureKeyVault::new(&config).unwrap();
     adapter.health_check().await.unwrap();
     migrate_to("azure", |old| azure_toml(&server.url, old), Arc::new(adapter)).await;
@@ -150,6 +154,11 @@ async fn keys_migrate_moves_every_dek_from_local_to_azure() {
 /// dependency up, the KMS included) or the process exits. Returns whether it got ready, and
 /// its stderr.
 async fn serve_until_ready(config_toml: &str) -> (bool, String) {
+    serve_until_ready_with(config_toml, &[]).await
+}
+
+/// [`serve_until_ready`] with more environment variables.
+async fn serve_until_ready_with(config_toml: &str, env: &[(&str, &str)]) -> (bool, String) {
     let db = TestDb::new().await;
     let redis = TestRedis::new();
     let dir = tempfile::tempdir().unwrap();
@@ -168,6 +177,9 @@ async fn serve_until_ready(config_toml: &str) -> (bool, String) {
         .env("PRAXIS__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("PRAXIS__SERVER__WORKERS", "1")
         .env("PRAXIS__TELEMETRY__LOG_LEVEL", "warn")
+        // No metrics page: these servers run side by side and would race for its port.
+        .env("PRAXIS__TELEMETRY__METRICS_BIND", "")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -232,7 +244,8 @@ async fn serve_self_tests_azure_key_vault_with_a_service_principal() {
     let (fake, server) = FakeKeyVault::start().await;
     let toml = format!(
         "[kms]\nbackend = \"azure\"\n[kms.azure]\nvault_url = \"{url}\"\nkey_name = \"praxis\"\n\
-         credential = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauthority_host = \"{url}\"\n",
+         credential = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauthority_host = \"{url}\"\n\
+         resource = \"https://vault.azure.net\"\n",
         azure_key_vault::TENANT,
         azure_key_vault::CLIENT_ID,
         url = server.url
@@ -251,8 +264,54 @@ async fn serve_self_tests_azure_key_vault_with_a_service_principal() {
     assert!(!stderr.contains(azure_key_vault::CLIENT_SECRET), "the secret must never be printed: {stderr}");
 }
 
+/// A Managed HSM (`praxis-hsm.managedhsm.azure.net`) reached through a TLS-inspecting HTTPS
+/// proxy that presents certificates of a private CA: the binary's `HTTPS_PROXY` points at the
+/// fake's TLS front (which also plays the proxy), `kms.azure.ca_cert_file` names this run's CA,
+/// and no `resource` is configured: the audience comes from the HSM's 401 challenge, believed
+/// because the host lies under `managedhsm.azure.net`, and the fake accepts only a token
+/// requested for `https://managedhsm.azure.net/.default`.
+#[tokio::test]
+async fn serve_reaches_a_managed_hsm_behind_tls_inspection_with_a_private_ca_and_the_challenges_audience() {
+    const HSM: &str = "praxis-hsm.managedhsm.azure.net";
+    let dir = tempfile::tempdir().unwrap();
+    testkit::tls::make_certificates_for(dir.path(), &[HSM]);
+    let (fake, server) = FakeKeyVault::start_as("https://managedhsm.azure.net", Some(&format!("https://{HSM}"))).await;
+    let proxy = kms_http::test_server::tls_front::start(
+        &dir.path().join("server.pem"),
+        &dir.path().join("server.key"),
+        &server.url,
+    );
+    let toml = format!(
+        "[kms]\nbackend = \"azure\"\n[kms.azure]\nvault_url = \"https://{HSM}\"\nkey_name = \"praxis\"\n\
+         credential = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauthority_host = \"{}\"\n\
+         ca_cert_file = \"{}\"\n",
+        azure_key_vault::TENANT,
+        azure_key_vault::CLIENT_ID,
+        server.url,
+        dir.path().join("ca.pem").display(),
+    );
+    let proxy_url = format!("http://127.0.0.1:{proxy}");
+    let env = [("HTTPS_PROXY", proxy_url.as_str())];
+    let (ready, stderr) = serve_until_ready_with(&toml, &env).await;
+    assert!(ready, "{stderr}");
+    let requests = server.requests();
+    // First a request without a token (the challenge), then the token for the HSM's audience.
+    assert_eq!(requests[0].header("host"), Some(HSM), "{requests:#?}");
+    assert_eq!(requests[0].header("authorization"), None);
+    assert_eq!(requests[1].path, format!("/{}/oauth2/v2.0/token", azure_key_vault::TENANT));
+    assert_eq!(fake.tokens_issued(), 1);
+    fake.finish();
+    assert!(!stderr.contains(azure_key_vault::CLIENT_SECRET), "{stderr}");
+
+    // Without the CA, the inspecting proxy's certificate is refused and start-up says why.
+    let toml = toml.replace(&format!("ca_cert_file = \"{}\"\n", dir.path().join("ca.pem").display()), "");
+    let (ready, stderr) = serve_until_ready_with(&toml, &env).await;
+    assert!(!ready);
+    assert!(stderr.contains("certificate is not trusted") && stderr.contains("ca_cert_file"), "{stderr}");
+}
+
 /// The OpenBao server `cargo xtask test` starts (`xtask/src/openbao.rs`): address and root token.
-fn openbao() -> (String, String) {
+pub(crate) fn openbao() -> (String, String) {
     let var = |name: &str| match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => value,
         _ => panic!(
@@ -266,7 +325,7 @@ fn openbao() -> (String, String) {
 
 /// What an administrator does once: transit enabled on a mount of this test's own, with a
 /// derived key `praxis` in it. Returns the mount.
-async fn openbao_transit_key(address: &str, root_token: &str) -> String {
+pub(crate) async fn openbao_transit_key(address: &str, root_token: &str) -> String {
     let mount = format!("transit-{}", uuid::Uuid::new_v4().simple());
     let client = reqwest::Client::new();
     for (path, body) in [
@@ -448,6 +507,7 @@ async fn the_self_test_reports_the_kek_version_it_wrapped_with() {
         },
     );
     config.authority_host = server.url.clone();
+    config.resource = Some(azure_key_vault::KEY_VAULT_RESOURCE.into());
     let azure = kms_azure::AzureKeyVault::new(&config).unwrap();
     assert_eq!(azure.key_info().version, "", "unknown before the first call");
     let keyring = Keyring::new(Arc::new(azure), []).unwrap();

@@ -26,6 +26,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod azure_key_vault;
+pub mod tls_front;
 pub mod vault_transit;
 
 use base64::Engine as _;

@@ -13,5 +13,6 @@ mod audit_sealing;
 mod audit_tamper;
 mod context;
 mod errors;
+mod kms_probe;
 mod migrations;
 mod support;
