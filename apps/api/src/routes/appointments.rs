@@ -239,6 +239,7 @@ fn appointment_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse::<Uuid>().map_err(|_| ApiError::NotFound)
 }
 
+/// Book an appointment
 #[utoipa::path(post, path = "/api/v1/appointments", tag = "appointments",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     request_body = NewAppointmentRequest,
@@ -270,6 +271,7 @@ async fn create_appointment(
         .json(AppointmentView::of(&booked)))
 }
 
+/// List appointments
 #[utoipa::path(get, path = "/api/v1/appointments", tag = "appointments",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(AppointmentListQuery),
@@ -300,6 +302,7 @@ async fn list_appointments(
     }))
 }
 
+/// Get an appointment
 #[utoipa::path(get, path = "/api/v1/appointments/{id}", tag = "appointments",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The appointment's id")),
@@ -317,6 +320,7 @@ async fn get_appointment(
     Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
+/// Move or edit an appointment
 #[utoipa::path(patch, path = "/api/v1/appointments/{id}", tag = "appointments",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The appointment's id")),
@@ -349,6 +353,7 @@ async fn update_appointment(
     Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
+/// Cancel an appointment
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/cancel", tag = "appointments",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The appointment's id")),
@@ -372,6 +377,7 @@ async fn cancel_appointment(
     Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
+/// Change an appointment's status
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/status", tag = "appointments",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The appointment's id")),

@@ -129,6 +129,7 @@ impl From<RecordedEntry> for EntryView {
     }
 }
 
+/// Query the audit trail
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(AuditQuery),
@@ -165,6 +166,7 @@ async fn query(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// Verify the audit chain
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     responses(

@@ -141,7 +141,7 @@ pub struct FreeSlot {
     end: OffsetDateTime,
 }
 
-/// Free slots of a therapist.
+/// Free slots of a therapist
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Availability {
     therapist_id: Uuid,
@@ -155,6 +155,7 @@ fn therapist_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse::<Uuid>().map(UserId::from_uuid).map_err(|_| ApiError::NotFound)
 }
 
+/// Set a therapist's working hours
 #[utoipa::path(put, path = "/api/v1/therapists/{id}/working-hours", tag = "calendar",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id")),
@@ -182,6 +183,7 @@ async fn put_working_hours(
     Ok(HttpResponse::Ok().json(WorkingHoursDocument::of(&hours)))
 }
 
+/// Get a therapist's working hours
 #[utoipa::path(get, path = "/api/v1/therapists/{id}/working-hours", tag = "calendar",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id")),
@@ -199,6 +201,7 @@ async fn get_working_hours(
     Ok(HttpResponse::Ok().json(WorkingHoursDocument::of(&hours)))
 }
 
+/// Record a therapist's absence
 #[utoipa::path(post, path = "/api/v1/therapists/{id}/absences", tag = "calendar",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id")),
@@ -224,6 +227,7 @@ async fn create_absence(
         .json(view))
 }
 
+/// List a therapist's absences
 #[utoipa::path(get, path = "/api/v1/therapists/{id}/absences", tag = "calendar",
     security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id"), AbsenceListQuery),
@@ -244,6 +248,7 @@ async fn list_absences(
     Ok(HttpResponse::Ok().json(rows.iter().map(AbsenceView::of).collect::<Vec<_>>()))
 }
 
+/// Delete a therapist's absence
 #[utoipa::path(delete, path = "/api/v1/therapists/{id}/absences/{absence_id}", tag = "calendar",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(
@@ -267,6 +272,7 @@ async fn delete_absence(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Free slots of a therapist
 #[utoipa::path(get, path = "/api/v1/therapists/{id}/availability", tag = "calendar",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id"), AvailabilityQuery),

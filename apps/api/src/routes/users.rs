@@ -57,6 +57,7 @@ pub struct CreatedUser {
     role: Role,
 }
 
+/// List accounts
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
@@ -85,6 +86,7 @@ pub struct NewUserRequest {
     password: kernel::Secret<String>,
 }
 
+/// Create an account
 #[utoipa::path(post, path = "/api/v1/users", tag = "users",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     request_body = NewUserRequest,
@@ -110,6 +112,8 @@ async fn create_user(
     Ok(HttpResponse::Created().json(CreatedUser { email: user.email, id: user.id, role: user.role }))
 }
 
+/// Disable an account
+///
 /// Disables an account and ends all of its sessions in the same transaction.
 #[utoipa::path(post, path = "/api/v1/users/{id}/disable", tag = "users",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
@@ -179,6 +183,7 @@ pub struct CreatedApiKey {
     scopes: Vec<String>,
 }
 
+/// List API keys
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
@@ -208,6 +213,8 @@ pub struct NewApiKeyRequest {
     expires_in_days: Option<u32>,
 }
 
+/// Create an API key
+///
 /// Creates an API key; the key itself is in this response only, never again.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
@@ -238,6 +245,7 @@ async fn create_api_key(
     }))
 }
 
+/// Revoke an API key
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The API key's id (`id`, not `key_id`)")),
