@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod json_body;
 pub mod keys;
 pub mod kms;
 pub mod metrics;

@@ -8,6 +8,8 @@
 
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 /// Security scheme names, as referenced by the handlers' `security(...)`.
 pub const SESSION_COOKIE_SCHEME: &str = "session_cookie";
@@ -31,6 +33,175 @@ pub enum CommonProblems {
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }
+
+// ---------------------------------------------------------------------------------------------
+// Closed sets: string enums listing exactly what the server accepts or answers, built from the
+// owning crate's own list (`ALL`, `as_str`), so the document cannot drift from the code.
+
+/// A string schema whose `enum` is `values`, in the order given.
+fn string_enum(description: &str, values: impl IntoIterator<Item = String>) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .enum_values(Some(values.into_iter().collect::<Vec<_>>()))
+        .into()
+}
+
+/// Declares a named schema (a component, referenced by `value_type = crate::openapi::Name`)
+/// that is the string enum of `$values` (an iterator of `&str` or `String`).
+macro_rules! closed_set {
+    ($(#[$meta:meta])* $name:ident, $description:literal, $values:expr) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                string_enum($description, $values.into_iter().map(|value| value.to_string()))
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+closed_set!(
+    /// `scheduling::AppointmentKind`.
+    AppointmentKind,
+    "The kind of an appointment.",
+    scheduling::AppointmentKind::ALL.iter().map(|kind| kind.as_str())
+);
+
+closed_set!(
+    /// `scheduling::AppointmentStatus`.
+    AppointmentStatus,
+    "Where an appointment stands: `scheduled -> confirmed -> completed | cancelled | no_show`.",
+    scheduling::AppointmentStatus::ALL.iter().map(|status| status.as_str())
+);
+
+closed_set!(
+    /// What `POST /api/v1/appointments/{id}/status` accepts: every status but `cancelled`
+    /// (which needs `/cancel` and a reason; the server refuses it with 400).
+    StatusChange,
+    "The status to move to (`cancelled` goes through `/cancel` with a reason). Patients may only confirm; \
+     a change that is not an edge of the state machine answers 409 `illegal-transition`.",
+    scheduling::AppointmentStatus::ALL
+        .iter()
+        .filter(|status| **status != scheduling::AppointmentStatus::Cancelled)
+        .map(|status| status.as_str())
+);
+
+closed_set!(
+    /// `scheduling::PaymentState`.
+    PaymentState,
+    "Set only by verified Stripe events.",
+    scheduling::PaymentState::ALL.iter().map(|state| state.as_str())
+);
+
+closed_set!(
+    /// The reasons a caller may give (`patient_erased` is set by erasure only: refused with 400).
+    CancelReason,
+    "Why the appointment is cancelled.",
+    app::appointments::CancelReason::ALL
+        .into_iter()
+        .filter(|reason| *reason != app::appointments::CancelReason::PatientErased)
+        .map(|reason| reason.as_str())
+);
+
+closed_set!(
+    /// Every recorded reason, `patient_erased` included.
+    CancellationReason,
+    "Why the appointment was cancelled; `patient_erased` when the patient's erasure cancelled it.",
+    app::appointments::CancelReason::ALL.into_iter().map(|reason| reason.as_str())
+);
+
+closed_set!(
+    /// `app::appointments::ReminderStatus`.
+    ReminderStatus,
+    "What became of a planned reminder.",
+    app::appointments::ReminderStatus::ALL.into_iter().map(|status| status.as_str())
+);
+
+closed_set!(
+    /// `scheduling::ReminderSkipReason`.
+    ReminderSkipReason,
+    "Why a reminder was skipped.",
+    scheduling::ReminderSkipReason::ALL.iter().map(|reason| reason.as_str())
+);
+
+closed_set!(
+    /// `scheduling::ReminderChannel`.
+    ReminderChannel,
+    "The channel a reminder goes out on.",
+    scheduling::ReminderChannel::ALL.iter().map(|channel| channel.as_str())
+);
+
+closed_set!(
+    /// `consent::Purpose`.
+    ConsentPurpose,
+    "What the patient consents to.",
+    consent::Purpose::ALL.iter().map(|purpose| purpose.as_str())
+);
+
+closed_set!(
+    /// `consent::ConsentAction`.
+    ConsentAction,
+    "A change of consent (expiry is not one: it happens by time).",
+    consent::ConsentAction::ALL.iter().map(|action| action.as_str())
+);
+
+closed_set!(
+    /// `consent::ConsentState`.
+    ConsentState,
+    "Where a consent stands; `expired` is only ever effective (a grant past its expiry).",
+    consent::ConsentState::ALL.iter().map(|state| state.as_str())
+);
+
+closed_set!(
+    /// `consent::Channel`.
+    EvidenceChannel,
+    "How the consent's evidence was collected.",
+    consent::Channel::ALL.iter().map(|channel| channel.as_str())
+);
+
+closed_set!(
+    /// The weekday names of working hours (`app::calendar::weekday_name`).
+    Weekday,
+    "A weekday, in lower-case English.",
+    app::calendar::WEEK.into_iter().map(app::calendar::weekday_name)
+);
+
+closed_set!(
+    /// Every IANA time zone name of the database bundled into the server. An enum although the
+    /// list is long (about 600 names): clients and fuzzers then send only names the server
+    /// accepts, a typo fails in the client, and the list comes from the very database the
+    /// server looks names up in. The server also accepts them in any ASCII case and answers the
+    /// spelling listed here.
+    TimeZone,
+    "An IANA time zone name, e.g. `Europe/Berlin` (any ASCII case is accepted; answers use this spelling).",
+    scheduling::time_zone_names()
+);
+
+closed_set!(
+    /// The roles `POST /api/v1/users` accepts: every role but `patient`.
+    StaffRole,
+    "A staff role. Patient accounts are created from the patient record (`POST /api/v1/patients/{id}/account`).",
+    kernel::Role::ALL.into_iter().filter(|role| *role != kernel::Role::Patient).map(|role| role.as_str())
+);
+
+closed_set!(
+    /// `audit::Action`.
+    AuditAction,
+    "What an audit entry records.",
+    audit::Action::ALL.iter().map(|action| action.as_str())
+);
+
+closed_set!(
+    /// `audit::Outcome`.
+    AuditOutcome,
+    "How the recorded action ended.",
+    audit::Outcome::ALL.iter().map(|outcome| outcome.as_str())
+);
 
 // ---------------------------------------------------------------------------------------------
 // Schemas of types owned elsewhere (documentation mirrors).

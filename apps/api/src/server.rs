@@ -83,9 +83,17 @@ pub fn start(state: AppState, listener: TcpListener, extra: ExtraRoutes) -> std:
                         ApiError::PayloadTooLarge { limit_bytes: limit }.into()
                     }
                     JsonPayloadError::ContentType => ApiError::UnsupportedMediaType.into(),
-                    other => {
-                        ApiError::BadRequest { detail: format!("The JSON body could not be read: {other}") }.into()
+                    // `JsonBody` reads the body as a raw JSON value first, so what fails here is
+                    // the syntax: say where, not what the parser thought.
+                    JsonPayloadError::Deserialize(error) if error.line() > 0 => ApiError::BadRequest {
+                        detail: format!(
+                            "The body is not well-formed JSON (line {}, column {}).",
+                            error.line(),
+                            error.column()
+                        ),
                     }
+                    .into(),
+                    _ => ApiError::BadRequest { detail: "The body could not be read as JSON.".into() }.into(),
                 }
             }))
             .wrap(from_fn(guard))

@@ -53,6 +53,15 @@ pub struct WeeklyHours {
     days: [Vec<TimeRange>; 7],
 }
 
+/// The IANA names of every time zone [`WeeklyHours::new`] accepts, from the database bundled into
+/// the binary, sorted. The API's document lists them, so it accepts exactly what the server does.
+pub fn time_zone_names() -> Vec<String> {
+    let mut names: Vec<String> = TimeZoneDatabase::bundled().available().map(|name| name.as_str().to_owned()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 impl WeeklyHours {
     /// Validated working hours. `time_zone` is an IANA name such as `Europe/Berlin` (looked up
     /// case-insensitively, stored in its canonical spelling). Each range must start before it

@@ -58,7 +58,9 @@ mod status;
 pub use availability::{FreeSlotQuery, MAX_FREE_SLOTS, MAX_SEARCH_DAYS, free_slots};
 pub use booking::{AppointmentKind, BookingPolicy, Slot};
 pub use error::SchedulingError;
-pub use hours::{Absence, MAX_RANGES_PER_DAY, TimeRange, WeeklyHours, fits_working_hours, local_wall_time};
+pub use hours::{
+    Absence, MAX_RANGES_PER_DAY, TimeRange, WeeklyHours, fits_working_hours, local_wall_time, time_zone_names,
+};
 pub use payment::{PaymentEvent, PaymentState, PaymentUpdate};
 pub use reminder::{
     MAX_REMINDERS, PlannedReminder, ReminderChannel, ReminderCheck, ReminderDecision, ReminderPolicy,

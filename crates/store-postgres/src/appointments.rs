@@ -606,6 +606,10 @@ pub enum ReminderStatus {
 }
 
 impl ReminderStatus {
+    /// Every status, in a fixed order.
+    pub const ALL: [ReminderStatus; 4] =
+        [ReminderStatus::Pending, ReminderStatus::Sent, ReminderStatus::Skipped, ReminderStatus::Failed];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             ReminderStatus::Pending => "pending",
@@ -616,9 +620,7 @@ impl ReminderStatus {
     }
 
     fn parse(text: &str) -> Option<ReminderStatus> {
-        [ReminderStatus::Pending, ReminderStatus::Sent, ReminderStatus::Skipped, ReminderStatus::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        ReminderStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 

@@ -9,6 +9,7 @@
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::json_body::JsonBody;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use app::appointments::{
@@ -42,17 +43,18 @@ pub struct NewAppointmentRequest {
     /// RFC 3339, whole minutes, after `start`; the duration within the configured bounds.
     #[schema(format = DateTime)]
     end: String,
-    /// `initial_consultation`, `therapy_session`, `follow_up`, `group_session` or `video_session`.
+    #[schema(value_type = crate::openapi::AppointmentKind)]
     kind: String,
-    /// Scheduling note (not clinical notes), at most 2,000 characters; stored encrypted under the
-    /// patient's key.
+    /// Scheduling note (not clinical notes), at most 2,000 characters once trimmed, no control
+    /// characters but line breaks and tabs; stored encrypted under the patient's key.
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     notes: Option<String>,
 }
 
 /// `PATCH /api/v1/appointments/{id}` body: move (`start` and/or `end`; a lone `start` keeps the
-/// duration), change therapist or kind, set or clear (`null`) the notes. `status` and
-/// `payment_state` are refused by name: the status changes through `/status` and `/cancel`,
-/// the payment state only through verified Stripe events.
+/// duration), change therapist or kind, set or clear (`null`) the notes. Unknown fields are
+/// rejected; `status` and `payment_state` with a message saying where they change (the status
+/// through `/status` and `/cancel`, the payment state only through verified Stripe events).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppointmentPatch {
@@ -61,17 +63,21 @@ pub struct AppointmentPatch {
     #[schema(format = DateTime)]
     end: Option<String>,
     therapist_id: Option<Uuid>,
+    #[schema(value_type = Option<crate::openapi::AppointmentKind>)]
     kind: Option<String>,
+    /// As in booking; `null` clears the notes.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     notes: Option<Option<String>>,
-    /// Refused (400): use `POST /api/v1/appointments/{id}/status` or `/cancel`.
+    /// Not part of the document (an unknown field to clients): read only to refuse it (400)
+    /// with a message pointing at `/status` and `/cancel`.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(ignore)]
     status: Option<Option<serde_json::Value>>,
-    /// Refused (400): set only by verified Stripe events.
+    /// Not part of the document: read only to refuse it (400), it is set only by verified
+    /// Stripe events.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(ignore)]
     payment_state: Option<Option<serde_json::Value>>,
 }
 
@@ -84,10 +90,11 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> R
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
-    /// `patient_request`, `therapist_unavailable`, `practice_closed`, `no_longer_needed`,
-    /// `rescheduled` or `other`.
+    #[schema(value_type = crate::openapi::CancelReason)]
     reason: String,
-    /// Optional free text, at most 2,000 characters; stored encrypted under the patient's key.
+    /// Optional free text, at most 2,000 characters once trimmed, no control characters but line
+    /// breaks and tabs; stored encrypted under the patient's key.
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
     note: Option<String>,
 }
 
@@ -96,6 +103,7 @@ pub struct CancelRequest {
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     /// `confirmed`, `completed` or `no_show` (cancel with `/cancel`). Patients may only confirm.
+    #[schema(value_type = crate::openapi::StatusChange)]
     status: String,
 }
 
@@ -106,12 +114,15 @@ pub struct AppointmentListQuery {
     therapist_id: Option<Uuid>,
     patient_id: Option<Uuid>,
     /// RFC 3339: only appointments ending after this.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339: only appointments starting before this.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// One status.
+    #[param(inline, value_type = Option<crate::openapi::AppointmentStatus>)]
     status: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque).
     cursor: Option<String>,
     /// 1 to 100; default 20.
     #[param(minimum = 1, maximum = 100)]
@@ -121,6 +132,7 @@ pub struct AppointmentListQuery {
 /// A cancellation.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CancellationView {
+    #[schema(value_type = crate::openapi::CancellationReason)]
     reason: &'static str,
     /// Decrypted; absent in listings; null once the patient was erased.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,11 +146,12 @@ pub struct CancellationView {
 pub struct ReminderView {
     #[serde(with = "time::serde::rfc3339")]
     due_at: OffsetDateTime,
-    /// `pending`, `sent`, `skipped` or `failed`.
+    #[schema(value_type = crate::openapi::ReminderStatus)]
     status: &'static str,
-    /// Why it was skipped: `no_consent`, `appointment_cancelled`, `appointment_moved`,
-    /// `patient_erased`, `no_contact_channel` or `too_late`.
+    /// Why it was skipped; null unless `skipped`.
+    #[schema(value_type = Option<crate::openapi::ReminderSkipReason>)]
     skip_reason: Option<&'static str>,
+    #[schema(value_type = Option<crate::openapi::ReminderChannel>)]
     channel: Option<&'static str>,
     attempts: i32,
 }
@@ -165,10 +178,11 @@ pub struct AppointmentView {
     start: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     end: OffsetDateTime,
+    #[schema(value_type = crate::openapi::AppointmentKind)]
     kind: &'static str,
-    /// `scheduled`, `confirmed`, `completed`, `cancelled` or `no_show`.
+    #[schema(value_type = crate::openapi::AppointmentStatus)]
     status: &'static str,
-    /// `unpaid`, `failed`, `paid` or `refunded`; set only by verified Stripe events.
+    #[schema(value_type = crate::openapi::PaymentState)]
     payment_state: &'static str,
     has_notes: bool,
     /// Decrypted; only when reading one appointment.
@@ -230,8 +244,8 @@ pub struct AppointmentPage {
 }
 
 /// An appointment of the GDPR export: everything stored, notes opened, reminders listed.
-pub fn export_json(details: &AppointmentDetails) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(AppointmentView::of(details)).map_err(ApiError::internal)
+pub fn export_view(details: &AppointmentDetails) -> AppointmentView {
+    AppointmentView::of(details)
 }
 
 /// A path's appointment id; anything but a UUID names no appointment.
@@ -254,7 +268,7 @@ fn appointment_id(raw: &str) -> Result<Uuid, ApiError> {
 async fn create_appointment(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Json<NewAppointmentRequest>,
+    body: JsonBody<NewAppointmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
     let booking = NewBooking {
@@ -327,7 +341,7 @@ async fn get_appointment(
     request_body = AppointmentPatch,
     responses(
         (status = 200, description = "Changed; a move replans the reminders (the old ones are skipped as `appointment_moved`); audited as `appointment.update`", body = AppointmentView),
-        (status = 400, description = "Malformed body, invalid field, or `status`/`payment_state` given (named)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body, unknown or invalid field (named; `status` and `payment_state` are refused with where they change)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such appointment, or not one the caller may see", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`slot-unavailable` for the new time, or `conflict`: the appointment is completed, cancelled or a no-show, was moved by someone else since it was read, or (a patient moving it) has started", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::CommonProblems,
@@ -336,7 +350,7 @@ async fn update_appointment(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<AppointmentPatch>,
+    body: JsonBody<AppointmentPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let id = appointment_id(&path)?;
     let patch = body.into_inner();
@@ -369,7 +383,7 @@ async fn cancel_appointment(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<CancelRequest>,
+    body: JsonBody<CancelRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = appointment_id(&path)?;
     let request = body.into_inner();
@@ -393,7 +407,7 @@ async fn change_status(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<StatusRequest>,
+    body: JsonBody<StatusRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = appointment_id(&path)?;
     let details = state.app.change_appointment_status(&principal.caller(), id, &body.status).await?;

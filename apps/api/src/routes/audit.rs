@@ -19,8 +19,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// An action name, e.g. `auth.login`.
+    #[param(inline, value_type = Option<crate::openapi::AuditAction>)]
     action: Option<String>,
-    /// `success`, `failure` or `denied`.
+    #[param(inline, value_type = Option<crate::openapi::AuditOutcome>)]
     outcome: Option<String>,
     resource_type: Option<String>,
     resource_id: Option<String>,
@@ -32,8 +33,8 @@ pub struct AuditQuery {
     /// RFC 3339; entries before.
     #[serde(default, with = "time::serde::rfc3339::option")]
     to: Option<OffsetDateTime>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<u64>,
+    /// `next_cursor` of the previous page (opaque).
+    cursor: Option<String>,
     /// 1 to 200; default 50.
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
@@ -61,11 +62,11 @@ pub struct EntryView {
     occurred_at: OffsetDateTime,
     #[schema(value_type = crate::openapi::Actor)]
     actor: kernel::Actor,
-    #[schema(example = "auth.login")]
+    #[schema(value_type = crate::openapi::AuditAction, example = "auth.login")]
     action: &'static str,
     resource_type: String,
     resource_id: Option<String>,
-    /// `success`, `failure` or `denied`.
+    #[schema(value_type = crate::openapi::AuditOutcome)]
     outcome: &'static str,
     request_id: Option<String>,
     /// Action-specific details (never personal data).
@@ -77,8 +78,8 @@ pub struct EntryView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntries {
     entries: Vec<EntryView>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<u64>,
+    /// Pass as `cursor` for the next page (opaque); null on the last page.
+    next_cursor: Option<String>,
 }
 
 /// The result of verifying the practice's chain. (Fields in key order: the body is byte-for-byte
@@ -129,6 +130,17 @@ impl From<RecordedEntry> for EntryView {
     }
 }
 
+/// A listing cursor is the id of the last entry listed (as a string: cursors are opaque to
+/// clients; a bare number, as sent before cursors were strings, is the same text).
+fn parse_cursor(raw: &str) -> Result<u64, ApiError> {
+    raw.parse::<u64>().map_err(|_| ApiError::Validation {
+        errors: vec![crate::error::FieldError {
+            field: "cursor".into(),
+            message: "must be a `next_cursor` of this listing".into(),
+        }],
+    })
+}
+
 /// Query the audit trail
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
@@ -155,14 +167,14 @@ async fn query(
         actor_user: params.actor_user.map(kernel::UserId::from_uuid),
         from: params.from,
         to: params.to,
-        cursor: params.cursor,
+        cursor: params.cursor.as_deref().map(parse_cursor).transpose()?,
         limit: params.limit,
     };
     let result = state.app.audit_entries(&principal.caller(), query).await?;
     let entries: Vec<EntryView> = result.entries.into_iter().map(EntryView::from).collect();
     // Through `Value` (keys in order), so the body stays byte-for-byte what it was.
-    let body =
-        serde_json::to_value(AuditEntries { entries, next_cursor: result.next_cursor }).map_err(ApiError::internal)?;
+    let body = serde_json::to_value(AuditEntries { entries, next_cursor: result.next_cursor.map(|id| id.to_string()) })
+        .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(body))
 }
 

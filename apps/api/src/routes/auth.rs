@@ -2,6 +2,7 @@
 
 use crate::auth::{Principal, SESSION_COOKIE, client_ip};
 use crate::error::{ApiError, current_request_id};
+use crate::json_body::JsonBody;
 use crate::state::AppState;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -115,7 +116,7 @@ pub enum ApiKeyKind {
 async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<LoginRequest>,
+    body: JsonBody<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { practice_id, email, password } = body.into_inner();
     let signed_in = state
@@ -215,7 +216,7 @@ pub struct PasswordChange {
     #[schema(value_type = String, format = Password, max_length = 1024)]
     current_password: kernel::Secret<String>,
     /// Checked against the password policy (length, common passwords, the account's email).
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 1024)]
     new_password: kernel::Secret<String>,
 }
 
@@ -238,7 +239,7 @@ pub struct PasswordChange {
 async fn change_password(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Json<PasswordChange>,
+    body: JsonBody<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
     let PasswordChange { current_password, new_password } = body.into_inner();
     state

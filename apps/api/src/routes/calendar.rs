@@ -9,6 +9,7 @@
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::json_body::JsonBody;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use app::calendar::{AbsenceRow, WorkingRangeInput};
@@ -32,11 +33,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkingRange {
-    /// `monday` ... `sunday`.
+    #[schema(value_type = crate::openapi::Weekday)]
     weekday: String,
-    /// `HH:MM`, local time.
+    /// `HH:MM` (24 hours), local time.
+    #[schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     start: String,
-    /// `HH:MM`, local time, after `start` (a range cannot cross midnight: split it).
+    /// `HH:MM` (24 hours), local time, after `start` (a range cannot cross midnight: split it).
+    #[schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     end: String,
 }
 
@@ -45,9 +48,11 @@ pub struct WorkingRange {
 #[serde(deny_unknown_fields)]
 pub struct WorkingHoursDocument {
     /// IANA time zone, e.g. `Europe/Berlin` (DST is handled per date).
+    #[schema(value_type = crate::openapi::TimeZone)]
     time_zone: String,
-    /// At most 6 per weekday; ranges of one day may touch but not overlap. A weekday without
-    /// ranges is a day off.
+    /// At most 6 per weekday (so at most 42); ranges of one day may touch but not overlap. A
+    /// weekday without ranges is a day off.
+    #[schema(max_items = 42)]
     ranges: Vec<WorkingRange>,
 }
 
@@ -110,8 +115,10 @@ impl AbsenceView {
 #[into_params(parameter_in = Query)]
 pub struct AbsenceListQuery {
     /// RFC 3339; default now.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339; default 90 days after `from`; at most 366 days after it.
+    #[param(format = DateTime)]
     to: Option<String>,
 }
 
@@ -120,15 +127,20 @@ pub struct AbsenceListQuery {
 #[into_params(parameter_in = Query)]
 pub struct AvailabilityQuery {
     /// RFC 3339, start of the searched range.
+    #[param(format = DateTime)]
     from: String,
     /// RFC 3339, end of the searched range (at most 31 days after `from`).
+    #[param(format = DateTime)]
     to: String,
-    /// Length of the wanted appointment in minutes; default 60.
+    /// Length of the wanted appointment in minutes (1 to 1440); default 60.
+    #[param(minimum = 1, maximum = 1440)]
     length_minutes: Option<u32>,
-    /// Distance between candidate starts in minutes, counted from the start of each working
-    /// stretch; default 30.
+    /// Distance between candidate starts in minutes (1 to 1440), counted from the start of each
+    /// working stretch; default 30.
+    #[param(minimum = 1, maximum = 1440)]
     step_minutes: Option<u32>,
     /// At most this many slots (1 to 1000; default 200).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -146,6 +158,7 @@ pub struct FreeSlot {
 pub struct Availability {
     therapist_id: Uuid,
     /// The therapist's time zone; null when no working hours are set (then nothing is free).
+    #[schema(value_type = Option<crate::openapi::TimeZone>)]
     time_zone: Option<String>,
     slots: Vec<FreeSlot>,
 }
@@ -170,7 +183,7 @@ async fn put_working_hours(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<WorkingHoursDocument>,
+    body: JsonBody<WorkingHoursDocument>,
 ) -> Result<HttpResponse, ApiError> {
     let therapist = therapist_id(&path)?;
     let document = body.into_inner();
@@ -216,7 +229,7 @@ async fn create_absence(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<NewAbsenceRequest>,
+    body: JsonBody<NewAbsenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let therapist = therapist_id(&path)?;
     let created = state.app.create_absence(&principal.caller(), therapist, &body.start, &body.end).await?;

@@ -10,6 +10,7 @@
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::json_body::JsonBody;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use app::patients::{NewPatientAccount, Patient, PatientSearch};
@@ -40,6 +41,7 @@ pub struct PatientView {
     /// E.164.
     phone: Option<String>,
     /// `YYYY-MM-DD`.
+    #[schema(format = Date)]
     date_of_birth: Option<String>,
     address: Option<String>,
     assigned_therapist_id: Option<uuid::Uuid>,
@@ -75,19 +77,33 @@ impl From<Patient> for PatientView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[expect(dead_code, reason = "documentation of `patients::NewPatient`, which is what the handler reads")]
 pub struct NewPatientRequest {
-    /// 1 to 200 characters, one line.
+    /// 1 to 200 characters, one line (no control characters), not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
     /// An email address, at most 254 characters; stored lower-cased.
+    #[schema(max_length = 254)]
     email: Option<String>,
     /// E.164, e.g. `+4915112345678`.
+    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$")]
     phone: Option<String>,
     /// `YYYY-MM-DD`, not in the future, not before 1900.
+    #[schema(format = Date)]
     date_of_birth: Option<String>,
-    /// At most 500 characters; line breaks allowed.
+    /// 1 to 500 characters; line breaks and tabs allowed, no other control characters.
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     address: Option<String>,
     /// An enabled therapist of the practice (admins, receptionists and API keys may assign).
     assigned_therapist_id: Option<uuid::Uuid>,
-    /// At most 20,000 characters; needs `patient.write_clinical`.
+    /// 1 to 20,000 characters, as `address`; needs `patient.write_clinical`.
+    #[schema(
+        min_length = 1,
+        max_length = 20000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     clinical_notes: Option<String>,
 }
 
@@ -95,14 +111,29 @@ pub struct NewPatientRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[expect(dead_code, reason = "documentation of `patients::PatientPatch`, which is what the handler reads")]
 pub struct PatientPatchRequest {
+    /// As in `NewPatientRequest`; cannot be cleared.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     name: Option<String>,
+    #[schema(max_length = 254)]
     email: Option<String>,
+    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$")]
     phone: Option<String>,
+    #[schema(format = Date)]
     date_of_birth: Option<String>,
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     address: Option<String>,
     /// Admins, receptionists and API keys only.
     assigned_therapist_id: Option<uuid::Uuid>,
     /// Needs `patient.write_clinical`.
+    #[schema(
+        min_length = 1,
+        max_length = 20000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     clinical_notes: Option<String>,
 }
 
@@ -111,11 +142,13 @@ pub struct PatientPatchRequest {
 #[into_params(parameter_in = Query)]
 pub struct PatientListQuery {
     /// Exact email match (through the blind index; case-insensitive).
+    #[param(max_length = 254)]
     email: Option<String>,
     /// Exact E.164 phone match (through the blind index).
+    #[param(pattern = r"^\+[1-9][0-9]{6,14}$")]
     phone: Option<String>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<uuid::Uuid>,
+    /// `next_cursor` of the previous page (opaque).
+    cursor: Option<String>,
     /// 1 to 100; default 20.
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
@@ -125,8 +158,8 @@ pub struct PatientListQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PatientPage {
     patients: Vec<PatientView>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<uuid::Uuid>,
+    /// Pass as `cursor` for the next page (opaque); null on the last page.
+    next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -139,8 +172,12 @@ pub struct LegalHoldRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatientAccountRequest {
+    /// At most 254 characters; stored lower-cased.
+    #[schema(max_length = 254)]
     email: String,
-    #[schema(value_type = String, min_length = 12)]
+    /// At least 12 characters and at most 1,024 bytes (UTF-8), checked against the password
+    /// policy (common passwords, the account's email).
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 1024)]
     password: kernel::Secret<String>,
 }
 
@@ -149,6 +186,16 @@ pub struct PatientAccount {
     id: uuid::Uuid,
     email: String,
     patient_id: uuid::Uuid,
+}
+
+/// A listing cursor is the last listed patient's id; anything else was not a `next_cursor`.
+fn parse_cursor(raw: &str) -> Result<PatientId, ApiError> {
+    raw.parse::<uuid::Uuid>().map(PatientId::from_uuid).map_err(|_| ApiError::Validation {
+        errors: vec![crate::error::FieldError {
+            field: "cursor".into(),
+            message: "must be a `next_cursor` of this listing".into(),
+        }],
+    })
 }
 
 /// A path id that is no UUID names no patient: 404, like an unknown one.
@@ -168,7 +215,7 @@ fn patient_id(raw: &str) -> Result<PatientId, ApiError> {
 async fn create_patient(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Json<NewPatient>,
+    body: JsonBody<NewPatient>,
 ) -> Result<HttpResponse, ApiError> {
     let patient = state.app.create_patient(&principal.caller(), body.into_inner()).await?;
     Ok(HttpResponse::Created()
@@ -210,11 +257,12 @@ async fn list_patients(
     query: web::Query<PatientListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let PatientListQuery { email, phone, cursor, limit } = query.into_inner();
-    let search = PatientSearch { email, phone, cursor: cursor.map(PatientId::from_uuid), limit };
+    let cursor = cursor.as_deref().map(parse_cursor).transpose()?;
+    let search = PatientSearch { email, phone, cursor, limit };
     let list = state.app.list_patients(&principal.caller(), search).await?;
     Ok(HttpResponse::Ok().json(PatientPage {
         patients: list.patients.into_iter().map(PatientView::from).collect(),
-        next_cursor: list.next_cursor.map(|id| *id.as_uuid()),
+        next_cursor: list.next_cursor.map(|id| id.as_uuid().to_string()),
     }))
 }
 
@@ -234,7 +282,7 @@ async fn update_patient(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<PatientPatch>,
+    body: JsonBody<PatientPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let id = patient_id(&path)?;
     Ok(match state.app.update_patient(&principal.caller(), id, body.into_inner()).await? {
@@ -259,7 +307,7 @@ async fn set_legal_hold(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<LegalHoldRequest>,
+    body: JsonBody<LegalHoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = patient_id(&path)?;
     if body.legal_hold {
@@ -294,24 +342,21 @@ async fn erase_patient(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PatientExport {
     /// `praxis.patient-export.v1`.
+    #[schema(value_type = String, pattern = r"^praxis\.patient-export\.v1$")]
     format: &'static str,
     #[serde(with = "time::serde::rfc3339")]
     generated_at: OffsetDateTime,
     /// The whole record, clinical notes included (the right of access covers them).
     patient: PatientView,
     /// Current consent per purpose.
-    #[schema(value_type = Vec<Object>)]
-    consents: Vec<serde_json::Value>,
+    consents: Vec<crate::routes::consents::ConsentView>,
     /// Every consent change with its evidence, oldest first per purpose.
-    #[schema(value_type = Vec<Object>)]
-    consent_history: Vec<serde_json::Value>,
+    consent_history: Vec<crate::routes::consents::ConsentEventView>,
     /// Appointments, notes decrypted, each with its reminders (sent, skipped and why).
-    #[schema(value_type = Vec<Object>)]
-    appointments: Vec<serde_json::Value>,
+    appointments: Vec<crate::routes::appointments::AppointmentView>,
     /// Inbound messages from the patient's number (WhatsApp, SMS): metadata and the text's
     /// SHA-256, never the text, oldest first.
-    #[schema(value_type = Vec<Object>)]
-    messages: Vec<serde_json::Value>,
+    messages: Vec<crate::routes::webhooks::MessageView>,
     /// Audit entries about this patient: who accessed or changed their data, and when.
     audit: Vec<crate::routes::audit::EntryView>,
 }
@@ -340,15 +385,11 @@ async fn export_patient(
         consents: export
             .consents
             .iter()
-            .map(|record| crate::routes::consents::consent_json(record, &export.consents, now))
+            .map(|record| crate::routes::consents::view(record, &export.consents, now))
             .collect(),
-        consent_history: export.consent_history.iter().map(crate::routes::consents::event_json).collect(),
-        appointments: export
-            .appointments
-            .iter()
-            .map(crate::routes::appointments::export_json)
-            .collect::<Result<_, _>>()?,
-        messages: export.messages.iter().map(crate::routes::webhooks::message_json).collect(),
+        consent_history: export.consent_history.iter().map(crate::routes::consents::ConsentEventView::from).collect(),
+        appointments: export.appointments.iter().map(crate::routes::appointments::export_view).collect(),
+        messages: export.messages.iter().map(crate::routes::webhooks::MessageView::from).collect(),
         audit: export.access_log.into_iter().map(crate::routes::audit::EntryView::from).collect(),
         patient: PatientView::from(export.patient),
     };
@@ -374,7 +415,7 @@ async fn create_account(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<PatientAccountRequest>,
+    body: JsonBody<PatientAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = patient_id(&path)?;
     let PatientAccountRequest { email, password } = body.into_inner();

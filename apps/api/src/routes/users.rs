@@ -2,6 +2,7 @@
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::json_body::JsonBody;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use app::accounts::{AccountRef, ApiKeyRecord, NewAccount, NewApiKey, UserRecord};
@@ -79,10 +80,11 @@ pub struct NewUserRequest {
     #[schema(example = "therapist@example.org", max_length = 254)]
     email: String,
     /// Not `patient`: patient accounts are created from the patient record.
-    #[schema(value_type = crate::openapi::Role)]
+    #[schema(value_type = crate::openapi::StaffRole)]
     role: Role,
-    /// Checked against the password policy.
-    #[schema(value_type = String, format = Password)]
+    /// At least 12 characters and at most 1,024 bytes (UTF-8), checked against the password
+    /// policy (common passwords, the account's email).
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 1024)]
     password: kernel::Secret<String>,
 }
 
@@ -105,7 +107,7 @@ pub struct NewUserRequest {
 async fn create_user(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Json<NewUserRequest>,
+    body: JsonBody<NewUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let NewUserRequest { email, role, password } = body.into_inner();
     let user = state.app.create_user(&principal.caller(), NewAccount { email, role, password }).await?;
@@ -203,10 +205,10 @@ async fn list_api_keys(state: web::Data<AppState>, principal: Principal) -> Resu
 #[serde(deny_unknown_fields)]
 pub struct NewApiKeyRequest {
     /// 1 to 100 characters.
-    #[schema(example = "booking widget")]
+    #[schema(example = "booking widget", min_length = 1, max_length = 100)]
     name: String,
     /// 1 to 16 scopes.
-    #[schema(value_type = Vec<crate::openapi::ApiScope>)]
+    #[schema(value_type = Vec<crate::openapi::ApiScope>, min_items = 1, max_items = 16)]
     scopes: Vec<String>,
     /// Lifetime in days; none means no expiry.
     #[schema(minimum = 1, maximum = 3650)]
@@ -232,7 +234,7 @@ pub struct NewApiKeyRequest {
 async fn create_api_key(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Json<NewApiKeyRequest>,
+    body: JsonBody<NewApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let NewApiKeyRequest { name, scopes, expires_in_days } = body.into_inner();
     let created = state.app.create_api_key(&principal.caller(), NewApiKey { name, scopes, expires_in_days }).await?;

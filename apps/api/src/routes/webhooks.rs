@@ -40,7 +40,6 @@ use app::webhook_ingest::{Endpoint, MessageRow, Outcome, RawDelivery, Verdict};
 use futures_util::StreamExt;
 use kernel::TenantId;
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 use webhooks::{Headers, Provider, RejectReason, WebhookError};
 
@@ -375,18 +374,43 @@ async fn subscribe_checked(
     }
 }
 
-/// A logged inbound message as the patient's GDPR export shows it.
-pub fn message_json(message: &MessageRow) -> serde_json::Value {
-    let rfc3339 = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).ok();
-    json!({
-        "id": message.id,
-        "provider": message.provider,
-        "channel": message.channel,
-        "message_id": message.message_id,
-        "message_type": message.message_type,
-        "content_sha256": message.content_sha256.as_deref().map(hex::encode),
-        "stop_keyword": message.stop_keyword,
-        "sent_at": message.sent_at.and_then(rfc3339),
-        "received_at": rfc3339(message.received_at),
-    })
+/// A logged inbound message as the patient's GDPR export shows it: metadata and the text's
+/// digest, never the text. (Fields in key order: the body is byte-for-byte what it was as a
+/// `json!` object.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    /// The channel it came in on, e.g. `whatsapp` or `sms`.
+    channel: String,
+    /// SHA-256 of the message text, hex; null for messages without text.
+    content_sha256: Option<String>,
+    id: uuid::Uuid,
+    /// The provider's id of the message.
+    message_id: String,
+    /// The provider's message type, e.g. `text`.
+    message_type: String,
+    /// The provider that delivered it, e.g. `whatsapp` or `twilio`.
+    provider: String,
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: time::OffsetDateTime,
+    /// When the sender says it was sent, if the provider tells.
+    #[serde(with = "time::serde::rfc3339::option")]
+    sent_at: Option<time::OffsetDateTime>,
+    /// Whether the text was a stop keyword (which withdraws marketing consent for the channel).
+    stop_keyword: bool,
+}
+
+impl From<&MessageRow> for MessageView {
+    fn from(message: &MessageRow) -> Self {
+        Self {
+            channel: message.channel.clone(),
+            content_sha256: message.content_sha256.as_deref().map(hex::encode),
+            id: message.id,
+            message_id: message.message_id.clone(),
+            message_type: message.message_type.clone(),
+            provider: message.provider.clone(),
+            received_at: message.received_at,
+            sent_at: message.sent_at,
+            stop_keyword: message.stop_keyword,
+        }
+    }
 }

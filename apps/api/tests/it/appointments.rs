@@ -226,7 +226,7 @@ async fn every_bad_input_is_refused_naming_the_problem() {
         assert_eq!(problem["errors"][0]["field"], field, "{body} -> {problem}");
         assert!(!problem["errors"][0]["message"].as_str().unwrap().is_empty());
     }
-    // Malformed bodies name the field in the detail.
+    // Bodies that do not fit the request's shape name the field in `errors[]`.
     for (body, named) in [
         (with(json!({ "room": "3" })), "room"),
         (with(json!({ "payment_state": "paid" })), "payment_state"),
@@ -235,10 +235,10 @@ async fn every_bad_input_is_refused_naming_the_problem() {
         let problem = assert_problem(
             post(&app, "/api/v1/appointments", &s.admin, body).await,
             400,
-            "urn:praxis:problem:bad-request",
+            "urn:praxis:problem:validation-failed",
         )
         .await;
-        assert!(problem["detail"].as_str().unwrap().contains(named), "{problem}");
+        assert_eq!(problem["errors"][0]["field"], named, "{problem}");
     }
     // Unknown patient or therapist (or a non-therapist): 404.
     assert_problem(
@@ -941,6 +941,7 @@ async fn notes_are_sealed_under_the_patients_key_exported_and_shredded_with_it()
     let export =
         json_of(get(&app, &format!("/api/v1/patients/{}/export", s.patient_id), &s.patient).await, StatusCode::OK)
             .await;
+    crate::contract::assert_conforms(&export, "PatientExport");
     let appointments = export["appointments"].as_array().unwrap();
     assert_eq!(appointments.len(), 2, "{export}");
     assert_eq!(appointments[0]["notes"], NOTE);

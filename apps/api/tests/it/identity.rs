@@ -173,7 +173,8 @@ async fn bad_login_input_is_a_clear_validation_error() {
         .send()
         .await
         .unwrap();
-    assert_problem(response, 400, "urn:praxis:problem:bad-request").await;
+    let problem = assert_problem(response, 400, "urn:praxis:problem:validation-failed").await;
+    assert_eq!(problem["errors"][0]["field"], "admin");
     app.stop().await;
 }
 
@@ -543,7 +544,30 @@ async fn audit_trail_records_the_session_and_verifies() {
         .unwrap();
     assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
     assert_eq!(audit["entries"][0]["action"], "user.create");
-    assert!(audit["next_cursor"].is_u64());
+    crate::contract::assert_conforms(&audit, "AuditEntries");
+    // The cursor is an opaque string (the digits of an entry id, so a client that sent the
+    // number before cursors were strings sends the same text).
+    let cursor = audit["next_cursor"].as_str().unwrap();
+    let next: Value = app
+        .client
+        .get(app.url(&format!("/api/v1/audit?limit=1&cursor={cursor}")))
+        .header("authorization", bearer(&admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["entries"][0]["action"], "auth.login", "{next}");
+    let response = app
+        .client
+        .get(app.url("/api/v1/audit?cursor=abc"))
+        .header("authorization", bearer(&admin))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, 400, "urn:praxis:problem:validation-failed").await;
+    assert_eq!(problem["errors"][0]["field"], "cursor");
     let verify: Value = app
         .client
         .get(app.url("/api/v1/audit/verify"))

@@ -8,6 +8,7 @@ mod appointments;
 mod audit_sealing;
 mod audit_signing;
 mod config_refusals;
+mod contract;
 mod edge;
 mod faults;
 mod identity;

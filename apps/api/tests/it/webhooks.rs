@@ -900,6 +900,7 @@ async fn stop_over_whatsapp_withdraws_whatsapp_marketing_with_the_message_as_evi
         .await
         .unwrap();
     let history: Vec<Value> = response.json().await.unwrap();
+    crate::contract::assert_each_conforms(&Value::from(history.clone()), "ConsentEventView");
     let withdrawal = history.iter().find(|e| e["action"] == "withdraw").unwrap();
     assert_eq!(withdrawal["channel"], "whatsapp");
     let wamid_digest = format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, b"wamid.stop")));
@@ -925,6 +926,7 @@ async fn stop_over_whatsapp_withdraws_whatsapp_marketing_with_the_message_as_evi
     let text = response.text().await.unwrap();
     assert!(!text.contains("move my appointment"));
     let export: Value = serde_json::from_str(&text).unwrap();
+    crate::contract::assert_conforms(&export, "PatientExport");
     let messages = export["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[1]["message_id"], "wamid.stop");
