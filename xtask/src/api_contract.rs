@@ -30,7 +30,7 @@ pub const SCHEMATHESIS_REQUIREMENT: &str = "schemathesis==4.32.5";
 const SEED: &str = "20261205";
 /// Test cases per operation and phase. With ~40 operations this keeps the run at a few minutes
 /// on a two-core machine (measured in the README's development section).
-const MAX_EXAMPLES: &str = "25";
+const MAX_EXAMPLES: &str = "50";
 /// The whole schemathesis run is stopped (and the step failed) after this long.
 const FUZZ_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -105,8 +105,9 @@ pub fn fuzz(praxis: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&work_dir);
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("cannot create {}: {e}", work_dir.display()))?;
     let services = Services::start("api-fuzz")?;
-    // `praxis_test_` like the test databases, so a cleanup of those finds it too.
-    let database_name = format!("praxis_test_fuzz_{}", std::process::id());
+    // Not `praxis_test_*`: a test run on the same server drops those when it ends, even while
+    // this run uses one. Dropped below when the server is not a throwaway one.
+    let database_name = format!("praxis_fuzz_{}", std::process::id());
     let database = services::prepare_app_database(&services.admin_url, &database_name)?;
     let result = fuzz_on(&venv, praxis, &services, &database, &work_dir);
     if !services.runs_postgres() {
