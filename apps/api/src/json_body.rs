@@ -59,13 +59,24 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
-        problem(&path, error.inner())
+        problem(Part::Body, &path, &message_of(error.inner()))
     })
 }
 
-/// The problem for a value at `path` (`.` is the body itself) that `error` refused.
-fn problem(path: &str, error: &serde_json::Error) -> ApiError {
-    let message = message_of(error);
+/// Where a refused value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Body,
+    Query,
+}
+
+/// The problem for a value at `path` (`.` is the whole body or query) of `part` that serde
+/// refused with `message`.
+pub(crate) fn problem(part: Part, path: &str, message: &str) -> ApiError {
+    let (whole, unknown) = match part {
+        Part::Body => ("body", "is not a field of this body"),
+        Part::Query => ("query", "is not a parameter of this operation"),
+    };
     // The path of a named member: serde_path_to_error's path ends at it for an unknown field,
     // at its parent for a missing or repeated one.
     let field = |name: &str| {
@@ -79,15 +90,15 @@ fn problem(path: &str, error: &serde_json::Error) -> ApiError {
     };
     let named = |prefix: &str| message.strip_prefix(prefix).and_then(|rest| rest.split('`').next());
     let (field, message) = if let Some(name) = named("unknown field `") {
-        (field(name), "is not a field of this body".to_owned())
+        (field(name), unknown.to_owned())
     } else if let Some(name) = named("missing field `") {
         (field(name), "is required".to_owned())
     } else if let Some(name) = named("duplicate field `") {
         (field(name), "is given more than once".to_owned())
     } else if path == "." {
-        ("body".to_owned(), expectation(&message))
+        (whole.to_owned(), expectation(message))
     } else {
-        (path.to_owned(), expectation(&message))
+        (path.to_owned(), expectation(message))
     };
     ApiError::Validation { errors: vec![FieldError { field, message }] }
 }
@@ -107,6 +118,16 @@ fn message_of(error: &serde_json::Error) -> String {
 fn expectation(message: &str) -> String {
     if message.starts_with("UUID parsing failed") {
         return "must be a UUID".to_owned();
+    }
+    // A query's numbers are parsed from text (`str::parse`'s messages).
+    if [
+        "invalid digit found in string",
+        "number too large to fit in target type",
+        "cannot parse integer from empty string",
+    ]
+    .contains(&message)
+    {
+        return "must be a non-negative integer in range".to_owned();
     }
     let Some((_, expected)) = message.split_once(", expected ") else {
         return "has an invalid value".to_owned();

@@ -17,6 +17,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod openapi_document;
 pub mod operator;
+pub mod query_params;
 pub mod reencrypt;
 pub mod reminders;
 pub mod routes;

@@ -10,6 +10,7 @@
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json_body::JsonBody;
+use crate::query_params::QueryParams;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use app::appointments::{
@@ -297,7 +298,7 @@ async fn create_appointment(
 async fn list_appointments(
     state: web::Data<AppState>,
     principal: Principal,
-    query: web::Query<AppointmentListQuery>,
+    query: QueryParams<AppointmentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let filter = AppointmentFilter {

@@ -2,6 +2,7 @@
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::query_params::QueryParams;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use audit::RecordedEntry;
@@ -156,7 +157,7 @@ fn parse_cursor(raw: &str) -> Result<u64, ApiError> {
 async fn query(
     state: web::Data<AppState>,
     principal: Principal,
-    params: web::Query<AuditQuery>,
+    params: QueryParams<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
     let query = app::audit_trail::AuditQuery {

@@ -10,6 +10,7 @@
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json_body::JsonBody;
+use crate::query_params::QueryParams;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use app::calendar::{AbsenceRow, WorkingRangeInput};
@@ -254,7 +255,7 @@ async fn list_absences(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    query: web::Query<AbsenceListQuery>,
+    query: QueryParams<AbsenceListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let therapist = therapist_id(&path)?;
     let rows = state.app.absences(&principal.caller(), therapist, query.from.as_deref(), query.to.as_deref()).await?;
@@ -299,7 +300,7 @@ async fn availability(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<String>,
-    query: web::Query<AvailabilityQuery>,
+    query: QueryParams<AvailabilityQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let therapist = therapist_id(&path)?;
     let query = query.into_inner();

@@ -11,6 +11,7 @@
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::json_body::JsonBody;
+use crate::query_params::QueryParams;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use app::patients::{NewPatientAccount, Patient, PatientSearch};
@@ -254,7 +255,7 @@ async fn get_patient(
 async fn list_patients(
     state: web::Data<AppState>,
     principal: Principal,
-    query: web::Query<PatientListQuery>,
+    query: QueryParams<PatientListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let PatientListQuery { email, phone, cursor, limit } = query.into_inner();
     let cursor = cursor.as_deref().map(parse_cursor).transpose()?;

@@ -1,7 +1,7 @@
 //! The OpenAPI document is as strict as the server: closed sets are enums, limits are the code's
 //! constants, instants are `date-time`, cursors are strings, the export's parts have their real
 //! schemas, and real responses conform to the schemas the document gives them. A malformed
-//! body is answered naming the field, never with the parser's words.
+//! body or query is answered naming the field, never with the parser's words.
 
 use crate::identity::{bearer, create_practice, fast_hashing, login};
 use crate::support::{TestApp, assert_problem};
@@ -380,6 +380,17 @@ async fn a_body_that_does_not_fit_is_answered_naming_the_field() {
         assert_eq!(problem["errors"], json!([{ "field": field, "message": message }]), "{path} {body}");
         assert!(problem.get("detail").is_none(), "{problem}");
         assert_conforms(&problem, "Problem");
+    }
+
+    // Query parameters are named the same way.
+    for (query, field, message) in [
+        ("/api/v1/patients?limit=abc", "limit", "must be a non-negative integer in range"),
+        ("/api/v1/patients?sort=name", "sort", "is not a parameter of this operation"),
+        ("/api/v1/audit?actor_user=12", "actor_user", "must be a UUID"),
+    ] {
+        let response = app.client.get(app.url(query)).header("authorization", bearer(&admin)).send().await.unwrap();
+        let problem = assert_problem(response, 400, "urn:praxis:problem:validation-failed").await;
+        assert_eq!(problem["errors"], json!([{ "field": field, "message": message }]), "{query}");
     }
 
     // Not JSON at all: where, not what the parser thought.

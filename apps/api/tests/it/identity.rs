@@ -595,7 +595,8 @@ async fn audit_trail_records_the_session_and_verifies() {
         .send()
         .await
         .unwrap();
-    assert_problem(response, 400, "urn:praxis:problem:bad-request").await;
+    let problem = assert_problem(response, 400, "urn:praxis:problem:validation-failed").await;
+    assert_eq!(problem["errors"], json!([{ "field": "actionn", "message": "is not a parameter of this operation" }]));
     app.stop().await;
 }
 
