@@ -49,10 +49,20 @@ fn run_step(step: &str, command: &mut Command) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{step} failed ({status})")) }
 }
 
+/// Builds the `praxis` binary (debug) and returns its path.
+fn build_praxis() -> Result<std::path::PathBuf, String> {
+    run_step("building praxis", cargo().args(["build", "--package", "api", "--bin", "praxis"]))?;
+    Ok(target_dir().join("debug").join("praxis"))
+}
+
+/// `cargo xtask api-fuzz`: schemathesis over a freshly built `praxis serve` (`api_contract.rs`).
+pub fn api_fuzz() -> Result<(), String> {
+    crate::api_contract::fuzz(&build_praxis()?)
+}
+
 pub fn dev() -> Result<(), String> {
     let interrupted = install_interrupt_flag()?;
-    run_step("building praxis", cargo().args(["build", "--package", "api", "--bin", "praxis"]))?;
-    let praxis = target_dir().join("debug").join("praxis");
+    let praxis = build_praxis()?;
 
     let services = Services::start("dev")?;
     let database = services::prepare_app_database(&services.admin_url, "praxis")?;
@@ -344,7 +354,9 @@ pub fn ci() -> Result<(), String> {
     )?;
     tidy::run(&workspace_root())?;
     crate::secrets::run()?;
+    crate::api_contract::lint()?;
     test(&[])?;
+    api_fuzz()?;
     deny()?;
     crate::sbom::run()?;
     crate::deploy::run()

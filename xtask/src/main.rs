@@ -4,7 +4,10 @@
 //!   demo practice, then `praxis serve` on 127.0.0.1:8080. Ctrl-C stops everything.
 //! - `test`: the same services, moto (AWS KMS) and OpenBao (Vault) for the KMS adapters' tests,
 //!   then every test in the workspace (`cargo test --workspace`).
-//! - `ci`: fmt check, clippy -D warnings, tidy, secret scan, tests, cargo-deny, SBOM, deploy-check.
+//! - `ci`: fmt check, clippy -D warnings, tidy, secret scan, OpenAPI lint, tests, API fuzzing,
+//!   cargo-deny, SBOM, deploy-check.
+//! - `api-lint`: Redocly's recommended rules over `docs/openapi.json` (see `api_contract.rs`).
+//! - `api-fuzz`: schemathesis over a running `praxis serve` with a logged-in admin.
 //! - `tidy`: the architecture rules (layers, thin routes, adapter edges, no module cycles).
 //! - `secrets`: detect-secrets over the tracked tree and the history since the last `v*` tag.
 //! - `sbom`: CycloneDX SBOM of the `praxis` binary at `target/sbom/praxis.cdx.json`, checked.
@@ -13,6 +16,7 @@
 // This is a command-line tool: printing is its interface.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod api_contract;
 mod cmd;
 mod deploy;
 mod monitoring;
@@ -31,7 +35,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <dev | test [cargo test args...] | bench [cargo bench args...] | ci | tidy | secrets | sbom | deploy-check>";
+const USAGE: &str = "usage: cargo xtask <dev | test [cargo test args...] | bench [cargo bench args...] | ci | tidy | secrets | api-lint | api-fuzz | sbom | deploy-check>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
         Some("ci") => cmd::ci(),
         Some("tidy") => tidy::run(&workspace_root()),
         Some("secrets") => secrets::run(),
+        Some("api-lint") => api_contract::lint(),
+        Some("api-fuzz") => cmd::api_fuzz(),
         Some("sbom") => sbom::run(),
         Some("deploy-check") => deploy::run(),
         Some("help" | "--help" | "-h") => {

@@ -98,6 +98,11 @@ impl Services {
         Ok(dir)
     }
 
+    /// Whether Postgres is a throwaway one started here (dropped with everything in it).
+    pub fn runs_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
     pub fn admin_url_for_display(&self) -> String {
         mask_password(&self.admin_url)
     }

@@ -13,6 +13,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health/live", web::get().to(live)).route("/health/ready", web::get().to(ready));
 }
 
+/// Liveness probe
+///
 /// The process is up and serving HTTP. Checks nothing else, so an outage of Postgres does not
 /// make an orchestrator restart every instance.
 #[utoipa::path(get, path = "/health/live", tag = "health",
@@ -24,6 +26,8 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))
 }
 
+/// Readiness probe
+///
 /// 200 only when every dependency answers; 503 naming each one that does not. `kms` is the
 /// keyring: the primary and every `kms.previous` backend must answer (an older backend that
 /// cannot unwrap makes the rows it wrapped unreadable).

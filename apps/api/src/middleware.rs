@@ -1,6 +1,6 @@
 //! The edge of every request: request id, body size limit, problem+json for every error the
-//! framework produces, and the security headers. It wraps everything else, so it also sees 404s,
-//! 405s, 413s and 500s.
+//! framework produces, 405 with `Allow` for a known path asked with another method, and the
+//! security headers. It wraps everything else, so it also sees 404s, 405s, 413s and 500s.
 
 use crate::error::{ApiError, PROBLEM_JSON, REQUEST_ID};
 use actix_web::body::{BoxBody, MessageBody};
@@ -32,6 +32,48 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("cross-origin-opener-policy", "same-origin"),
     ("cross-origin-resource-policy", "same-origin"),
 ];
+
+/// The API's paths and the methods each one answers, registered as app data (the server builds
+/// it from the OpenAPI document, which lists every route; the `openapi` test holds the document
+/// to the router). The router alone answers a known path asked with an unknown method (`TRACE`,
+/// `PUT` on a collection) with 404, as it matches path and method together.
+#[derive(Debug, Default)]
+pub struct KnownRoutes {
+    paths: Vec<(actix_web::dev::ResourceDef, Vec<actix_web::http::Method>)>,
+}
+
+impl KnownRoutes {
+    /// `routes`: path templates (`/api/v1/patients/{id}`) with their methods.
+    pub fn new(routes: impl IntoIterator<Item = (String, Vec<actix_web::http::Method>)>) -> Self {
+        Self {
+            paths: routes
+                .into_iter()
+                .map(|(template, methods)| (actix_web::dev::ResourceDef::new(template), methods))
+                .collect(),
+        }
+    }
+
+    /// The `Allow` value for `path` when it is a known path that does not answer `method`;
+    /// `None` for an unknown path or an allowed method. Templates overlap (`/webhooks/whatsapp`
+    /// and `/webhooks/{provider}`): a path answers the methods of every template it matches.
+    pub fn disallowed(&self, method: &actix_web::http::Method, path: &str) -> Option<String> {
+        let mut allowed: Vec<&actix_web::http::Method> = Vec::new();
+        for (template, methods) in &self.paths {
+            if template.is_match(path) {
+                for method in methods {
+                    if !allowed.contains(&method) {
+                        allowed.push(method);
+                    }
+                }
+            }
+        }
+        if allowed.is_empty() || allowed.contains(&method) {
+            return None;
+        }
+        let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+        Some(names.join(", "))
+    }
+}
 
 pub async fn edge(
     req: ServiceRequest,
@@ -69,6 +111,24 @@ pub async fn edge(
             }
         },
     };
+
+    if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
+        && let Some(allow) = response
+            .request()
+            .app_data::<web::Data<KnownRoutes>>()
+            .and_then(|known| known.disallowed(response.request().method(), response.request().match_info().as_str()))
+    {
+        // The router's 404 for a known path, or a 405 without `Allow` (a resource's own, or a
+        // webhook endpoint's GET for a provider without a handshake): one answer for all.
+        let mut replacement = REQUEST_ID.sync_scope(request_id.clone(), || ApiError::MethodNotAllowed.error_response());
+        for (name, value) in response.headers().iter().filter(|(name, _)| name.as_str().starts_with("x-ratelimit-")) {
+            replacement.headers_mut().insert(name.clone(), value.clone());
+        }
+        if let Ok(value) = HeaderValue::from_str(&allow) {
+            replacement.headers_mut().insert(header::ALLOW, value);
+        }
+        response = response.into_response(replacement);
+    }
 
     let is_error = response.status().is_client_error() || response.status().is_server_error();
     if is_error && !is_problem(response.headers()) {

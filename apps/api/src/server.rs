@@ -1,7 +1,7 @@
 //! Builds the actix-web server: the same function serves production and the integration tests.
 
 use crate::error::ApiError;
-use crate::middleware::{EdgeLimits, edge, guard};
+use crate::middleware::{EdgeLimits, KnownRoutes, edge, guard};
 use crate::state::AppState;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -69,9 +69,11 @@ pub fn start(state: AppState, listener: TcpListener, extra: ExtraRoutes) -> std:
     };
     let allowed_origins = state.config.cors.allowed_origins.clone();
     let state = web::Data::new(state);
+    let known_routes = web::Data::new(KnownRoutes::new(crate::openapi_document::routes()));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(known_routes.clone())
             .app_data(web::Data::new(limits))
             .app_data(web::PayloadConfig::new(limits.body_limit_bytes))
             .app_data(web::JsonConfig::default().limit(limits.body_limit_bytes).error_handler(|error, _req| {

@@ -254,6 +254,7 @@ fn appointment_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse::<Uuid>().map_err(|_| ApiError::NotFound)
 }
 
+/// Book an appointment
 #[utoipa::path(post, path = "/api/v1/appointments", tag = "appointments",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     request_body = NewAppointmentRequest,
@@ -285,6 +286,7 @@ async fn create_appointment(
         .json(AppointmentView::of(&booked)))
 }
 
+/// List appointments
 #[utoipa::path(get, path = "/api/v1/appointments", tag = "appointments",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(AppointmentListQuery),
@@ -315,6 +317,7 @@ async fn list_appointments(
     }))
 }
 
+/// Get an appointment
 #[utoipa::path(get, path = "/api/v1/appointments/{id}", tag = "appointments",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The appointment's id")),
@@ -332,6 +335,7 @@ async fn get_appointment(
     Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
+/// Move or edit an appointment
 #[utoipa::path(patch, path = "/api/v1/appointments/{id}", tag = "appointments",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The appointment's id")),
@@ -364,6 +368,7 @@ async fn update_appointment(
     Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
+/// Cancel an appointment
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/cancel", tag = "appointments",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The appointment's id")),
@@ -387,6 +392,7 @@ async fn cancel_appointment(
     Ok(HttpResponse::Ok().json(AppointmentView::of(&details)))
 }
 
+/// Change an appointment's status
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/status", tag = "appointments",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The appointment's id")),

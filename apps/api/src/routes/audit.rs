@@ -142,6 +142,7 @@ fn parse_cursor(raw: &str) -> Result<u64, ApiError> {
     })
 }
 
+/// Query the audit trail
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(AuditQuery),
@@ -178,6 +179,7 @@ async fn query(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// Verify the audit chain
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     responses(

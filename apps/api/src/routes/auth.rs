@@ -100,10 +100,12 @@ pub enum ApiKeyKind {
     ApiKey,
 }
 
+/// Log in
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Signed in; sets the session and CSRF cookies", body = LoginResponse),
+        (status = 200, description = "Signed in; sets the session and CSRF cookies", body = LoginResponse,
+            headers(("Set-Cookie" = String, description = "Two of them: `__Host-praxis_session=<token>` (Secure, HttpOnly, SameSite=Strict, Path=/, Max-Age the session's lifetime) and `__Host-praxis_csrf=<csrf token>` (Secure, SameSite=Strict, Path=/, readable by the page's script)"))),
         (status = 400, description = "Malformed body or invalid field (`bad-request`, `validation-failed`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong practice, email or password, or a disabled account (one answer for all)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over `server.body_limit_bytes`", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -153,10 +155,12 @@ async fn login(
     }))
 }
 
+/// Log out
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     responses(
-        (status = 204, description = "Session ended; the cookies are removed"),
+        (status = 204, description = "Session ended; the cookies are removed",
+            headers(("Set-Cookie" = String, description = "Two of them, removing `__Host-praxis_session` and `__Host-praxis_csrf` (empty values, expired)"))),
         (status = 401, description = "No or invalid credentials", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "CSRF check failed (cookie-authenticated write) or not allowed", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limit hit; see `Retry-After`", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -173,6 +177,7 @@ async fn logout(state: web::Data<AppState>, principal: Principal) -> Result<Http
     Ok(HttpResponse::NoContent().cookie(expired_session).cookie(expired_csrf).finish())
 }
 
+/// The caller's own account
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     responses(
@@ -215,6 +220,8 @@ pub struct PasswordChange {
     new_password: kernel::Secret<String>,
 }
 
+/// Change the caller's password
+///
 /// Changes the caller's password and ends every session of theirs (including this one).
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "auth",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),

@@ -154,7 +154,7 @@ pub struct FreeSlot {
     end: OffsetDateTime,
 }
 
-/// Free slots of a therapist.
+/// Free slots of a therapist
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Availability {
     therapist_id: Uuid,
@@ -169,6 +169,7 @@ fn therapist_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse::<Uuid>().map(UserId::from_uuid).map_err(|_| ApiError::NotFound)
 }
 
+/// Set a therapist's working hours
 #[utoipa::path(put, path = "/api/v1/therapists/{id}/working-hours", tag = "calendar",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id")),
@@ -196,6 +197,7 @@ async fn put_working_hours(
     Ok(HttpResponse::Ok().json(WorkingHoursDocument::of(&hours)))
 }
 
+/// Get a therapist's working hours
 #[utoipa::path(get, path = "/api/v1/therapists/{id}/working-hours", tag = "calendar",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id")),
@@ -213,6 +215,7 @@ async fn get_working_hours(
     Ok(HttpResponse::Ok().json(WorkingHoursDocument::of(&hours)))
 }
 
+/// Record a therapist's absence
 #[utoipa::path(post, path = "/api/v1/therapists/{id}/absences", tag = "calendar",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id")),
@@ -238,6 +241,7 @@ async fn create_absence(
         .json(view))
 }
 
+/// List a therapist's absences
 #[utoipa::path(get, path = "/api/v1/therapists/{id}/absences", tag = "calendar",
     security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id"), AbsenceListQuery),
@@ -258,6 +262,7 @@ async fn list_absences(
     Ok(HttpResponse::Ok().json(rows.iter().map(AbsenceView::of).collect::<Vec<_>>()))
 }
 
+/// Delete a therapist's absence
 #[utoipa::path(delete, path = "/api/v1/therapists/{id}/absences/{absence_id}", tag = "calendar",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(
@@ -281,6 +286,7 @@ async fn delete_absence(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Free slots of a therapist
 #[utoipa::path(get, path = "/api/v1/therapists/{id}/availability", tag = "calendar",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = Uuid, Path, description = "The therapist's user id"), AvailabilityQuery),

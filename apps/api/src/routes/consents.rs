@@ -145,6 +145,7 @@ fn patient_id(raw: &str) -> Result<PatientId, ApiError> {
     raw.parse::<uuid::Uuid>().map(PatientId::from_uuid).map_err(|_| ApiError::NotFound)
 }
 
+/// Current consents of a patient
 #[utoipa::path(get, path = "/api/v1/patients/{id}/consents", tag = "consents",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),
@@ -165,6 +166,7 @@ async fn list_consents(
     Ok(HttpResponse::Ok().json(views))
 }
 
+/// Consent history of a patient
 #[utoipa::path(get, path = "/api/v1/patients/{id}/consents/history", tag = "consents",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),
@@ -184,6 +186,7 @@ async fn consent_history(
     Ok(HttpResponse::Ok().json(events))
 }
 
+/// Record a consent decision
 #[utoipa::path(post, path = "/api/v1/patients/{id}/consents", tag = "consents",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),

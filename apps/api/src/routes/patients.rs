@@ -204,6 +204,7 @@ fn patient_id(raw: &str) -> Result<PatientId, ApiError> {
     raw.parse::<uuid::Uuid>().map(PatientId::from_uuid).map_err(|_| ApiError::NotFound)
 }
 
+/// Create a patient
 #[utoipa::path(post, path = "/api/v1/patients", tag = "patients",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     request_body = NewPatientRequest,
@@ -223,6 +224,7 @@ async fn create_patient(
         .json(PatientView::from(patient)))
 }
 
+/// Get a patient
 #[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),
@@ -241,6 +243,7 @@ async fn get_patient(
     Ok(HttpResponse::Ok().json(PatientView::from(patient)))
 }
 
+/// List patients
 #[utoipa::path(get, path = "/api/v1/patients", tag = "patients",
     security(("session_cookie" = []), ("bearer" = []), ("api_key" = [])),
     params(PatientListQuery),
@@ -264,6 +267,7 @@ async fn list_patients(
     }))
 }
 
+/// Update a patient
 #[utoipa::path(patch, path = "/api/v1/patients/{id}", tag = "patients",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = []), ("api_key" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),
@@ -288,6 +292,7 @@ async fn update_patient(
     })
 }
 
+/// Set or lift a legal hold
 #[utoipa::path(put, path = "/api/v1/patients/{id}/legal-hold", tag = "patients",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),
@@ -314,6 +319,7 @@ async fn set_legal_hold(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Erase a patient (GDPR Art. 17)
 #[utoipa::path(delete, path = "/api/v1/patients/{id}", tag = "patients",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),
@@ -356,6 +362,7 @@ pub struct PatientExport {
     audit: Vec<crate::routes::audit::EntryView>,
 }
 
+/// Export a patient's data (GDPR Art. 15/20)
 #[utoipa::path(get, path = "/api/v1/patients/{id}/export", tag = "patients",
     security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),
@@ -392,6 +399,7 @@ async fn export_patient(
         .json(export))
 }
 
+/// Give a patient a login account
 #[utoipa::path(post, path = "/api/v1/patients/{id}/account", tag = "patients",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The patient's id")),

@@ -58,6 +58,7 @@ pub struct CreatedUser {
     role: Role,
 }
 
+/// List accounts
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
@@ -87,6 +88,7 @@ pub struct NewUserRequest {
     password: kernel::Secret<String>,
 }
 
+/// Create an account
 #[utoipa::path(post, path = "/api/v1/users", tag = "users",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     request_body = NewUserRequest,
@@ -112,6 +114,8 @@ async fn create_user(
     Ok(HttpResponse::Created().json(CreatedUser { email: user.email, id: user.id, role: user.role }))
 }
 
+/// Disable an account
+///
 /// Disables an account and ends all of its sessions in the same transaction.
 #[utoipa::path(post, path = "/api/v1/users/{id}/disable", tag = "users",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
@@ -181,6 +185,7 @@ pub struct CreatedApiKey {
     scopes: Vec<String>,
 }
 
+/// List API keys
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
@@ -210,6 +215,8 @@ pub struct NewApiKeyRequest {
     expires_in_days: Option<u32>,
 }
 
+/// Create an API key
+///
 /// Creates an API key; the key itself is in this response only, never again.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
@@ -240,6 +247,7 @@ async fn create_api_key(
     }))
 }
 
+/// Revoke an API key
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
     security(("session_cookie" = [], "csrf_token" = []), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "The API key's id (`id`, not `key_id`)")),

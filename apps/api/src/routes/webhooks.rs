@@ -129,6 +129,7 @@ fn headers_of(req: &HttpRequest) -> Headers {
     req.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect()
 }
 
+/// Receive a provider's webhook for a practice
 #[utoipa::path(post, path = "/webhooks/{provider}/{practice_id}", tag = "webhooks",
     params(
         ("provider" = String, Path, description = "`stripe`, `whatsapp`, `twilio`, `vapi` or `standard`"),
@@ -156,6 +157,7 @@ pub async fn receive(
     receive_at(&req, &state, endpoint(&state, &provider, Some(&practice))?, payload).await
 }
 
+/// Receive a provider's webhook (single-practice deployments)
 #[utoipa::path(post, path = "/webhooks/{provider}", tag = "webhooks",
     params(("provider" = String, Path, description = "`stripe`, `whatsapp`, `twilio`, `vapi` or `standard`")),
     request_body(content = String, description = "As for `/webhooks/{provider}/{practice_id}`", content_type = "application/json"),
@@ -275,8 +277,10 @@ async fn rejected(
     with_global_limit(state, answer.error_response(), &global)
 }
 
-#[utoipa::path(get, path = "/webhooks/whatsapp/{practice_id}", tag = "webhooks",
+/// WhatsApp subscription handshake for a practice
+#[utoipa::path(get, path = "/webhooks/{provider}/{practice_id}", tag = "webhooks",
     params(
+        ("provider" = String, Path, description = "`whatsapp`: the only provider with a handshake"),
         ("practice_id" = uuid::Uuid, Path, description = "The practice the endpoint belongs to"),
         ("hub.mode" = String, Query, description = "`subscribe`"),
         ("hub.verify_token" = String, Query, description = "One of `webhooks.tenants.<id>.whatsapp.verify_tokens`"),
@@ -287,7 +291,8 @@ async fn rejected(
         (status = 400, description = "Not a well-formed subscription request (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 401, description = "The verify token matches none configured (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The source address is on the IP block list", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "WhatsApp is not configured for this practice (or another provider was named)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such provider, or not configured for this practice", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 405, description = "The provider has no handshake (every one but WhatsApp); `Allow: POST`", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "The WhatsApp rate limit for this practice", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn subscribe(
@@ -299,7 +304,26 @@ pub async fn subscribe(
     subscribe_at(&req, &state, endpoint(&state, &provider, Some(&practice))?).await
 }
 
-/// `GET /webhooks/whatsapp`: the handshake of the sole practice configuring WhatsApp.
+/// WhatsApp subscription handshake (single-practice deployments)
+///
+/// The handshake of the sole practice configuring WhatsApp, as `/webhooks/whatsapp/{practice_id}`
+/// is for a named practice. No other provider has one: they answer 405.
+#[utoipa::path(get, path = "/webhooks/{provider}", tag = "webhooks",
+    params(
+        ("provider" = String, Path, description = "`whatsapp`: the only provider with a handshake"),
+        ("hub.mode" = String, Query, description = "`subscribe`"),
+        ("hub.verify_token" = String, Query, description = "One of `webhooks.tenants.<id>.whatsapp.verify_tokens` of the practice configuring WhatsApp"),
+        ("hub.challenge" = String, Query, description = "Echoed back on success (1 to 128 of `[A-Za-z0-9._-]`)"),
+    ),
+    responses(
+        (status = 200, description = "The challenge, as `text/plain`", body = String, content_type = "text/plain"),
+        (status = 400, description = "Not a well-formed subscription request (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The verify token matches none configured (audited as `webhook.rejected`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The source address is on the IP block list", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such provider, or no practice (or more than one) configures it: use the path with the practice id", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 405, description = "The provider has no handshake (every one but WhatsApp); `Allow: POST`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The WhatsApp rate limit of the practice", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn subscribe_sole(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -324,7 +348,10 @@ async fn subscribe_checked(
         Err(refusal) => return Ok(refusal),
     };
     if endpoint.provider != Provider::WhatsApp {
-        return Err(ApiError::MethodNotAllowed);
+        // The path's other method is the delivery.
+        let mut response = ApiError::MethodNotAllowed.error_response();
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return Ok(response);
     }
     // Counted against the practice's WhatsApp budget once verified, as deliveries are.
     match state.app.confirm_whatsapp_subscription(endpoint, req.query_string()).await {

@@ -330,7 +330,9 @@ fn the_export_and_the_patch_say_what_they_are() {
     let mut found = Vec::new();
     references(&doc, &mut found);
     for reference in found {
-        resolve(&doc, reference);
+        // Schemas and the shared response headers (`#/components/headers/...`).
+        let pointer = reference.strip_prefix('#').unwrap_or_else(|| panic!("not a local $ref: {reference}"));
+        assert!(doc.pointer(pointer).is_some_and(Value::is_object), "{reference} points at nothing");
     }
 }
 

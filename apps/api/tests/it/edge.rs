@@ -57,14 +57,31 @@ async fn not_found_is_problem_json_with_headers() {
     app.stop().await;
 }
 
+/// A known path asked with a method it does not answer: 405 naming the methods it does (RFC 9110
+/// 15.5.6), as problem+json; the router alone would say 404.
 #[actix_web::test]
-async fn wrong_method_is_problem_json() {
+async fn another_method_on_a_known_path_is_405_with_allow() {
     let app = TestApp::start().await;
-    let response = app.client.delete(app.url("/health/live")).send().await.unwrap();
-    assert_security_headers(&response);
-    // actix answers an unrouted method on a known path as not found; either way it is a problem.
-    let status = response.status().as_u16();
-    assert!(status == 404 || status == 405, "{status}");
+    let patient = format!("/api/v1/patients/{}", uuid::Uuid::new_v4());
+    for (method, path, allow) in [
+        ("DELETE", "/health/live", "GET"),
+        ("TRACE", "/api/v1/patients", "GET, POST"),
+        ("PUT", patient.as_str(), "GET, DELETE, PATCH"),
+        ("OPTIONS", "/openapi.json", "GET"),
+        // A resource of its own (`web::resource` with two routes) answers 405 without `Allow`.
+        ("TRACE", "/webhooks/stripe", "GET, POST"),
+        ("DELETE", "/webhooks/whatsapp/00000000-0000-4000-8000-000000000000", "GET, POST"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.client.request(method.clone(), app.url(path)).send().await.unwrap();
+        assert_security_headers(&response);
+        assert_eq!(response.headers().get("allow").map(|v| v.to_str().unwrap()), Some(allow), "{method} {path}");
+        assert_problem(response, 405, "urn:praxis:problem:method-not-allowed").await;
+    }
+    // An allowed method keeps its own answer, and an unknown path is still not found.
+    assert_eq!(app.get(&patient).await.status(), 401);
+    let response = app.client.request(reqwest::Method::TRACE, app.url("/no/such/route")).send().await.unwrap();
+    assert_problem(response, 404, "urn:praxis:problem:not-found").await;
     app.stop().await;
 }
 

@@ -4,7 +4,8 @@
 //! When the handlers change, regenerate the committed copy with
 //! `UPDATE_OPENAPI=1 cargo xtask test -p api -- openapi`.
 
-use crate::support::TestApp;
+use crate::identity::{bearer, create_practice, fast_hashing, login};
+use crate::support::{TestApp, assert_problem};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -40,7 +41,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/patients/{id}/consents/history"),
     ("post", "/webhooks/{provider}/{practice_id}"),
     ("post", "/webhooks/{provider}"),
-    ("get", "/webhooks/whatsapp/{practice_id}"),
+    ("get", "/webhooks/{provider}/{practice_id}"),
+    ("get", "/webhooks/{provider}"),
     ("post", "/api/v1/appointments"),
     ("get", "/api/v1/appointments"),
     ("get", "/api/v1/appointments/{id}"),
@@ -53,6 +55,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/therapists/{id}/absences"),
     ("delete", "/api/v1/therapists/{id}/absences/{absence_id}"),
     ("get", "/api/v1/therapists/{id}/availability"),
+    ("get", "/openapi.json"),
 ];
 
 /// Routes anyone may call: no security requirement.
@@ -63,7 +66,7 @@ const PUBLIC: &[&str] = &[
     "/api/v1/auth/login",
     "/webhooks/{provider}/{practice_id}",
     "/webhooks/{provider}",
-    "/webhooks/whatsapp/{practice_id}",
+    "/openapi.json",
 ];
 
 const PROBLEM_REF: &str = "#/components/schemas/Problem";
@@ -109,6 +112,10 @@ async fn served_openapi_document_describes_every_route() {
     }
 
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+    assert_eq!(
+        doc["servers"],
+        serde_json::json!([{ "url": "/", "description": "The Praxis instance that serves this document" }])
+    );
 
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["session_cookie"]["type"], "apiKey");
@@ -133,7 +140,14 @@ async fn served_openapi_document_describes_every_route() {
     for (method, path) in ROUTES {
         let operation = &paths.get(*path).unwrap_or_else(|| panic!("{path} missing from paths"))[*method];
         assert!(operation.is_object(), "{method} {path} missing from the document");
-        let security = operation["security"].as_array().map(Vec::len).unwrap_or(0);
+        assert!(
+            operation["summary"].as_str().is_some_and(|s| !s.is_empty() && s.len() <= 80 && !s.contains('\n')),
+            "{method} {path} has no one-line summary: {}",
+            operation["summary"]
+        );
+        // Public operations say so (`security: []`) rather than leaving it unsaid.
+        let security =
+            operation["security"].as_array().unwrap_or_else(|| panic!("{method} {path} has no `security`")).len();
         if PUBLIC.contains(path) {
             assert_eq!(security, 0, "{method} {path} is public");
         } else {
@@ -143,6 +157,23 @@ async fn served_openapi_document_describes_every_route() {
             status.starts_with('4') && response["content"]["application/problem+json"]["schema"]["$ref"] == PROBLEM_REF
         });
         assert!(problem_4xx, "{method} {path} documents no 4xx problem+json response");
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            let headers = &response["headers"];
+            assert_eq!(
+                headers["X-Request-Id"]["$ref"], "#/components/headers/X-Request-Id",
+                "{method} {path} {status}"
+            );
+            if status == "429" || status == "503" {
+                assert_eq!(
+                    headers["Retry-After"]["$ref"], "#/components/headers/Retry-After",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    for (path, status) in [("/api/v1/auth/login", "200"), ("/api/v1/auth/logout", "204")] {
+        let set_cookie = &paths[path]["post"]["responses"][status]["headers"]["Set-Cookie"];
+        assert!(set_cookie["description"].as_str().is_some_and(|d| d.contains("__Host-praxis_session")), "{path}");
     }
     // ... and nothing else is.
     let documented = paths.values().flat_map(|item| item.as_object().unwrap().keys()).count();
@@ -169,5 +200,43 @@ async fn served_openapi_document_describes_every_route() {
         let status = request.send().await.unwrap().status().as_u16();
         assert!(status != 404 && status != 405, "{method} {path} answered {status}: not registered?");
     }
+    app.stop().await;
+}
+
+/// Every operation that reads a typed JSON body documents 415 and answers a body of another media
+/// type with it (before anything else is done), for a caller who may call it.
+#[actix_web::test]
+async fn json_body_operations_answer_other_media_types_with_415() {
+    let app = TestApp::start_with(fast_hashing, api::server::no_extra_routes).await;
+    let practice = create_practice(&app, "MediaTypes").await;
+    let admin = login(&app, practice.tenant, &practice.admin_email).await;
+    let doc: Value = serde_json::from_str(&api::openapi_document::document().unwrap()).unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut checked = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation["requestBody"]["content"]["application/json"]["schema"].get("$ref").is_none() {
+                continue;
+            }
+            assert_eq!(
+                operation["responses"]["415"]["content"]["application/problem+json"]["schema"]["$ref"], PROBLEM_REF,
+                "{method} {path} does not document 415"
+            );
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = app
+                .client
+                .request(method.clone(), app.url(&path.replace("{id}", &id)))
+                .header("authorization", bearer(&admin))
+                .header("content-type", "text/plain")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 415, "{method} {path}");
+            assert_problem(response, 415, "urn:praxis:problem:unsupported-media-type").await;
+            checked.push(format!("{method} {path}"));
+        }
+    }
+    assert!(checked.len() >= 15, "only {checked:?} read a JSON body?");
     app.stop().await;
 }

@@ -553,8 +553,10 @@ async fn whatsapp_signatures_handshake_and_bounds() {
         "urn:praxis:problem:bad-request",
     )
     .await;
-    // Only WhatsApp has a handshake.
-    assert_eq!(hooks.app.get(&hooks.path("stripe")).await.status(), 405);
+    // Only WhatsApp has a handshake; the other providers' endpoints take deliveries only.
+    let response = hooks.app.get(&hooks.path("stripe")).await;
+    assert_eq!(response.headers().get("allow").map(|v| v.to_str().unwrap().to_owned()).as_deref(), Some("POST"));
+    assert_problem(response, 405, "urn:praxis:problem:method-not-allowed").await;
 }
 
 #[actix_web::test]
