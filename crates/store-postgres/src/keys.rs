@@ -282,10 +282,11 @@ impl std::fmt::Debug for ProbeKey {
 
 /// The newest live patient DEK and the newest practice key of the whole database (none on an
 /// empty one), through the owner's `kms_probe_keys()` (migration
-/// `20261205000017_kms_probe_keys.sql`), so the runtime role can run the check outside any
-/// practice's context.
+/// `20261205000015_kms_probe_keys.sql`), so the runtime role can run the check outside any
+/// practice's context: in the workers' scan context ([`crate::DbContext::practice_scan`]), the
+/// only one the function answers.
 pub async fn probe_keys(pool: &PgPool) -> Result<Vec<ProbeKey>, StoreError> {
-    let mut tx = crate::begin(pool, &crate::DbContext::anonymous()).await?;
+    let mut tx = crate::begin(pool, &crate::DbContext::practice_scan()).await?;
     let rows = crate::sql::query("SELECT * FROM kms_probe_keys()").fetch_all(&mut *tx).await?;
     tx.commit().await?;
     let count = |row: &PgRow, column: &str| -> Result<u64, StoreError> {

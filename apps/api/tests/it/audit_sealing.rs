@@ -4,44 +4,20 @@
 
 use crate::identity::{create_practice, login};
 use crate::support::TestApp;
-use std::process::Stdio;
 use std::time::Duration;
 use store_postgres::{DbContext, begin};
 
-/// `praxis serve` on this test app's database, Redis and KMS key, on a free port; returns the
-/// process and its base URL once `/health/ready` answers 200.
+/// `praxis serve` on this test app's database, Redis and KMS key, with rate limits out of the
+/// way of a burst.
 async fn serve(app: &TestApp) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
-        .arg("serve")
-        .env_clear()
-        .env("PRAXIS__DATABASE__URL", &app.db.app_url)
-        .env("PRAXIS__REDIS__URL", &app.redis.url)
-        .env("PRAXIS__REDIS__KEY_PREFIX", &app.redis.prefix)
-        .env("PRAXIS__KMS__LOCAL__KEY_FILE", &app.config.kms.local.key_file)
-        .env("PRAXIS__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("PRAXIS__SERVER__WORKERS", "1")
-        .env("PRAXIS__REMINDERS__ENABLED", "false")
+    crate::support::serve_binary(app, |command| {
         // The burst must not be cut short by the per-user limit.
-        .env("PRAXIS__RATE_LIMITS__USER_PER_MINUTE", "1000000")
-        .env("PRAXIS__RATE_LIMITS__GLOBAL_PER_MINUTE", "1000000")
-        .env("PRAXIS__TELEMETRY__LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        assert!(child.try_wait().unwrap().is_none(), "praxis serve exited");
-        if let Ok(response) = app.client.get(format!("{base}/health/ready")).send().await
-            && response.status() == 200
-        {
-            return (child, base);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("praxis serve did not get ready");
+        command
+            .env("PRAXIS__RATE_LIMITS__USER_PER_MINUTE", "1000000")
+            .env("PRAXIS__RATE_LIMITS__GLOBAL_PER_MINUTE", "1000000")
+            .env("PRAXIS__TELEMETRY__LOG_LEVEL", "warn");
+    })
+    .await
 }
 
 /// `(unsealed, sealed)` entries of `tenant`, read as the runtime role.

@@ -186,43 +186,13 @@ async fn raw_status_line(addr: &str, request: &[u8]) -> String {
 #[actix_web::test]
 async fn malformed_requests_are_refused_and_logged_at_most_once_per_interval() {
     let app = TestApp::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log_path = std::env::temp_dir().join(format!("praxis-edge-{}.log", uuid::Uuid::new_v4().simple()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_praxis"))
-        .arg("serve")
-        .env_clear()
-        .env("PRAXIS__DATABASE__URL", &app.db.app_url)
-        .env("PRAXIS__REDIS__URL", &app.redis.url)
-        .env("PRAXIS__REDIS__KEY_PREFIX", &app.redis.prefix)
-        .env("PRAXIS__KMS__LOCAL__KEY_FILE", &app.config.kms.local.key_file)
-        .env("PRAXIS__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("PRAXIS__SERVER__WORKERS", "1")
-        .env("PRAXIS__REMINDERS__ENABLED", "false")
-        .env("PRAXIS__TELEMETRY__METRICS_BIND", "")
-        .env("PRAXIS__TELEMETRY__LOG_LEVEL", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..200 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "praxis serve exited: {}",
-            std::fs::read_to_string(&log_path).unwrap()
-        );
-        if let Ok(response) = app.client.get(format!("http://{addr}/health/ready")).send().await
-            && response.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "praxis serve did not get ready");
+    let (mut child, base) = crate::support::serve_binary(&app, |command| {
+        command.env("PRAXIS__TELEMETRY__LOG_LEVEL", "info").stdout(log.try_clone().unwrap()).stderr(log);
+    })
+    .await;
+    let addr = base.trim_start_matches("http://").to_owned();
 
     let many_headers: String = (0..1000).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
     let long_url = "a".repeat(100 * 1024);

@@ -438,8 +438,8 @@ async fn references_cannot_cross_practices_nor_reveal_another_practices_ids() {
     assert_eq!(refusal(&db.app_pool, &a, hours, &[b_therapist]).await.map(|r| r.0), Some("23503".into()));
 }
 
-/// The workers' cross-practice scans (`audit_practices_to_seal()`, `reminders_due_practices()`)
-/// answer only in the workers' scan context: a request of any practice, or a transaction with no
+/// The workers' cross-practice scans (`audit_practices_to_seal()`, `reminders_due_practices()`,
+/// and the start-up check's `kms_probe_keys()`) answer only in the workers' scan context: a request of any practice, or a transaction with no
 /// context, is refused, so a bug or an injection on the request path cannot list other
 /// practices' ids. The scan context itself sees no rows anywhere, even with the scan settings
 /// switched on by hand.
@@ -457,6 +457,12 @@ async fn only_the_workers_scan_context_may_list_practices_with_due_work() {
     store_postgres::audit::append(&mut tx, event).await.unwrap();
     tx.commit().await.unwrap();
 
+    // kms_probe_keys() (the start-up check's newest stored keys) takes no limit of its own.
+    for context in [as_alpha.clone(), DbContext::anonymous(), DbContext::service(beta)] {
+        let refused = refusal(&db.app_pool, &context, "SELECT * FROM kms_probe_keys()", &[]).await;
+        assert_eq!(refused.map(|(code, _)| code).as_deref(), Some("42501"), "kms_probe_keys() as {context:?}");
+    }
+    assert_eq!(refusal(&db.app_pool, &DbContext::practice_scan(), "SELECT * FROM kms_probe_keys()", &[]).await, None);
     let scans = ["SELECT * FROM audit_practices_to_seal(10)", "SELECT * FROM reminders_due_practices(now(), 10)"];
     for scan in scans {
         for context in [as_alpha.clone(), as_beta.clone(), DbContext::anonymous(), DbContext::service(beta)] {

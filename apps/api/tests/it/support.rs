@@ -69,6 +69,46 @@ impl TestApp {
     }
 }
 
+/// `praxis serve`, the real binary, on `app`'s database, Redis and KMS key file, on a free port
+/// with one worker, no reminder worker and no metrics page (parallel tests would compete for its
+/// port); `adjust` adds settings and says where the output goes (discarded unless it does).
+/// Returns the process and its base URL once `/health/ready` answers 200.
+pub async fn serve_binary(
+    app: &TestApp,
+    adjust: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, String) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_praxis"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PRAXIS__DATABASE__URL", &app.db.app_url)
+        .env("PRAXIS__DATABASE__PREPARED_STATEMENTS", testkit::prepared_statements_setting())
+        .env("PRAXIS__REDIS__URL", &app.redis.url)
+        .env("PRAXIS__REDIS__KEY_PREFIX", &app.redis.prefix)
+        .env("PRAXIS__KMS__LOCAL__KEY_FILE", &app.config.kms.local.key_file)
+        .env("PRAXIS__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("PRAXIS__SERVER__WORKERS", "1")
+        .env("PRAXIS__REMINDERS__ENABLED", "false")
+        .env("PRAXIS__TELEMETRY__METRICS_BIND", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    adjust(&mut command);
+    let mut child = command.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        assert!(child.try_wait().unwrap().is_none(), "praxis serve exited");
+        if let Ok(response) = app.client.get(format!("{base}/health/ready")).send().await
+            && response.status() == 200
+        {
+            return (child, base);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("praxis serve did not get ready");
+}
+
 /// Asserts the response is RFC 9457 problem+json with the given status and `type`, and returns it.
 pub async fn assert_problem(response: reqwest::Response, status: u16, problem_type: &str) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status);

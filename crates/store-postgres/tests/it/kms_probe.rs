@@ -51,8 +51,14 @@ async fn the_runtime_role_sees_the_newest_key_of_all_practices_through_the_probe
     assert_eq!(visible, vec![*a.as_uuid()]);
     tx.commit().await.unwrap();
 
-    // And the setting does not outlive the function's call.
+    // A practice's context may not call it at all: only the workers' scan context may.
     let mut tx = begin(&db.app_pool, &DbContext::tenant(a)).await.unwrap();
+    let refused = sqlx::query("SELECT * FROM kms_probe_keys()").execute(&mut *tx).await.unwrap_err().to_string();
+    assert!(refused.contains("scan context only"), "{refused}");
+    tx.rollback().await.unwrap();
+
+    // And the setting does not outlive the function's call.
+    let mut tx = begin(&db.app_pool, &DbContext::practice_scan()).await.unwrap();
     sqlx::query("SELECT * FROM kms_probe_keys()").execute(&mut *tx).await.unwrap();
     let setting: Option<String> =
         sqlx::query_scalar("SELECT current_setting('praxis.kms_probe', true)").fetch_one(&mut *tx).await.unwrap();

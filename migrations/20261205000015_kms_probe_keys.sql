@@ -11,7 +11,9 @@
 -- outside praxis_runtime that opted in. What the runtime role learns through it: one practice
 -- id and one patient id with their wrapped keys (which only the KMS opens, and the runtime role
 -- may set any practice's context anyway; row-level security guards against the application's
--- mistakes, not against itself), and counts of stored keys.
+-- mistakes, not against itself), and counts of stored keys. Like the other cross-practice
+-- functions it answers only the workers' scan context (`practice_scan_allowed()`, migration
+-- 20261205000014): no request, always in one practice's context, can call it.
 CREATE POLICY patient_keys_kms_probe ON patient_keys FOR SELECT
     USING (current_setting('praxis.kms_probe', true) = 'on'
            AND NOT pg_has_role(current_user, 'praxis_runtime', 'MEMBER'));
@@ -30,6 +32,7 @@ CREATE FUNCTION kms_probe_keys()
     SET search_path = pg_catalog, public
     AS $$
 BEGIN
+    PERFORM practice_scan_allowed(1);
     PERFORM set_config('praxis.kms_probe', 'on', true);
     RETURN QUERY
         SELECT 'patient-data'::text, n.tenant_id, n.patient_id, n.generation, n.kek_id, n.kek_version,
