@@ -4,6 +4,7 @@
 //!   demo practice, then `praxis serve` on 127.0.0.1:8080. Ctrl-C stops everything.
 //! - `test`: the same services, moto (AWS KMS) and OpenBao (Vault) for the KMS adapters' tests,
 //!   then every test in the workspace (`cargo test --workspace`).
+//! - `bench`: `cargo bench` with the same services as `test` (e.g. `-p api --bench patient_read`).
 //! - `ci`: fmt check, clippy -D warnings, tidy, secret scan, OpenAPI lint, tests, API fuzzing,
 //!   cargo-deny, SBOM, deploy-check.
 //! - `api-lint`: Redocly's recommended rules over `docs/openapi.json` (see `api_contract.rs`).

@@ -1070,6 +1070,12 @@ mod tests {
     }
 
     #[test]
+    fn workspace_store_postgres_statements_go_through_sql() {
+        let found = unnamed_statement_check(&crate::workspace_root()).unwrap();
+        assert!(found.is_empty(), "store-postgres statements:\n{}", found.join("\n"));
+    }
+
+    #[test]
     fn workspace_has_no_new_module_cycles() {
         let found = cycle_check(&Workspace::new(real_metadata()).unwrap()).unwrap();
         assert!(found.is_empty(), "module cycles:\n{}", found.join("\n"));

@@ -1,6 +1,7 @@
-//! What the HTTP-based KMS adapters (`kms-vault`, `kms-azure`) share: the HTTPS client (reqwest
-//! on rustls with ring, Mozilla's roots plus an optional private CA, no redirects) and bounded
-//! retries with backoff. One implementation, so a fix to either reaches every adapter.
+//! What the HTTP-based KMS adapters (`kms-vault`, `kms-azure`) and the reminder notifiers share:
+//! the HTTPS client (reqwest on rustls with ring, Mozilla's roots plus an optional private CA, no
+//! redirects) and bounded retries with backoff. One implementation, so a fix to either reaches
+//! every caller.
 
 mod http;
 mod retry;
