@@ -148,6 +148,16 @@ async fn main() {
     ] {
         println!("| {name} | {:.0} | {:.2?} | {:.2?} |", report.rps, report.p50, report.p99);
     }
+    println!("CPU per request, measured runs (where the limit is on this machine):");
+    for (name, report) in [
+        ("GET /health/live", &live),
+        ("authenticated no-op", &noop),
+        ("patient read, one practice", &one_practice),
+        ("patient read, 16 practices", &spread),
+        ("patient read, one practice, unnamed statements", &one_practice_unnamed),
+    ] {
+        println!("- {name}: {}", report.cpu);
+    }
     println!("ratio one practice / spread over 16 practices: {:.2}", one_practice.rps / spread.rps);
     println!("ratio read (one practice) / no-op: {:.2}", one_practice.rps / noop.rps);
     println!("ratio read (one practice) / health live: {:.3}", one_practice.rps / live.rps);

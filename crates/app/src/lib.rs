@@ -33,6 +33,8 @@ pub mod principal_cache;
 pub mod protection;
 pub mod reminders;
 pub mod sessions;
+#[cfg(test)]
+mod test_services;
 pub mod webhook_ingest;
 
 pub use caller::{Access, Caller};

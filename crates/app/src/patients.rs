@@ -496,7 +496,43 @@ fn invalid_fields(errors: ValidationErrors) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
+
+    /// A read whose DEK is not cached unwraps it through the KMS once and counts one cache miss
+    /// (the `praxis.dek_cache.lookups` metric says "every miss is one KMS unwrap"), though the
+    /// read runs twice: once to find the DEK missing, once with it in hand. The next read hits.
+    #[tokio::test]
+    async fn an_uncached_read_is_one_miss_and_one_recorded_unwrap() {
+        let db = testkit::TestDb::new().await;
+        let services = crate::test_services::on(db.app_pool.clone(), None);
+        let tenant = crate::test_services::practice(&db.app_pool, "Cache").await;
+        let caller = Caller::operator(tenant);
+        let new = NewPatient { name: "Ada Example".into(), ..NewPatient::default() };
+        let created = services.create_patient(&caller, new).await.unwrap();
+        services.dek_cache.clear();
+        let before = services.dek_cache.stats();
+
+        let read = services.read_patient(&caller, created.id).await.unwrap();
+        assert_eq!(read.data.name, "Ada Example");
+        let after_first = services.dek_cache.stats();
+        assert_eq!(after_first.misses - before.misses, 1);
+        assert_eq!(after_first.hits, before.hits);
+
+        services.read_patient(&caller, created.id).await.unwrap();
+        let after_second = services.dek_cache.stats();
+        assert_eq!((after_second.hits - after_first.hits, after_second.misses - after_first.misses), (1, 0));
+
+        let mut tx = store_postgres::begin(&db.app_pool, &caller.db_context()).await.unwrap();
+        let unwraps: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_entries WHERE action = 'key.unwrap' AND resource_type = 'patient_key'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(unwraps, 1);
+    }
 
     #[test]
     fn a_search_phone_is_plus_and_digits() {

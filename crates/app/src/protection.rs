@@ -386,13 +386,28 @@ impl Services {
         dek_ref: DekRef,
         wrapped: &WrappedDataKey,
     ) -> Result<Option<Arc<DataKey>>> {
-        let cache_key = DekCacheKey::new(caller.tenant, dek_ref);
-        if let Some(dek) = self.dek_cache.get(&cache_key) {
-            return Ok(Some(dek));
+        let found = self.known_patient_dek(conn, caller, keys, dek_ref).await?;
+        if found.is_none() {
+            keys.want(DekCacheKey::new(caller.tenant, dek_ref), wrapped.clone());
         }
+        Ok(found)
+    }
+
+    /// The DEK if this use case has it in hand: from the attempt's own stash (recording its
+    /// unwrap on first use in this attempt's transaction), else from the shared cache. The stash
+    /// comes first: a DEK the use case has just unwrapped is not in the shared cache yet, and
+    /// asking the cache for it again would count one KMS unwrap as two misses (the cache's hit
+    /// ratio is a metric).
+    async fn known_patient_dek(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        keys: &PatientKeys,
+        dek_ref: DekRef,
+    ) -> Result<Option<Arc<DataKey>>> {
+        let cache_key = DekCacheKey::new(caller.tenant, dek_ref);
         let Some(stashed) = keys.take_for_attempt(cache_key) else {
-            keys.want(cache_key, wrapped.clone());
-            return Ok(None);
+            return Ok(self.dek_cache.get(&cache_key));
         };
         if stashed.first_use {
             let event = caller
@@ -460,7 +475,7 @@ impl Services {
     ) -> Result<Option<String>> {
         let tenant = caller.tenant;
         let dek_ref = FieldHeader::parse(ciphertext).map_err(Error::internal)?.dek();
-        let dek = match self.dek_cache.get(&DekCacheKey::new(tenant, dek_ref)) {
+        let dek = match self.known_patient_dek(conn, caller, keys, dek_ref).await? {
             Some(dek) => dek,
             None => {
                 let Some(record) = store_postgres::keys::get(conn, tenant, dek_ref.patient, dek_ref.generation).await?
@@ -471,7 +486,8 @@ impl Services {
                     return Ok(None);
                 };
                 let wrapped = WrappedDataKey { kek_id: record.kek_id, kek_version: record.kek_version, ciphertext };
-                self.unwrap_patient_dek(conn, caller, keys, dek_ref, &wrapped).await?
+                keys.want(DekCacheKey::new(tenant, dek_ref), wrapped);
+                return Err(missing_dek());
             }
         };
         let plain =

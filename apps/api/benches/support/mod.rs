@@ -18,6 +18,111 @@ pub struct Report {
     pub p50: Duration,
     pub p99: Duration,
     pub requests: usize,
+    /// CPU time per request during the measured run, by process (see [`CpuSample`]).
+    pub cpu: CpuPerRequest,
+}
+
+/// CPU time the processes of a run have used so far, read from `/proc` (Linux; all zero
+/// elsewhere): this benchmark process (the server and the load generator share it), Postgres
+/// (every `postgres` process: backends, WAL writer, checkpointer) and Redis. The difference of two
+/// samples divided by the requests between them is where each request's CPU goes, and the
+/// machine's cores divided by its sum is the most this path can do here, whatever the code.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSample {
+    this_process: Duration,
+    postgres: Duration,
+    redis: Duration,
+}
+
+/// Microseconds of CPU per request, by process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuPerRequest {
+    pub this_process_us: f64,
+    pub postgres_us: f64,
+    pub redis_us: f64,
+}
+
+impl CpuPerRequest {
+    pub fn total_us(&self) -> f64 {
+        self.this_process_us + self.postgres_us + self.redis_us
+    }
+
+    /// Requests per second the machine's cores allow at this CPU cost per request.
+    pub fn ceiling_rps(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        if self.total_us() > 0.0 { cores * 1e6 / self.total_us() } else { 0.0 }
+    }
+}
+
+impl std::fmt::Display for CpuPerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} µs (Praxis + load generator {:.0}, Postgres {:.0}, Redis {:.0}; ceiling {:.0} req/s)",
+            self.total_us(),
+            self.this_process_us,
+            self.postgres_us,
+            self.redis_us,
+            self.ceiling_rps()
+        )
+    }
+}
+
+impl CpuSample {
+    pub fn now() -> Self {
+        let ticks_per_second = clock_ticks_per_second();
+        let own_pid = std::process::id().to_string();
+        let mut sample = CpuSample::default();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return sample };
+        for entry in entries.flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so split at the
+            // last `)`; utime and stime are fields 14 and 15, the 12th and 13th after it.
+            let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+            let comm = head.split_once('(').map_or("", |(_, c)| c);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / ticks_per_second);
+            if pid == own_pid {
+                sample.this_process += cpu;
+            } else if comm.starts_with("postgres") {
+                sample.postgres += cpu;
+            } else if comm.starts_with("redis-server") {
+                sample.redis += cpu;
+            }
+        }
+        sample
+    }
+
+    /// CPU per request between `self` (earlier) and `later`.
+    pub fn per_request(&self, later: &CpuSample, requests: usize) -> CpuPerRequest {
+        let per = |before: Duration, after: Duration| {
+            after.saturating_sub(before).as_secs_f64() * 1e6 / requests.max(1) as f64
+        };
+        CpuPerRequest {
+            this_process_us: per(self.this_process, later.this_process),
+            postgres_us: per(self.postgres, later.postgres),
+            redis_us: per(self.redis, later.redis),
+        }
+    }
+}
+
+/// `getconf CLK_TCK` (the unit of `/proc/*/stat` times), 100 when it cannot be asked.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// The `q` quantile (0..=1) of `samples`, which it sorts; zero for none.
@@ -78,9 +183,11 @@ pub async fn load_each(requests: Vec<(String, Option<String>)>, expect: u16) -> 
         }
     };
     run(WARMUP).await;
+    let cpu_before = CpuSample::now();
     let started = Instant::now();
     let mut latencies = run(MEASURE).await;
     let elapsed = started.elapsed();
+    let cpu = cpu_before.per_request(&CpuSample::now(), latencies.len());
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Report {
@@ -88,6 +195,7 @@ pub async fn load_each(requests: Vec<(String, Option<String>)>, expect: u16) -> 
         p50: at(0.50),
         p99: at(0.99),
         requests: latencies.len(),
+        cpu,
     }
 }
 

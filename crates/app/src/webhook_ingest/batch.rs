@@ -245,7 +245,7 @@ mod tests {
     use cache_redis::{
         FallbackLimiter, IdempotencyClaims, IpBlockList, Limit, RateLimiter, RedisStore, ResilientLimiter,
     };
-    use kernel::{Actor, Clock, Role, SharedClock, SystemClock, UserId};
+    use kernel::{Actor, Clock, SystemClock};
     use sqlx::PgPool;
     use std::sync::Arc;
     use std::time::Duration;
@@ -271,36 +271,14 @@ mod tests {
             claims: IdempotencyClaims::new(store),
             group_commit: GroupCommit::default(),
         };
-        let kms = crypto::InMemoryKms::new("batch-test").unwrap();
-        let services = Services::new(crate::Dependencies {
-            audit_log: PgAuditLog::new(db.clone()),
-            db,
-            clock: clock.clone(),
-            hasher: Arc::new(identity::PasswordHasher::new(identity::Argon2Params::default()).unwrap()),
-            login_failures: None,
-            login_limit: identity::Limit::per_minute(5),
-            session_policy: identity::SessionPolicy::default(),
-            keyring: Arc::new(crypto::Keyring::new(Arc::new(kms), []).unwrap()),
-            dek_cache: Arc::new(crypto::DekCache::new(SharedClock(clock), crypto::DekCacheConfig::default())),
-            practice_keys: Arc::default(),
-            booking_policy: scheduling::BookingPolicy::default(),
-            reminder_policy: scheduling::ReminderPolicy::default(),
-            webhook_ingest: Some(ingest.clone()),
-        });
+        let services = crate::test_services::on(db, Some(ingest.clone()));
         (services, ingest)
     }
 
     async fn services_with_practice() -> (testkit::TestDb, Services, WebhookIngest, TenantId) {
         let db = testkit::TestDb::new().await;
         let (services, ingest) = services(db.app_pool.clone());
-        let tenant = TenantId::new();
-        let mut tx = begin(&db.app_pool, &DbContext::user(tenant, UserId::new(), Role::Admin)).await.unwrap();
-        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Batch')")
-            .bind(tenant.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let tenant = crate::test_services::practice(&db.app_pool, "Batch").await;
         (db, services, ingest, tenant)
     }
 
