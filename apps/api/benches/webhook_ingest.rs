@@ -12,7 +12,7 @@
 //! limits raised out of the way (the baseline's limit is unlimited by default too). Praxis runs
 //! 2 HTTP workers (`PRAXIS_BENCH_WORKERS` sets another number).
 //!
-//! Praxis is measured with its default group commit and with variants of it (more runners; one
+//! Praxis is measured with its default group commit and with variants of it (fewer and more runners; one
 //! transaction per delivery), each a server of its own on the same database, one after another
 //! between two runs of the baseline, so the table compares them all in one run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // a benchmark program
@@ -217,7 +217,7 @@ async fn main() {
     // commits (issue 18). `max_batch = 1` is one transaction per delivery.
     let variants = [
         ("Praxis (default group commit)", GroupCommit::default()),
-        ("Praxis, group commit with 4 runners", GroupCommit { runners: 4, ..GroupCommit::default() }),
+        ("Praxis, group commit with 2 runners", GroupCommit { runners: 2, ..GroupCommit::default() }),
         ("Praxis, group commit with 8 runners", GroupCommit { runners: 8, ..GroupCommit::default() }),
         ("Praxis, one transaction per delivery (16 at once)", GroupCommit { max_batch: 1, runners: 16 }),
     ];
