@@ -2,10 +2,12 @@
 //! database), as the runtime role, one transaction per append:
 //!
 //! * `one_tenant_sequential`: one task appending for one practice, back to back;
-//! * `one_tenant_concurrent`: 8 tasks appending for one practice (they queue on its head lock);
-//! * `many_tenants_concurrent`: 8 tasks appending for 8 practices (no shared lock).
+//! * `one_tenant_concurrent`: 8 tasks appending for one practice;
+//! * `many_tenants_concurrent`: 8 tasks appending for 8 practices.
 //!
-//! The gap between the last two is the cost of the per-tenant serialisation. Run with
+//! Appending takes no per-practice lock (entries are sealed into the chain later, by the sealer,
+//! which this bench does not run), so the last two should be close: a gap between them would be
+//! a per-practice serialisation come back. Run with
 //! `cargo bench -p store-postgres --bench audit_append`.
 
 // A failing setup is a broken benchmark, not a runtime path; the summary is the point of a bench.

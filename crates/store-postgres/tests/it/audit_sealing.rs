@@ -173,15 +173,66 @@ async fn the_runtime_role_can_seal_an_entry_once_and_change_nothing_else() {
     // A sealed entry cannot be re-sealed, not even with its own values.
     let error = runtime("UPDATE audit_entries SET seq = seq, hash = hash WHERE seq IS NOT NULL").await.unwrap_err();
     assert_eq!(error.as_database_error().and_then(|e| e.code()).as_deref(), Some("42501"), "{error}");
-    // The owner fares no better.
-    let error = crate::support::as_owner(&db, tenant, "UPDATE audit_entries SET outcome = 'failure' WHERE seq IS NULL")
-        .await
-        .unwrap_err();
-    assert_eq!(error.as_database_error().and_then(|e| e.code()).as_deref(), Some("42501"), "{error}");
+    // The owner fares no better: not with a plain edit, not with an edit dressed as a seal, not by
+    // re-sealing a sealed entry.
+    for sql in [
+        "UPDATE audit_entries SET outcome = 'failure' WHERE seq IS NULL",
+        "UPDATE audit_entries SET seq = 7, prev_hash = decode(repeat('00', 32), 'hex'), \
+         hash = decode(repeat('00', 32), 'hex'), outcome = 'failure' WHERE seq IS NULL",
+        "UPDATE audit_entries SET seq = 7, prev_hash = decode(repeat('00', 32), 'hex'), \
+         hash = decode(repeat('00', 32), 'hex'), detail = '{}'::jsonb WHERE seq IS NULL",
+        "UPDATE audit_entries SET seq = seq + 10 WHERE seq IS NOT NULL",
+    ] {
+        let error = crate::support::as_owner(&db, tenant, sql).await.unwrap_err();
+        assert_eq!(error.as_database_error().and_then(|e| e.code()).as_deref(), Some("42501"), "{sql}: {error}");
+    }
     let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
     let unsealed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE seq IS NULL").fetch_one(&mut *tx).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(unsealed, 1);
     assert!(PgAuditLog::new(db.app_pool.clone()).verify(tenant).await.unwrap().is_intact());
+}
+
+/// The columns of `audit_entries`, other than the three seal columns, that the
+/// `audit_entries_seal_once` trigger's WHEN condition does not compare between OLD and NEW. A
+/// column missing there could be changed by an UPDATE that also seals the entry (migration
+/// 20261205000016 says why the condition lists the columns).
+async fn columns_missing_from_seal_condition(db: &TestDb) -> Vec<String> {
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = 'audit_entries'::regclass \
+         AND attnum > 0 AND NOT attisdropped AND attname NOT IN ('seq', 'prev_hash', 'hash') ORDER BY attnum",
+    )
+    .fetch_all(&db.owner_pool)
+    .await
+    .unwrap();
+    let definition: String = sqlx::query_scalar(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger \
+         WHERE tgrelid = 'audit_entries'::regclass AND tgname = 'audit_entries_seal_once'",
+    )
+    .fetch_one(&db.owner_pool)
+    .await
+    .unwrap();
+    let named = |prefix: &str| -> std::collections::BTreeSet<String> {
+        definition
+            .match_indices(prefix)
+            .map(|(at, _)| {
+                definition[at + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .collect()
+    };
+    let (old, new) = (named("old."), named("new."));
+    columns.into_iter().filter(|column| !(old.contains(column) && new.contains(column))).collect()
+}
+
+#[tokio::test]
+async fn the_seal_once_condition_names_every_other_column() {
+    let db = TestDb::new().await;
+    assert_eq!(columns_missing_from_seal_condition(&db).await, Vec::<String>::new());
+    // A column added without extending the condition is found (this database is thrown away).
+    sqlx::query("ALTER TABLE audit_entries ADD COLUMN reviewed_by text").execute(&db.owner_pool).await.unwrap();
+    assert_eq!(columns_missing_from_seal_condition(&db).await, ["reviewed_by"]);
 }
