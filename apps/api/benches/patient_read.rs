@@ -5,9 +5,11 @@
 //! (the middleware stack alone), reads of one practice's patients, and reads spread over 16
 //! practices (one patient each), so the ratios show the cost of the read itself and whether a
 //! practice serialises its own reads, and the one-practice reads again with unnamed statements
-//! (`database.prepared_statements = "unnamed"`). Reports the sealer's lag (entry time to sealed) under the
-//! read load. Also counts KMS unwraps for 1,000 reads over 100 hot patients with the DEK cache on
-//! and off.
+//! (`database.prepared_statements = "unnamed"`). Also side by side: the one-practice reads on
+//! servers whose reads share audit commits differently (`audit.read_group_commit`: fewer and
+//! more runners, and one commit per read). Reports the sealer's lag (entry time to sealed) under
+//! the read load. Also counts KMS unwraps for 1,000 reads over 100 hot patients with the DEK cache
+//! on and off.
 //!
 //! Run with `cargo xtask bench -p api --bench patient_read` (it provides Postgres and Redis).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark program
@@ -16,6 +18,8 @@ mod support;
 
 use actix_web::{HttpResponse, web};
 use api::auth::Principal;
+use api::config::webhooks::GroupCommitConfig;
+use app::group_commit::GroupCommit;
 use kernel::SystemClock;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -30,12 +34,14 @@ fn noop_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/bench/noop", web::get().to(|_principal: Principal| async { HttpResponse::NoContent().finish() }));
 }
 
-/// A server with `dek_cache_capacity` (0 = no cache), its URL, a bearer token, its DEK cache,
-/// and `PATIENTS` patients.
-async fn server(cache_capacity: usize) -> Bench {
+/// A server with `dek_cache_capacity` (0 = no cache) whose reads share audit commits as
+/// `read_group_commit` says, its URL, a bearer token, its DEK cache, and `PATIENTS` patients.
+async fn server(cache_capacity: usize, read_group_commit: GroupCommit) -> Bench {
     let db = testkit::TestDb::new().await;
     let redis = testkit::TestRedis::new();
-    let config = support::bench_config(&db, &redis);
+    let mut config = support::bench_config(&db, &redis);
+    config.audit.read_group_commit =
+        GroupCommitConfig { max_batch: read_group_commit.max_batch, runners: read_group_commit.runners };
     let cache_config = crypto::DekCacheConfig { capacity: cache_capacity, ..crypto::DekCacheConfig::default() };
     let state =
         api::AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap().with_dek_cache(cache_config);
@@ -111,7 +117,18 @@ async fn unwraps_per_1000_reads(bearer: &str, urls: &[String], cache: &crypto::D
 #[actix_web::main]
 async fn main() {
     api::cli::install_tls_provider();
-    let bench = server(crypto::DekCacheConfig::default().capacity).await;
+    let bench = server(crypto::DekCacheConfig::default().capacity, GroupCommit::READS).await;
+    // Servers whose reads share audit commits otherwise, built first so their setup does not
+    // fall into a measured run; each has its own database and patients.
+    let mut variants = Vec::new();
+    for (name, read_group_commit) in [
+        ("read group commit, 1 runner", GroupCommit { runners: 1, ..GroupCommit::READS }),
+        ("read group commit, 4 runners", GroupCommit { runners: 4, ..GroupCommit::READS }),
+        ("read group commit, 8 runners", GroupCommit { runners: 8, ..GroupCommit::READS }),
+        ("one audit commit per read (16 at once)", GroupCommit { max_batch: 1, runners: 16 }),
+    ] {
+        variants.push((name, server(crypto::DekCacheConfig::default().capacity, read_group_commit).await));
+    }
     let (base, bearer, urls) = (bench.base.clone(), bench.bearer.clone(), bench.urls.clone());
     let measuring = Arc::new(AtomicBool::new(false));
     let lags = support::run_sealer(bench.services.clone(), measuring.clone());
@@ -125,6 +142,14 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     measuring.store(false, Ordering::SeqCst);
     let mut lags = lags.lock().unwrap().clone();
+    // The variants, one after another; each server's entries are sealed by its own sealer.
+    let mut variant_reports = Vec::new();
+    for (name, variant) in &variants {
+        drop(support::run_sealer(variant.services.clone(), Arc::new(AtomicBool::new(false))));
+        variant_reports.push((*name, support::load(variant.urls.clone(), Some(variant.bearer.clone()), 200).await));
+    }
+    // The default once more after the variants: how much of a difference is the order of runs.
+    variant_reports.push(("default settings again", support::load(urls.clone(), Some(bearer.clone()), 200).await));
     // The same reads with unnamed statements (`database.prepared_statements = "unnamed"`, for a
     // pooler that cannot track named ones). The form is process-wide and one-way: building a
     // pool for it switches every pool of this process, so this runs after the cached runs.
@@ -148,6 +173,12 @@ async fn main() {
     ] {
         println!("| {name} | {:.0} | {:.2?} | {:.2?} |", report.rps, report.p50, report.p99);
     }
+    for (name, report) in &variant_reports {
+        println!(
+            "| GET /api/v1/patients/{{id}}, one practice, {name} | {:.0} | {:.2?} | {:.2?} |",
+            report.rps, report.p50, report.p99
+        );
+    }
     println!("CPU per request, measured runs (where the limit is on this machine):");
     for (name, report) in [
         ("GET /health/live", &live),
@@ -158,6 +189,9 @@ async fn main() {
     ] {
         println!("- {name}: {}", report.cpu);
     }
+    for (name, report) in &variant_reports {
+        println!("- patient read, one practice, {name}: {}", report.cpu);
+    }
     println!("ratio one practice / spread over 16 practices: {:.2}", one_practice.rps / spread.rps);
     println!("ratio read (one practice) / no-op: {:.2}", one_practice.rps / noop.rps);
     println!("ratio read (one practice) / health live: {:.3}", one_practice.rps / live.rps);
@@ -166,6 +200,10 @@ async fn main() {
         "ratio read (one practice) unnamed / cached statements: {:.2}",
         one_practice_unnamed.rps / one_practice.rps
     );
+    for (name, report) in &variant_reports {
+        println!("ratio read (one practice), {name} / default: {:.2}", report.rps / one_practice.rps);
+        println!("ratio read (one practice), {name} / health live: {:.3}", report.rps / live.rps);
+    }
     println!(
         "sealer lag (entry time to sealed) under the read load: {} entries, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
         lags.len(),
@@ -175,7 +213,7 @@ async fn main() {
     );
 
     let cached = unwraps_per_1000_reads(&bearer, &urls, &bench.cache).await;
-    let off = server(0).await;
+    let off = server(0, GroupCommit::READS).await;
     let uncached = unwraps_per_1000_reads(&off.bearer, &off.urls, &off.cache).await;
     println!("KMS unwraps per 1,000 reads of {PATIENTS} hot patients: DEK cache on {cached}, off {uncached}");
 }

@@ -120,6 +120,7 @@ impl AppState {
                 reminder_policy: config.reminders.policy().map_err(|e| anyhow::anyhow!("reminders: {e}"))?,
                 webhook_ingest: Some(webhook_ingest),
             })
+            .with_read_group_commit(config.audit.read_group_commit())
             .with_request_authentication(app::sessions::RequestAuthentication {
                 limiter: limiter.clone(),
                 markers: RevocationMarkers::new(redis.clone()),

@@ -13,6 +13,7 @@
 //! (`cargo xtask tidy` checks the dependency graph). Domain rules stay in the domain crates:
 //! this layer orders the steps, it does not decide them.
 
+mod access_log;
 pub mod accounts;
 pub mod appointments;
 pub mod audit_sealing;
@@ -22,6 +23,7 @@ mod caller;
 pub mod checkpoint_signer;
 pub mod consents;
 mod error;
+pub mod group_commit;
 pub mod keys;
 pub mod kms_failure;
 pub mod metrics;
@@ -70,6 +72,8 @@ pub struct Services {
     webhook_ingest: Option<WebhookIngest>,
     /// Verified webhook deliveries waiting for a shared transaction (group commit).
     webhook_batcher: Arc<IngestBatcher>,
+    /// The audit entries of reads waiting for a shared commit (`access_log`).
+    read_recorder: Arc<access_log::ReadRecorder>,
     /// Where revoking use cases announce what they ended (Redis); `None` in a process without
     /// Redis, whose revocations other instances then see within their cache TTL.
     revocation_markers: Option<cache_redis::RevocationMarkers>,
@@ -158,9 +162,17 @@ impl Services {
             reminder_policy,
             webhook_ingest,
             webhook_batcher: Arc::new(IngestBatcher::new(group_commit)),
+            read_recorder: Arc::new(access_log::ReadRecorder::new(group_commit::GroupCommit::READS)),
             revocation_markers: None,
             request_authentication: None,
         }
+    }
+
+    /// The same services recording reads with these group-commit settings
+    /// (`audit.read_group_commit`; the default otherwise).
+    pub fn with_read_group_commit(mut self, settings: group_commit::GroupCommit) -> Self {
+        self.read_recorder = Arc::new(access_log::ReadRecorder::new(settings));
+        self
     }
 
     /// The same services announcing revocations with `markers` (the server and the operator

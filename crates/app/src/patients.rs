@@ -13,7 +13,7 @@
 use crate::protection::{CONTACT_FIELDS, SealingKey, email_index, open_fields, phone_index, seal_fields};
 use crate::{Caller, Error, FieldProblem, Result, Services};
 use ::patients::{NewPatient, PatientData, PatientField, PatientPatch, ValidationErrors};
-use audit::Action;
+use audit::{Action, AuditEvent};
 use crypto::DataKey;
 use identity::{Permission, Scope};
 use kernel::{PatientId, Role, Secret, TenantId, UserId};
@@ -175,15 +175,18 @@ impl Services {
     /// may not read; audited as `patient.read`.
     pub async fn read_patient(&self, caller: &Caller, id: PatientId) -> Result<Patient> {
         self.authorize(caller, Permission::PatientReadContact, "patient").await?;
-        self.with_patient_keys(|keys| async move {
-            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-            let row = live_patient(&mut tx, caller.tenant, id, Lock::No).await?;
-            let dek = self.patient_dek(&mut tx, caller, &keys, &row).await?;
-            let patient = self.read_in(&mut tx, caller, &row, &dek).await?;
-            tx.commit().await?;
-            Ok(patient)
-        })
-        .await
+        let (patient, read) = self
+            .with_patient_keys(|keys| async move {
+                let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+                let row = live_patient(&mut tx, caller.tenant, id, Lock::No).await?;
+                let dek = self.patient_dek(&mut tx, caller, &keys, &row).await?;
+                tx.commit().await?;
+                self.open_read(caller, &row, &dek)
+            })
+            .await?;
+        // Nothing is returned before the read is in the audit trail (`access_log`).
+        self.record_reads(vec![read]).await?;
+        Ok(patient)
     }
 
     /// The patients the caller may see (a therapist: assigned ones; a patient: themself), a page
@@ -213,21 +216,28 @@ impl Services {
         }
         let page_size = usize::try_from(limit).map_err(Error::internal)?;
         let cursor = search.cursor;
-        self.with_patient_keys(|keys| async move {
-            let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-            let mut rows = store::list(&mut tx, caller.tenant, filter, cursor, limit + 1).await?;
-            let more = rows.len() > page_size;
-            rows.truncate(page_size);
-            let deks = self.patient_deks(&mut tx, caller, &keys, &rows).await?;
-            let mut patients = Vec::with_capacity(rows.len());
-            for (row, dek) in rows.iter().zip(&deks) {
-                patients.push(self.read_in(&mut tx, caller, row, dek).await?);
-            }
-            tx.commit().await?;
-            let next_cursor = if more { rows.last().map(|r| r.id) } else { None };
-            Ok(PatientList { patients, next_cursor })
-        })
-        .await
+        let (list, reads) = self
+            .with_patient_keys(|keys| async move {
+                let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
+                let mut rows = store::list(&mut tx, caller.tenant, filter, cursor, limit + 1).await?;
+                let more = rows.len() > page_size;
+                rows.truncate(page_size);
+                let deks = self.patient_deks(&mut tx, caller, &keys, &rows).await?;
+                tx.commit().await?;
+                let mut patients = Vec::with_capacity(rows.len());
+                let mut reads = Vec::with_capacity(rows.len());
+                for (row, dek) in rows.iter().zip(&deks) {
+                    let (patient, read) = self.open_read(caller, row, dek)?;
+                    patients.push(patient);
+                    reads.push(read);
+                }
+                let next_cursor = if more { rows.last().map(|r| r.id) } else { None };
+                Ok::<_, Error>((PatientList { patients, next_cursor }, reads))
+            })
+            .await?;
+        // Nothing is returned before the reads are in the audit trail (`access_log`).
+        self.record_reads(reads).await?;
+        Ok(list)
     }
 
     /// Applies a JSON merge patch (`patient.update_contact`; clinical fields also need
@@ -424,22 +434,16 @@ impl Services {
         })
     }
 
-    /// Opens what the caller may read of `row` with its DEK and records the read as
-    /// `patient.read`, in `conn`'s transaction.
-    async fn read_in(
-        &self,
-        conn: &mut PgConnection,
-        caller: &Caller,
-        row: &PatientRow,
-        dek: &DataKey,
-    ) -> Result<Patient> {
+    /// Opens what the caller may read of `row` with its DEK; returns it with the read's
+    /// `patient.read` entry, which the caller records ([`Services::record_reads`]) before it
+    /// returns the patient.
+    fn open_read(&self, caller: &Caller, row: &PatientRow, dek: &DataKey) -> Result<(Patient, AuditEvent)> {
         let data = open_fields(dek, row, readable_fields(caller))?;
         let event = caller
             .audit_event(Action::PatientRead, "patient", self.clock())
             .with_resource_id(row.id.to_string())
             .with_detail(json!({ "clinical": reads_clinical(caller) }));
-        store_postgres::audit::append(conn, event).await?;
-        Ok(Patient::new(row, data))
+        Ok((Patient::new(row, data), event))
     }
 }
 
@@ -532,6 +536,41 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(unwraps, 1);
+    }
+
+    /// A read whose `patient.read` entry cannot be committed is not answered: the caller gets an
+    /// error and none of the data, for a single read and for a listing.
+    #[tokio::test]
+    async fn a_read_whose_audit_entry_does_not_commit_returns_no_data() {
+        let db = testkit::TestDb::new().await;
+        let services = crate::test_services::on(db.app_pool.clone(), None);
+        let tenant = crate::test_services::practice(&db.app_pool, "Refused").await;
+        let caller = Caller::operator(tenant);
+        let new = NewPatient { name: "Ada Example".into(), ..NewPatient::default() };
+        let created = services.create_patient(&caller, new).await.unwrap();
+        services.read_patient(&caller, created.id).await.unwrap();
+
+        // The owner makes the database refuse every new read entry (and nothing else).
+        sqlx::raw_sql(
+            "CREATE FUNCTION refuse_reads() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'reads refused for this test'; END $$; \
+             CREATE TRIGGER refuse_reads BEFORE INSERT ON audit_entries FOR EACH ROW \
+             WHEN (NEW.action = 'patient.read') EXECUTE FUNCTION refuse_reads();",
+        )
+        .execute(&db.owner_pool)
+        .await
+        .unwrap();
+        let read = services.read_patient(&caller, created.id).await;
+        assert!(read.is_err(), "a read without its entry is not answered: {read:?}");
+        let listed = services.list_patients(&caller, PatientSearch::default()).await;
+        assert!(listed.is_err(), "a listing without its entries is not answered");
+
+        let mut tx = store_postgres::begin(&db.app_pool, &caller.db_context()).await.unwrap();
+        let reads: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE action = 'patient.read'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(reads, 1, "only the read before the refusal was recorded (and answered)");
     }
 
     #[test]

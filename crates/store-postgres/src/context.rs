@@ -1,6 +1,6 @@
 use crate::StoreError;
 use kernel::{Role, TenantId, UserId};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 /// Who the database work is done for. Becomes the transaction-local settings `app.tenant_id`,
 /// `app.user_id`, `app.role`, and, during authentication only, `app.token_hash` or
@@ -101,8 +101,22 @@ async fn begin_with_context(pool: &PgPool, context: &DbContext) -> Result<Transa
         );
         return pool.begin_with(sqlx::AssertSqlSafe(statement)).await.map_err(StoreError::classify);
     }
-    let [tenant, user, role, token_hash, login_email] = values;
     let mut tx = pool.begin().await.map_err(StoreError::classify)?;
+    set_context(&mut tx, values).await?;
+    Ok(tx)
+}
+
+/// Sets the RLS context of the caller's open transaction anew, as [`begin`] set it: every
+/// statement after it sees and writes only what `context` admits. For work that acts for
+/// several practices in turn inside one transaction (the group commit of read audit entries,
+/// which records many practices' reads with one commit). The settings stay transaction-local.
+pub async fn switch_context(conn: &mut PgConnection, context: &DbContext) -> Result<(), StoreError> {
+    set_context(conn, context_values(context)).await
+}
+
+/// The settings as bound parameters (never literals): one statement.
+async fn set_context(conn: &mut PgConnection, values: [String; 5]) -> Result<(), StoreError> {
+    let [tenant, user, role, token_hash, login_email] = values;
     crate::sql::query(
         "SELECT set_config('statement_timeout', $6, true), \
                 set_config('app.tenant_id', $1, true), \
@@ -117,10 +131,10 @@ async fn begin_with_context(pool: &PgPool, context: &DbContext) -> Result<Transa
     .bind(token_hash)
     .bind(login_email)
     .bind(crate::pool::statement_timeout_ms().to_string())
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(StoreError::classify)?;
-    Ok(tx)
+    Ok(())
 }
 
 /// The values of `app.tenant_id`, `app.user_id`, `app.role`, `app.token_hash` and

@@ -2,6 +2,8 @@
 //! (docs/architecture.md, "The audit trail: record now, seal shortly after").
 
 use super::Problem;
+use super::webhooks::GroupCommitConfig;
+use app::group_commit::GroupCommit;
 use serde::{Deserialize, Serialize};
 
 /// `audit.*`.
@@ -17,11 +19,23 @@ pub struct AuditConfig {
     pub seal_interval_ms: u64,
     /// Most practices sealed per round, the longest-waiting first.
     pub seal_max_practices: u32,
+    /// How the audit entries of reads (`patient.read`) share commits: reads that arrive together
+    /// are recorded in one transaction, and each is answered once that has committed
+    /// (docs/architecture.md, "Reads are recorded by group commit").
+    pub read_group_commit: GroupCommitConfig,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { sealer_enabled: true, seal_interval_ms: 100, seal_max_practices: 1000 }
+        Self {
+            sealer_enabled: true,
+            seal_interval_ms: 100,
+            seal_max_practices: 1000,
+            read_group_commit: GroupCommitConfig {
+                max_batch: GroupCommit::READS.max_batch,
+                runners: GroupCommit::READS.runners,
+            },
+        }
     }
 }
 
@@ -40,7 +54,24 @@ impl AuditConfig {
                 message: format!("must be between 1 and {}", store_postgres::MAX_PRACTICES_PER_SCAN),
             });
         }
+        if !(1..=GroupCommit::MAX_BATCH_LIMIT).contains(&self.read_group_commit.max_batch) {
+            problems.push(Problem {
+                field: "audit.read_group_commit.max_batch",
+                message: format!("must be between 1 and {}", GroupCommit::MAX_BATCH_LIMIT),
+            });
+        }
+        if !(1..=GroupCommit::RUNNERS_LIMIT).contains(&self.read_group_commit.runners) {
+            problems.push(Problem {
+                field: "audit.read_group_commit.runners",
+                message: format!("must be between 1 and {}", GroupCommit::RUNNERS_LIMIT),
+            });
+        }
         problems
+    }
+
+    /// How reads share commits.
+    pub fn read_group_commit(&self) -> GroupCommit {
+        GroupCommit { max_batch: self.read_group_commit.max_batch, runners: self.read_group_commit.runners }
     }
 
     pub fn seal_interval(&self) -> std::time::Duration {
@@ -60,5 +91,12 @@ mod tests {
         assert_eq!(fields, ["audit.seal_interval_ms", "audit.seal_max_practices"]);
         let too_many = AuditConfig { seal_max_practices: 1001, ..AuditConfig::default() };
         assert_eq!(too_many.problems().len(), 1);
+        assert_eq!(AuditConfig::default().read_group_commit(), GroupCommit::READS);
+        let no_runner = AuditConfig {
+            read_group_commit: GroupCommitConfig { max_batch: 257, runners: 0 },
+            ..AuditConfig::default()
+        };
+        let fields: Vec<_> = no_runner.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["audit.read_group_commit.max_batch", "audit.read_group_commit.runners"]);
     }
 }

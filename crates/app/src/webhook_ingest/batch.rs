@@ -6,10 +6,9 @@
 //! commit for many deliveries. A delivery's call waits for that commit before it returns, so an
 //! acknowledged event is durably processed.
 //!
-//! Nothing waits for a batch to fill: a delivery that finds a runner free is processed at once
-//! (a batch of one), and batches grow only while the runners are busy, that is, under load. The
-//! queue holds only deliveries whose calls are waiting; the process stays stateless. With
-//! `max_batch = 1` every delivery has a transaction of its own (at most `runners` at once).
+//! The queue and its runners are [`crate::group_commit`]'s: nothing waits for a batch to fill,
+//! batches grow only under load, and with `max_batch = 1` every delivery has a transaction of
+//! its own (at most `runners` at once).
 //!
 //! A shared transaction that fails is rolled back whole; its deliveries are then processed one
 //! transaction each, so one delivery's failing handler (or a lost race with another batch) fails
@@ -21,68 +20,25 @@
 
 use super::handlers::{BatchError, Delivery, process_batch};
 use super::{Outcome, WebhookIngest};
+use crate::group_commit::{GroupCommitQueue, Waiting, answer_all};
 use crate::{Error, Result, Services};
 use kernel::TenantId;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use tokio::sync::oneshot;
+use std::sync::Arc;
 
-/// How deliveries share transactions (`webhooks.group_commit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupCommit {
-    /// Most deliveries in one shared transaction: bounds how much one rollback costs.
-    pub max_batch: usize,
-    /// Most batches processed at once, each holding one database connection.
-    pub runners: usize,
-}
+pub use crate::group_commit::GroupCommit;
 
-impl GroupCommit {
-    /// Bounds of the settings (what configuration accepts).
-    pub const MAX_BATCH_LIMIT: usize = 256;
-    pub const RUNNERS_LIMIT: usize = 64;
-}
-
-impl Default for GroupCommit {
-    /// See docs/architecture.md ("Group commit for webhooks") for the measurements behind these:
-    /// 4 runners beat 2 by 5 to 7 % in both bench runs of 2026-12-05 (8 were no better than 4).
-    fn default() -> Self {
-        Self { max_batch: 64, runners: 4 }
-    }
-}
+/// What a failed delivery's caller is told to do when its failure was another's.
+const RETRY: &str = "The webhook could not be processed now; retry the delivery.";
 
 /// The queue of deliveries waiting for a shared transaction.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IngestBatcher {
-    settings: GroupCommit,
-    queue: Mutex<Queue>,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    waiting: Vec<Waiting>,
-    /// Runners started and not yet finished.
-    runners: usize,
-}
-
-struct Waiting {
-    delivery: Delivery,
-    reply: oneshot::Sender<Result<Outcome>>,
-}
-
-impl std::fmt::Debug for Waiting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiting").field("tenant", &self.delivery.caller.tenant).finish_non_exhaustive()
-    }
+    queue: Arc<GroupCommitQueue<Delivery, Outcome>>,
 }
 
 impl IngestBatcher {
     pub fn new(settings: GroupCommit) -> Self {
-        let settings = GroupCommit { max_batch: settings.max_batch.max(1), runners: settings.runners.max(1) };
-        Self { settings, queue: Mutex::default() }
-    }
-
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        // Nothing panics while holding the lock; a poisoned queue is still a consistent one.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        Self { queue: Arc::new(GroupCommitQueue::new(settings)) }
     }
 
     /// Processes `delivery` in the next shared transaction of its practice and returns its
@@ -94,83 +50,33 @@ impl IngestBatcher {
         ingest: &WebhookIngest,
         delivery: Delivery,
     ) -> Result<Outcome> {
-        let (reply, answer) = oneshot::channel();
-        let start_runner = {
-            let mut queue = self.queue();
-            queue.waiting.push(Waiting { delivery, reply });
-            let free = queue.runners < self.settings.runners;
-            if free {
-                queue.runners += 1;
+        let runner = || {
+            let (services, ingest) = (services.clone(), ingest.clone());
+            move |batch: Vec<Waiting<Delivery, Outcome>>| {
+                let (services, ingest) = (services.clone(), ingest.clone());
+                async move {
+                    for (tenant, group) in by_tenant(batch) {
+                        process_group(&services, &ingest, tenant, group).await;
+                    }
+                }
             }
-            free
         };
-        if start_runner {
-            // The slot exists before the task does: a task dropped before it first runs still
-            // counts itself out.
-            let slot = RunnerSlot { batcher: services.webhook_batcher.clone(), counted: true };
-            tokio::spawn(run(services.clone(), ingest.clone(), slot));
-        }
-        answer.await.map_err(|_| {
-            Error::Unavailable("The server stopped before the webhook was processed; retry the delivery.".into())
-        })?
+        self.queue
+            .submit(delivery, runner, "The server stopped before the webhook was processed; retry the delivery.")
+            .await
     }
 
-    /// Up to [`GroupCommit::max_batch`] waiting deliveries, oldest first; `None` when none wait, in which
-    /// case the calling runner is counted out in the same critical section (so a delivery queued
-    /// just after always finds a runner, or starts one).
-    fn next_batch(&self) -> Option<Vec<Waiting>> {
-        let mut queue = self.queue();
-        if queue.waiting.is_empty() {
-            queue.runners -= 1;
-            return None;
-        }
-        let take = queue.waiting.len().min(self.settings.max_batch);
-        Some(queue.waiting.drain(..take).collect())
-    }
-}
-
-/// Counts a runner out if it ends without emptying the queue: its task panicked, or was dropped
-/// with the runtime it ran on (a worker stopping). When it was the last runner, the deliveries
-/// still waiting are answered with an error rather than left waiting for a runner that may never
-/// come (their calls then release their claims, and the providers retry).
-struct RunnerSlot {
-    batcher: std::sync::Arc<IngestBatcher>,
-    counted: bool,
-}
-
-impl Drop for RunnerSlot {
-    fn drop(&mut self) {
-        if !self.counted {
-            return;
-        }
-        let stranded = {
-            let mut queue = self.batcher.queue();
-            queue.runners -= 1;
-            if queue.runners == 0 { std::mem::take(&mut queue.waiting) } else { Vec::new() }
-        };
-        // Dropping a delivery's reply sender answers its call with `Error::Unavailable`.
-        drop(stranded);
-    }
-}
-
-async fn run(services: Services, ingest: WebhookIngest, mut slot: RunnerSlot) {
-    let batcher = slot.batcher.clone();
-    loop {
-        let Some(batch) = batcher.next_batch() else {
-            slot.counted = false; // counted out by next_batch
-            return;
-        };
-        for (tenant, group) in by_tenant(batch) {
-            process_group(&services, &ingest, tenant, group).await;
-        }
+    #[cfg(test)]
+    fn runners(&self) -> usize {
+        self.queue.runners()
     }
 }
 
 /// The batch split by practice (one transaction each), in order of arrival.
-fn by_tenant(batch: Vec<Waiting>) -> Vec<(TenantId, Vec<Waiting>)> {
-    let mut groups: Vec<(TenantId, Vec<Waiting>)> = Vec::new();
+fn by_tenant(batch: Vec<Waiting<Delivery, Outcome>>) -> Vec<(TenantId, Vec<Waiting<Delivery, Outcome>>)> {
+    let mut groups: Vec<(TenantId, Vec<Waiting<Delivery, Outcome>>)> = Vec::new();
     for waiting in batch {
-        let tenant = waiting.delivery.caller.tenant;
+        let tenant = waiting.item.caller.tenant;
         match groups.iter_mut().find(|(t, _)| *t == tenant) {
             Some((_, group)) => group.push(waiting),
             None => groups.push((tenant, vec![waiting])),
@@ -179,8 +85,13 @@ fn by_tenant(batch: Vec<Waiting>) -> Vec<(TenantId, Vec<Waiting>)> {
     groups
 }
 
-async fn process_group(services: &Services, ingest: &WebhookIngest, tenant: TenantId, group: Vec<Waiting>) {
-    let (deliveries, replies): (Vec<Delivery>, Vec<_>) = group.into_iter().map(|w| (w.delivery, w.reply)).unzip();
+async fn process_group(
+    services: &Services,
+    ingest: &WebhookIngest,
+    tenant: TenantId,
+    group: Vec<Waiting<Delivery, Outcome>>,
+) {
+    let (deliveries, replies): (Vec<Delivery>, Vec<_>) = group.into_iter().map(|w| (w.item, w.reply)).unzip();
     match process_batch(services, ingest, tenant, &deliveries).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -190,8 +101,8 @@ async fn process_group(services: &Services, ingest: &WebhookIngest, tenant: Tena
         }
         // Nothing of any delivery ran (no database connection): trying each alone would only
         // wait out the same failure once per delivery.
-        Err(BatchError::NotStarted(error)) => answer_all(replies, error),
-        Err(BatchError::Failed(error)) if deliveries.len() == 1 => answer_all(replies, error),
+        Err(BatchError::NotStarted(error)) => answer_all(replies, error, RETRY),
+        Err(BatchError::Failed(error)) if deliveries.len() == 1 => answer_all(replies, error, RETRY),
         Err(BatchError::Failed(error)) => {
             tracing::warn!(
                 deliveries = deliveries.len(),
@@ -212,27 +123,12 @@ async fn process_group(services: &Services, ingest: &WebhookIngest, tenant: Tena
                     }
                     Err(BatchError::NotStarted(error)) => {
                         // The database went away meanwhile: the rest would fail the same way.
-                        answer_all(std::iter::once(reply).chain(pending.map(|(_, reply)| reply)), error);
+                        answer_all(std::iter::once(reply).chain(pending.map(|(_, reply)| reply)), error, RETRY);
                         return;
                     }
                 }
             }
         }
-    }
-}
-
-/// Answers every call with a failure: the first with `error`, the others with
-/// [`Error::Unavailable`] (the provider retries), which says the same as `error` when that is
-/// unavailable too.
-fn answer_all(replies: impl IntoIterator<Item = oneshot::Sender<Result<Outcome>>>, error: Error) {
-    let detail = match &error {
-        Error::Unavailable(detail) => detail.clone(),
-        _ => "The webhook could not be processed now; retry the delivery.".to_owned(),
-    };
-    let mut first = Some(error);
-    for reply in replies {
-        let error = first.take().unwrap_or_else(|| Error::Unavailable(detail.clone()));
-        let _ = reply.send(Err(error));
     }
 }
 
@@ -251,6 +147,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
     use store_postgres::{DbContext, PgAuditLog, begin};
+    use tokio::sync::oneshot;
     use webhooks::{StandardEvent, WebhookEvent};
 
     /// The use cases on `db`, with a Redis of their own for the ingest's claims and budgets.
@@ -312,7 +209,7 @@ mod tests {
         let mut group = Vec::new();
         for delivery in deliveries {
             let (reply, answer) = oneshot::channel();
-            group.push(Waiting { delivery, reply });
+            group.push(Waiting { item: delivery, reply });
             answers.push(answer);
         }
         process_group(services, ingest, tenant, group).await;
@@ -459,7 +356,7 @@ mod tests {
             count(&db, tenant, "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1").await,
             i64::try_from(3 * max_batch).unwrap()
         );
-        assert_eq!(services.webhook_batcher.queue().runners, 0, "every runner is counted out once the queue is empty");
+        assert_eq!(services.webhook_batcher.runners(), 0, "every runner is counted out once the queue is empty");
         assert!(chain_is_intact(&db, tenant).await);
     }
 }

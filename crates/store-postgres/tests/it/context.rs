@@ -66,3 +66,41 @@ async fn a_connection_cut_while_idle_is_replaced_before_it_is_used() {
     tx.commit().await.unwrap();
     assert_ne!(new_pid, pid, "a new connection replaced the one that was cut");
 }
+
+/// A transaction whose context is switched to practice B (the group commit of reads does so)
+/// sees and writes as B from then on: A's entries are invisible, an entry for A is refused, and
+/// what was written under A before the switch commits with B's.
+#[tokio::test]
+async fn a_switched_context_sees_and_writes_only_the_new_practice() {
+    use crate::support::{clock, read_event, seed_tenant};
+    use store_postgres::{AuditStoreError, audit, switch_context};
+
+    let db = TestDb::new().await;
+    let (a, b) = (seed_tenant(&db).await, seed_tenant(&db).await);
+    let clock = clock();
+    let mut tx = begin(&db.app_pool, &DbContext::tenant(a)).await.unwrap();
+    audit::append(&mut tx, read_event(a, 1, &clock)).await.unwrap();
+    switch_context(&mut tx, &DbContext::tenant(b)).await.unwrap();
+
+    let count_a: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE tenant_id = $1")
+        .bind(a.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(count_a, 0, "A's entry, written in this very transaction, is invisible under B");
+    let refused = audit::append(&mut tx, read_event(a, 2, &clock)).await;
+    assert!(matches!(refused, Err(AuditStoreError::TenantContext { .. })), "{refused:?}");
+    tx.rollback().await.unwrap();
+
+    let mut tx = begin(&db.app_pool, &DbContext::tenant(a)).await.unwrap();
+    audit::append(&mut tx, read_event(a, 3, &clock)).await.unwrap();
+    switch_context(&mut tx, &DbContext::tenant(b)).await.unwrap();
+    audit::append(&mut tx, read_event(b, 4, &clock)).await.unwrap();
+    tx.commit().await.unwrap();
+    for tenant in [a, b] {
+        let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries").fetch_one(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count, 1, "each practice sees its one committed entry");
+    }
+}
