@@ -549,6 +549,8 @@ mod tests {
         let new = NewPatient { name: "Ada Example".into(), ..NewPatient::default() };
         let created = services.create_patient(&caller, new).await.unwrap();
         services.read_patient(&caller, created.id).await.unwrap();
+        let before = services.list_patients(&caller, PatientSearch::default()).await.unwrap();
+        assert_eq!(before.patients.len(), 1, "the caller may list: the refusal below is the entry's");
 
         // The owner makes the database refuse every new read entry (and nothing else).
         sqlx::raw_sql(
@@ -570,7 +572,7 @@ mod tests {
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-        assert_eq!(reads, 1, "only the read before the refusal was recorded (and answered)");
+        assert_eq!(reads, 2, "only the read and the listing before the refusal were recorded (and answered)");
     }
 
     #[test]
