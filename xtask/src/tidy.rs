@@ -16,6 +16,10 @@
 //!   `crates/store-postgres/src` calls `sqlx::query`, `query_as` or `query_scalar` (or their
 //!   macros) directly: those always name and cache their statements, which a transaction pooler
 //!   that cannot track them breaks; `sql.rs` sends them as `database.prepared_statements` says.
+//! - **The RLS context changes only where written down.** `store_postgres::switch_context` sets
+//!   another practice's context inside an open transaction: outside the Postgres adapter that
+//!   defines it, only the files in [`CONTEXT_SWITCHERS`] may name it, each with its reason, so no
+//!   use case can quietly act for a second practice in its transaction.
 //! - **No module import cycles** between the top-level modules of any workspace crate, apart from
 //!   the ones in [`KNOWN_CYCLES`] (empty today).
 //!
@@ -135,6 +139,14 @@ pub const ROUTES_NOT_YET_THIN: &[(&str, &str)] = &[];
 /// so does a listed one that is gone (or changed its members).
 pub const KNOWN_CYCLES: &[(&str, &[&str], &str)] = &[];
 
+/// The source files outside `crates/store-postgres` that may call `store_postgres::switch_context`,
+/// each with the reason. Every other use case works for one practice per transaction.
+pub const CONTEXT_SWITCHERS: &[(&str, &str)] = &[(
+    "crates/app/src/access_log.rs",
+    "the group commit of read audit entries: many practices' reads in one commit, each practice's \
+     entries inserted under that practice's own context",
+)];
+
 /// Runs every check, prints one line per passing check, and fails with every violation.
 pub fn run(root: &Path) -> Result<(), String> {
     let metadata = cargo_metadata(root)?;
@@ -149,6 +161,7 @@ pub fn run(root: &Path) -> Result<(), String> {
         ),
         ("routes stay thin", route_check(root)?),
         ("store-postgres sends its statements through crate::sql", unnamed_statement_check(root)?),
+        ("only CONTEXT_SWITCHERS switch the RLS context inside a transaction", context_switch_check(root)?),
         ("no module import cycles outside KNOWN_CYCLES", cycle_check(&workspace)?),
     ];
     let mut failures = Vec::new();
@@ -483,6 +496,50 @@ fn unnamed_statement_check(root: &Path) -> Result<Vec<String>, String> {
     Ok(named_statement_findings(&rust_files(&root.join(STORE_POSTGRES_SRC))?))
 }
 
+/// Where the context switch is defined: the adapter may use it freely (its own tests, its docs).
+const CONTEXT_SWITCH_HOME: &str = "crates/store-postgres/";
+
+/// Files (paths relative to the workspace root) whose code names `switch_context` without being
+/// the adapter that defines it or listed in `allowed`; and listed files that no longer name it
+/// or are gone. Test modules at the end of a file are skipped like everywhere in tidy.
+fn context_switch_violations(files: &[(String, String)], allowed: &[(&str, &str)]) -> Vec<String> {
+    let names_it = |text: &str| code_lines(text).iter().any(|(_, line)| line.contains("switch_context"));
+    let mut found = Vec::new();
+    for (name, text) in files.iter().filter(|(name, _)| !name.starts_with(CONTEXT_SWITCH_HOME)) {
+        if names_it(text) && !allowed.iter().any(|(file, _)| file == name) {
+            found.push(format!(
+                "{name} switches the RLS context inside a transaction: one use case, one practice per \
+                 transaction (or add it to CONTEXT_SWITCHERS with the reason)"
+            ));
+        }
+    }
+    for (file, _) in allowed {
+        if !files.iter().any(|(name, text)| name == file && names_it(text)) {
+            found.push(format!("CONTEXT_SWITCHERS lists {file}, which no longer switches the context: remove it"));
+        }
+    }
+    found
+}
+
+/// The context-switch check on every crate's and app's `src/` in the real tree.
+fn context_switch_check(root: &Path) -> Result<Vec<String>, String> {
+    let mut files = Vec::new();
+    for parent in ["crates", "apps"] {
+        let entries = std::fs::read_dir(root.join(parent)).map_err(|e| format!("{parent}: {e}"))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{parent}: {e}"))?;
+            let src = entry.path().join("src");
+            if !src.is_dir() {
+                continue;
+            }
+            let prefix = format!("{parent}/{}/src/", entry.file_name().to_string_lossy());
+            files.extend(rust_files(&src)?.into_iter().map(|(name, text)| (format!("{prefix}{name}"), text)));
+        }
+    }
+    files.sort();
+    Ok(context_switch_violations(&files, CONTEXT_SWITCHERS))
+}
+
 /// Every `.rs` file under `dir`, as (path relative to `dir` with `/` separators, text), sorted.
 fn rust_files(dir: &Path) -> Result<Vec<(String, String)>, String> {
     let mut files = Vec::new();
@@ -789,6 +846,29 @@ mod tests {
     }
 
     #[test]
+    fn flags_a_context_switch_outside_the_listed_files() {
+        let files = files(&[
+            ("crates/app/src/access_log.rs", "store_postgres::switch_context(&mut tx, &c).await?;"),
+            ("crates/app/src/patients.rs", "use store_postgres::switch_context;\nswitch_context(&mut tx, &c).await?;"),
+            ("crates/app/src/consents.rs", "// switch_context in a comment\nfn f() {}"),
+            ("crates/app/src/audit.rs", "fn f() {}\n#[cfg(test)]\nmod tests {\n    switch_context(&mut tx, &c);\n}"),
+            ("crates/store-postgres/src/context.rs", "pub async fn switch_context() {}"),
+        ]);
+        let allowed = [("crates/app/src/access_log.rs", "reason")];
+        let found = context_switch_violations(&files, &allowed);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("crates/app/src/patients.rs switches"), "{found:?}");
+    }
+
+    #[test]
+    fn flags_a_listed_context_switcher_that_no_longer_switches() {
+        let files = files(&[("crates/app/src/access_log.rs", "fn f() {}")]);
+        let found = context_switch_violations(&files, &[("crates/app/src/access_log.rs", "r"), ("gone.rs", "r")]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().all(|f| f.contains("no longer switches")), "{found:?}");
+    }
+
+    #[test]
     fn flags_a_workspace_crate_without_a_layer() {
         let mut members = all_layered_crates();
         members.push("newcomer");
@@ -1073,6 +1153,12 @@ mod tests {
     fn workspace_store_postgres_statements_go_through_sql() {
         let found = unnamed_statement_check(&crate::workspace_root()).unwrap();
         assert!(found.is_empty(), "store-postgres statements:\n{}", found.join("\n"));
+    }
+
+    #[test]
+    fn workspace_switches_the_rls_context_only_where_listed() {
+        let found = context_switch_check(&crate::workspace_root()).unwrap();
+        assert!(found.is_empty(), "context switches:\n{}", found.join("\n"));
     }
 
     #[test]

@@ -338,6 +338,56 @@ async fn the_database_holds_no_personal_value_in_clear() {
     app.stop().await;
 }
 
+/// No patient data leaves the server before its `patient.read` entry is committed: when the
+/// database refuses the entries (a trigger the owner adds, refusing nothing else), a read and a
+/// listing are answered with a problem and none of the data, and the trail holds no entry for
+/// them. Before the refusal, the same requests succeed.
+#[actix_web::test]
+async fn a_read_whose_audit_entry_is_refused_answers_no_data() {
+    let app = start().await;
+    let s = staff(&app, "Unrecorded").await;
+    let created = create_patient(&app, &s.admin, full_patient(&s.therapist_a_id)).await;
+    let path = format!("/api/v1/patients/{}", created["id"].as_str().unwrap());
+    assert_eq!(json_of(get(&app, &path, &s.admin).await, StatusCode::OK).await["name"], NAME);
+    let listed = json_of(get(&app, "/api/v1/patients", &s.admin).await, StatusCode::OK).await;
+    assert_eq!(listed["patients"][0]["name"], NAME, "the admin may list: the refusal below is the entry's");
+    let recorded_before = patient_reads(&app, s.practice.tenant).await;
+
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_patient_reads() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'patient.read entries refused for this test'; END $$; \
+         CREATE TRIGGER refuse_patient_reads BEFORE INSERT ON audit_entries FOR EACH ROW \
+         WHEN (NEW.action = 'patient.read') EXECUTE FUNCTION refuse_patient_reads();",
+    )
+    .execute(&app.db.owner_pool)
+    .await
+    .unwrap();
+    for request in [path.as_str(), "/api/v1/patients"] {
+        let response = get(&app, request, &s.admin).await;
+        let body = assert_problem(response, 500, "urn:praxis:problem:internal").await;
+        let text = body.to_string();
+        for value in [NAME, EMAIL, PHONE, NOTES, "Quastbeck"] {
+            assert!(!text.contains(value), "{request} answered {value} without its audit entry: {text}");
+        }
+    }
+    assert_eq!(patient_reads(&app, s.practice.tenant).await, recorded_before, "the refused reads left no entry");
+    app.stop().await;
+}
+
+/// How many `patient.read` entries the practice's trail holds (read as the owner, in the
+/// practice's context: the policies hold for the owner too).
+async fn patient_reads(app: &TestApp, tenant: TenantId) -> i64 {
+    let mut tx = begin(&app.db.owner_pool, &DbContext::operator(tenant)).await.unwrap();
+    let count =
+        sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE tenant_id = $1 AND action = 'patient.read'")
+            .bind(tenant.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    count
+}
+
 #[actix_web::test]
 async fn patients_see_only_themselves_and_export_everything_held_on_them() {
     let app = start().await;
