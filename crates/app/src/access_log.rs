@@ -4,9 +4,9 @@
 //! A change is recorded in its own transaction, with its audit entry. A read changes nothing,
 //! so there is nothing its entry must commit with; what matters is that no read reaches the
 //! caller before its entry is durable. So a read's use case reads in a transaction of its own
-//! (which writes nothing, unless a patient's key had to be unwrapped: that `key.unwrap` entry
-//! commits with the read's transaction), then hands its entries to
-//! [`Services::record_reads`] and returns the data only once they have committed. Reads that
+//! that Postgres keeps from writing (`store_postgres::begin_read_only`) and that it ends without
+//! waiting for a COMMIT, then hands its entries (with the `key.unwrap` of a patient key it had
+//! to unwrap) to [`Services::record_reads`] and returns the data only once they have committed. Reads that
 //! arrive together share that commit ([`crate::group_commit`]): one transaction records the
 //! entries of many reads, of many practices, each practice's under its own RLS context
 //! (`store_postgres::switch_context`), with one INSERT per practice and one commit for all.

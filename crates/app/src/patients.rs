@@ -175,18 +175,19 @@ impl Services {
     /// may not read; audited as `patient.read`.
     pub async fn read_patient(&self, caller: &Caller, id: PatientId) -> Result<Patient> {
         self.authorize(caller, Permission::PatientReadContact, "patient").await?;
-        let (patient, read) = self
-            .with_patient_keys(|keys| async move {
-                let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-                let row = live_patient(&mut tx, caller.tenant, id, Lock::No).await?;
-                let dek = self.patient_dek(&mut tx, caller, &keys, &row).await?;
-                tx.commit().await?;
-                self.open_read(caller, &row, &dek)
-            })
-            .await?;
-        // Nothing is returned before the read is in the audit trail (`access_log`).
-        self.record_reads(vec![read]).await?;
-        Ok(patient)
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin_read_only(&self.db, &caller.db_context()).await?;
+            let row = live_patient(tx.conn(), caller.tenant, id, Lock::No).await?;
+            tx.finish();
+            let (deks, mut entries) = self.patient_deks_for_read(caller, &keys, std::slice::from_ref(&row))?;
+            let (patient, read) = self.open_read(caller, &row, &deks[0])?;
+            entries.push(read);
+            // Nothing is returned, and no DEK this attempt unwrapped joins the shared cache,
+            // before the read (and the unwrap) are in the audit trail (`access_log`).
+            self.record_reads(entries).await?;
+            Ok(patient)
+        })
+        .await
     }
 
     /// The patients the caller may see (a therapist: assigned ones; a patient: themself), a page
@@ -216,28 +217,25 @@ impl Services {
         }
         let page_size = usize::try_from(limit).map_err(Error::internal)?;
         let cursor = search.cursor;
-        let (list, reads) = self
-            .with_patient_keys(|keys| async move {
-                let mut tx = store_postgres::begin(&self.db, &caller.db_context()).await?;
-                let mut rows = store::list(&mut tx, caller.tenant, filter, cursor, limit + 1).await?;
-                let more = rows.len() > page_size;
-                rows.truncate(page_size);
-                let deks = self.patient_deks(&mut tx, caller, &keys, &rows).await?;
-                tx.commit().await?;
-                let mut patients = Vec::with_capacity(rows.len());
-                let mut reads = Vec::with_capacity(rows.len());
-                for (row, dek) in rows.iter().zip(&deks) {
-                    let (patient, read) = self.open_read(caller, row, dek)?;
-                    patients.push(patient);
-                    reads.push(read);
-                }
-                let next_cursor = if more { rows.last().map(|r| r.id) } else { None };
-                Ok::<_, Error>((PatientList { patients, next_cursor }, reads))
-            })
-            .await?;
-        // Nothing is returned before the reads are in the audit trail (`access_log`).
-        self.record_reads(reads).await?;
-        Ok(list)
+        self.with_patient_keys(|keys| async move {
+            let mut tx = store_postgres::begin_read_only(&self.db, &caller.db_context()).await?;
+            let mut rows = store::list(tx.conn(), caller.tenant, filter, cursor, limit + 1).await?;
+            tx.finish();
+            let more = rows.len() > page_size;
+            rows.truncate(page_size);
+            let (deks, mut entries) = self.patient_deks_for_read(caller, &keys, &rows)?;
+            let mut patients = Vec::with_capacity(rows.len());
+            for (row, dek) in rows.iter().zip(&deks) {
+                let (patient, read) = self.open_read(caller, row, dek)?;
+                patients.push(patient);
+                entries.push(read);
+            }
+            let next_cursor = if more { rows.last().map(|r| r.id) } else { None };
+            // As in `read_patient`: nothing leaves before its entries are in the trail.
+            self.record_reads(entries).await?;
+            Ok(PatientList { patients, next_cursor })
+        })
+        .await
     }
 
     /// Applies a JSON merge patch (`patient.update_contact`; clinical fields also need
@@ -562,17 +560,36 @@ mod tests {
         .execute(&db.owner_pool)
         .await
         .unwrap();
+        // The key is not cached: the refused reads unwrap it, and their `key.unwrap` entry is
+        // refused with them.
+        services.dek_cache.clear();
         let read = services.read_patient(&caller, created.id).await;
         assert!(read.is_err(), "a read without its entry is not answered: {read:?}");
         let listed = services.list_patients(&caller, PatientSearch::default()).await;
         assert!(listed.is_err(), "a listing without its entries is not answered");
+        let count = |action: &'static str| {
+            let pool = db.app_pool.clone();
+            let context = caller.db_context();
+            async move {
+                let mut tx = store_postgres::begin(&pool, &context).await.unwrap();
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE action = $1")
+                    .bind(action)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                n
+            }
+        };
+        assert_eq!(count("patient.read").await, 2, "only the read and the listing before the refusal were recorded");
+        let unwraps_before = count("key.unwrap").await;
 
-        let mut tx = store_postgres::begin(&db.app_pool, &caller.db_context()).await.unwrap();
-        let reads: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE action = 'patient.read'")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        assert_eq!(reads, 2, "only the read and the listing before the refusal were recorded (and answered)");
+        // No DEK joined the shared cache without its unwrap on the trail: once entries are
+        // accepted again, the next read unwraps the key anew and records it.
+        sqlx::raw_sql("DROP TRIGGER refuse_reads ON audit_entries").execute(&db.owner_pool).await.unwrap();
+        services.read_patient(&caller, created.id).await.unwrap();
+        assert_eq!(count("key.unwrap").await, unwraps_before + 1);
+        assert_eq!(count("patient.read").await, 3);
     }
 
     #[test]

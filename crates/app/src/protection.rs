@@ -7,7 +7,9 @@
 //!   wrapped (`patient_keys`). Reads unwrap it through the KMS once and keep it in the bounded
 //!   [`crypto::DekCache`]; each unwrap writes a `key.unwrap` audit entry in the caller's
 //!   transaction (who caused a KMS call for whose key), so the trail shows every key use.
-//!   [`Services::unwrap_patient_dek`] is the one place that does this.
+//!   [`Services::unwrap_patient_dek`] is the one place that does this; a read, whose
+//!   transaction writes nothing, records it with its own `patient.read` entries instead
+//!   ([`Services::patient_deks_for_read`], `access_log`), before it answers.
 //! - No database connection waits for the KMS: the KMS can take its whole retry budget when it
 //!   hangs, and a pool whose connections all wait for it serves nobody. A use case's transaction
 //!   runs inside [`Services::with_patient_keys`]; a DEK missing from the cache ends the attempt
@@ -35,7 +37,7 @@
 use crate::practice_key::{PracticeKey, PracticeKeyError, load_or_create_practice_key, wrapped_practice_key};
 use crate::{Caller, Error, Result, Services};
 use ::patients::{PatientData, PatientField};
-use audit::Action;
+use audit::{Action, AuditEvent};
 use crypto::{
     Aad, BlindIndexKey, DataKey, DekCache, DekCacheKey, DekRef, FieldHeader, KeyContext, KeyManagement, KeyPurpose,
     KmsError, WrappedDataKey,
@@ -138,8 +140,9 @@ pub const MAX_KEY_ROUNDS: usize = 3;
 /// database connection held: an attempt that finds a DEK in neither the shared cache nor here
 /// asks for it and fails, its transaction rolls back, the DEK is unwrapped, and the attempt
 /// runs again. A DEK taken from here is recorded as `key.unwrap` in the attempt's
-/// transaction, and joins the shared cache only once that transaction committed, so the cache
-/// never holds a DEK whose unwrap is not on the trail.
+/// transaction (for a read: with the read's entries), and joins the shared cache only once the
+/// attempt succeeded, after that entry committed, so the cache never holds a DEK whose unwrap
+/// is not on the trail.
 #[derive(Clone, Default)]
 pub struct PatientKeys(Arc<Mutex<Stash>>);
 
@@ -341,25 +344,6 @@ impl Services {
         self.unwrap_patient_dek(conn, caller, keys, DekRef::new(row.id, row.dek_generation), &wrapped).await
     }
 
-    /// The current DEKs of `rows`, in order. Every missing one is asked for at once, so a page
-    /// of patients whose keys are not cached costs one more attempt, not one per patient.
-    pub async fn patient_deks(
-        &self,
-        conn: &mut PgConnection,
-        caller: &Caller,
-        keys: &PatientKeys,
-        rows: &[PatientRow],
-    ) -> Result<Vec<Arc<DataKey>>> {
-        let mut found = Vec::with_capacity(rows.len());
-        for row in rows {
-            let wrapped = wrapped_of(row)?;
-            found.push(
-                self.cached_patient_dek(conn, caller, keys, DekRef::new(row.id, row.dek_generation), &wrapped).await?,
-            );
-        }
-        found.into_iter().map(|dek| dek.ok_or_else(missing_dek)).collect()
-    }
-
     /// A patient's DEK, from the DEK cache or from `keys` (unwrapped since the attempt's last
     /// try). One taken from `keys` is recorded, the first time in an attempt, as the caller's
     /// `key.unwrap` in `conn`'s transaction, so the unwrap is on the trail exactly when the
@@ -405,22 +389,64 @@ impl Services {
         keys: &PatientKeys,
         dek_ref: DekRef,
     ) -> Result<Option<Arc<DataKey>>> {
+        let (dek, unwrap_entry) = self.dek_in_hand(caller, keys, dek_ref);
+        if let Some(event) = unwrap_entry {
+            store_postgres::audit::append(conn, event).await?;
+        }
+        Ok(dek)
+    }
+
+    /// The DEK if this use case has it in hand (see [`Services::known_patient_dek`]), with the
+    /// `key.unwrap` entry to record when this is the attempt's first use of a DEK it unwrapped.
+    fn dek_in_hand(
+        &self,
+        caller: &Caller,
+        keys: &PatientKeys,
+        dek_ref: DekRef,
+    ) -> (Option<Arc<DataKey>>, Option<AuditEvent>) {
         let cache_key = DekCacheKey::new(caller.tenant, dek_ref);
         let Some(stashed) = keys.take_for_attempt(cache_key) else {
-            return Ok(self.dek_cache.get(&cache_key));
+            return (self.dek_cache.get(&cache_key), None);
         };
-        if stashed.first_use {
-            let event = caller
+        let unwrap_entry = stashed.first_use.then(|| {
+            caller
                 .audit_event(Action::KeyUnwrap, "patient_key", self.clock())
                 .with_resource_id(dek_ref.patient.to_string())
                 .with_detail(serde_json::json!({
                     "generation": dek_ref.generation,
                     "kek_id": stashed.wrapped.kek_id,
                     "kek_version": stashed.wrapped.kek_version,
-                }));
-            store_postgres::audit::append(conn, event).await?;
+                }))
+        });
+        (Some(stashed.dek), unwrap_entry)
+    }
+
+    /// The current DEKs of `rows`, in order, for a read that writes nothing. Every missing one
+    /// is asked for at once, so a page of patients whose keys are not cached costs one more
+    /// attempt, not one per patient. The `key.unwrap` entries of DEKs this attempt unwrapped
+    /// are returned, not written, for the read to record with its own entries
+    /// ([`Services::record_reads`]) before it answers and before those DEKs join the shared
+    /// cache (which happens when the attempt succeeded, see [`Services::with_patient_keys`]).
+    pub(crate) fn patient_deks_for_read(
+        &self,
+        caller: &Caller,
+        keys: &PatientKeys,
+        rows: &[PatientRow],
+    ) -> Result<(Vec<Arc<DataKey>>, Vec<AuditEvent>)> {
+        let mut found = Vec::with_capacity(rows.len());
+        let mut unwrap_entries = Vec::new();
+        for row in rows {
+            let wrapped = wrapped_of(row)?;
+            let dek_ref = DekRef::new(row.id, row.dek_generation);
+            let (dek, unwrap_entry) = self.dek_in_hand(caller, keys, dek_ref);
+            if dek.is_none() {
+                keys.want(DekCacheKey::new(caller.tenant, dek_ref), wrapped);
+            }
+            unwrap_entries.extend(unwrap_entry);
+            found.push(dek);
         }
-        Ok(Some(stashed.dek))
+        let deks = found.into_iter().map(|dek| dek.ok_or_else(missing_dek)).collect::<Result<_>>()?;
+        Ok((deks, unwrap_entries))
     }
 
     /// Opens `fields` of `row` under the patient's DEK (unwrapped as

@@ -82,18 +82,60 @@ impl DbContext {
 /// is always sent as a bound parameter, in a second round trip.
 pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'static, Postgres>, StoreError> {
     let started = std::time::Instant::now();
-    let opened = begin_with_context(pool, context).await;
+    let opened = begin_with_context(pool, context, "BEGIN").await;
     telemetry::metrics::record_db_begin(if opened.is_ok() { "ok" } else { "error" }, started.elapsed());
     opened
 }
 
-async fn begin_with_context(pool: &PgPool, context: &DbContext) -> Result<Transaction<'static, Postgres>, StoreError> {
+/// A transaction that Postgres itself keeps from writing (`BEGIN READ ONLY`: any INSERT, UPDATE,
+/// DELETE or row lock in it fails with SQLSTATE 25006), opened by [`begin_read_only`], for a use
+/// case that only reads.
+///
+/// Because it cannot have written anything, it has nothing to commit: [`ReadOnlyTransaction::finish`]
+/// ends it without waiting for the server. sqlx queues the transaction's `ROLLBACK` and sends it
+/// with the handshake it makes anyway when the connection returns to the pool, so the caller's
+/// path saves the round trip a `COMMIT` costs and the server one statement (docs/architecture.md,
+/// "Where a read's time goes"). The RLS context is set exactly as [`begin`] sets it and ends with
+/// the transaction.
+#[derive(Debug)]
+pub struct ReadOnlyTransaction(Transaction<'static, Postgres>);
+
+impl ReadOnlyTransaction {
+    /// The transaction's connection, for the queries of the read.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.0
+    }
+
+    /// Ends the transaction without a round trip (see the type's docs). What was read stays
+    /// valid: it was read under the transaction's snapshot and RLS context.
+    pub fn finish(self) {
+        // Dropping an open sqlx transaction queues its ROLLBACK on the connection, sent before
+        // the connection serves anything else.
+        drop(self.0);
+    }
+}
+
+/// Opens a [`ReadOnlyTransaction`] with the RLS context of `context`, in one round trip as
+/// [`begin`] does.
+pub async fn begin_read_only(pool: &PgPool, context: &DbContext) -> Result<ReadOnlyTransaction, StoreError> {
+    let started = std::time::Instant::now();
+    let opened = begin_with_context(pool, context, "BEGIN READ ONLY").await;
+    telemetry::metrics::record_db_begin(if opened.is_ok() { "ok" } else { "error" }, started.elapsed());
+    opened.map(ReadOnlyTransaction)
+}
+
+/// `begin_statement` is `BEGIN` or `BEGIN READ ONLY`: a constant, never built from input.
+async fn begin_with_context(
+    pool: &PgPool,
+    context: &DbContext,
+    begin_statement: &'static str,
+) -> Result<Transaction<'static, Postgres>, StoreError> {
     let values = context_values(context);
     if let [Some(tenant), Some(user), Some(role), Some(token_hash), Some(login_email)] =
         values.each_ref().map(|v| plain_literal(v))
     {
         let statement = format!(
-            "BEGIN; SELECT set_config('statement_timeout', '{timeout}', true), \
+            "{begin_statement}; SELECT set_config('statement_timeout', '{timeout}', true), \
              set_config('app.tenant_id', {tenant}, true), set_config('app.user_id', {user}, true), \
              set_config('app.role', {role}, true), set_config('app.token_hash', {token_hash}, true), \
              set_config('app.login_email', {login_email}, true)",
@@ -101,7 +143,7 @@ async fn begin_with_context(pool: &PgPool, context: &DbContext) -> Result<Transa
         );
         return pool.begin_with(sqlx::AssertSqlSafe(statement)).await.map_err(StoreError::classify);
     }
-    let mut tx = pool.begin().await.map_err(StoreError::classify)?;
+    let mut tx = pool.begin_with(begin_statement).await.map_err(StoreError::classify)?;
     set_context(&mut tx, values).await?;
     Ok(tx)
 }

@@ -104,3 +104,52 @@ async fn a_switched_context_sees_and_writes_only_the_new_practice() {
         assert_eq!(count, 1, "each practice sees its one committed entry");
     }
 }
+
+/// A read-only transaction reads under its context, Postgres refuses any write in it (so ending
+/// it without COMMIT cannot lose one), and once finished the connection it ran on serves the
+/// next transaction with no trace of it: not read-only, no context, no transaction left open.
+#[tokio::test]
+async fn a_read_only_transaction_reads_refuses_writes_and_leaves_the_connection_clean() {
+    use crate::support::{clock, read_event, seed_tenant};
+    use store_postgres::{audit, begin_read_only};
+
+    let db = TestDb::new().await;
+    let tenant = seed_tenant(&db).await;
+    let clock = clock();
+    let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
+    audit::append(&mut tx, read_event(tenant, 1, &clock)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // One connection, so the transaction after `finish` runs on the same one.
+    let options = store_postgres::PoolOptions { max_connections: 1, ..store_postgres::PoolOptions::default() };
+    let pool = store_postgres::connect(&db.app_url, &options).await.unwrap();
+    let mut read = begin_read_only(&pool, &DbContext::tenant(tenant)).await.unwrap();
+    let (pid, seen): (i32, i64) =
+        sqlx::query_as("SELECT pg_backend_pid(), (SELECT count(*) FROM audit_entries WHERE tenant_id = $1)")
+            .bind(tenant.as_uuid())
+            .fetch_one(read.conn())
+            .await
+            .unwrap();
+    assert_eq!(seen, 1, "the read sees its practice's rows");
+    let refused = audit::append(read.conn(), read_event(tenant, 2, &clock)).await.expect_err("a write must fail");
+    assert!(refused.to_string().contains("read-only transaction"), "{refused}");
+    read.finish();
+
+    // Had the ROLLBACK not been sent, this BEGIN would land inside the read-only transaction.
+    let mut tx = begin(&pool, &DbContext::tenant(tenant)).await.unwrap();
+    let (next_pid, read_only): (i32, String) =
+        sqlx::query_as("SELECT pg_backend_pid(), current_setting('transaction_read_only')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(next_pid, pid, "the same connection");
+    assert_eq!(read_only, "off", "the next transaction is not read-only");
+    audit::append(&mut tx, read_event(tenant, 3, &clock)).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let tenant_after: Option<String> = sqlx::query_scalar("SELECT nullif(current_setting('app.tenant_id', true), '')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(tenant_after, None, "no context outside a transaction");
+}
