@@ -550,6 +550,22 @@ mod tests {
         let before = services.list_patients(&caller, PatientSearch::default()).await.unwrap();
         assert_eq!(before.patients.len(), 1, "the caller may list: the refusal below is the entry's");
 
+        let count = |action: &'static str| {
+            let pool = db.app_pool.clone();
+            let context = caller.db_context();
+            async move {
+                let mut tx = store_postgres::begin(&pool, &context).await.unwrap();
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE action = $1")
+                    .bind(action)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                n
+            }
+        };
+        let unwraps_before = count("key.unwrap").await;
+
         // The owner makes the database refuse every new read entry (and nothing else).
         sqlx::raw_sql(
             "CREATE FUNCTION refuse_reads() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -567,22 +583,8 @@ mod tests {
         assert!(read.is_err(), "a read without its entry is not answered: {read:?}");
         let listed = services.list_patients(&caller, PatientSearch::default()).await;
         assert!(listed.is_err(), "a listing without its entries is not answered");
-        let count = |action: &'static str| {
-            let pool = db.app_pool.clone();
-            let context = caller.db_context();
-            async move {
-                let mut tx = store_postgres::begin(&pool, &context).await.unwrap();
-                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE action = $1")
-                    .bind(action)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
-                n
-            }
-        };
         assert_eq!(count("patient.read").await, 2, "only the read and the listing before the refusal were recorded");
-        let unwraps_before = count("key.unwrap").await;
+        assert_eq!(count("key.unwrap").await, unwraps_before, "the refused reads recorded no unwrap either");
 
         // No DEK joined the shared cache without its unwrap on the trail: once entries are
         // accepted again, the next read unwraps the key anew and records it.

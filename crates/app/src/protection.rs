@@ -161,7 +161,8 @@ struct Stash {
 struct Unwrapped {
     dek: Arc<DataKey>,
     wrapped: WrappedDataKey,
-    /// Recorded as `key.unwrap` in the current attempt's transaction.
+    /// Recorded as `key.unwrap` by the current attempt (in its transaction, or for a read with
+    /// its entries).
     audited: bool,
 }
 
@@ -300,7 +301,8 @@ impl Services {
     /// transaction is rolled back (dropped with the attempt) and its connection back in the
     /// pool, the DEKs it asked for are unwrapped through the KMS and the attempt runs again
     /// with them in hand. Each attempt is one transaction: it begins and commits (or fails)
-    /// inside `attempt`. After [`MAX_KEY_ROUNDS`] attempts that each found another DEK missing
+    /// inside `attempt`; a read's attempt ends its READ ONLY transaction and commits its entries
+    /// by group commit instead (`access_log`). After [`MAX_KEY_ROUNDS`] attempts that each found another DEK missing
     /// (a rotation between them changes the generation rows name) the caller is told to try
     /// again.
     pub(crate) async fn with_patient_keys<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, E>

@@ -93,9 +93,10 @@ pub async fn begin(pool: &PgPool, context: &DbContext) -> Result<Transaction<'st
 ///
 /// Because it cannot have written anything, it has nothing to commit: [`ReadOnlyTransaction::finish`]
 /// ends it without waiting for the server. sqlx queues the transaction's `ROLLBACK` and sends it
-/// with the handshake it makes anyway when the connection returns to the pool, so the caller's
-/// path saves the round trip a `COMMIT` costs and the server one statement (docs/architecture.md,
-/// "Where a read's time goes"). The RLS context is set exactly as [`begin`] sets it and ends with
+/// with the handshake it makes anyway when the connection returns to the pool (sqlx 0.9 checks
+/// every returned connection with a `Sync`; the connection is handed out again only after the
+/// server answered both), so the caller does not wait for the round trip a `COMMIT` costs and
+/// the server wakes once instead of twice (docs/architecture.md, "Where a read's time goes"). The RLS context is set exactly as [`begin`] sets it and ends with
 /// the transaction.
 #[derive(Debug)]
 pub struct ReadOnlyTransaction(Transaction<'static, Postgres>);

@@ -105,22 +105,24 @@ async fn a_switched_context_sees_and_writes_only_the_new_practice() {
     }
 }
 
-/// A read-only transaction reads under its context, Postgres refuses any write in it (so ending
-/// it without COMMIT cannot lose one), and once finished the connection it ran on serves the
-/// next transaction with no trace of it: not read-only, no context, no transaction left open.
+/// A read-only transaction reads under its context, and Postgres refuses any write in it
+/// (SQLSTATE 25006), so ending it without COMMIT cannot lose one. One that is finished after a
+/// healthy read is ended on the server without the connection being used again (seen from
+/// another connection: the backend is `idle`, not `idle in transaction`), and the next
+/// transaction on that connection is writable and has its own context only.
 #[tokio::test]
-async fn a_read_only_transaction_reads_refuses_writes_and_leaves_the_connection_clean() {
+async fn a_read_only_transaction_refuses_writes_and_ends_without_a_commit() {
     use crate::support::{clock, read_event, seed_tenant};
-    use store_postgres::{audit, begin_read_only};
+    use store_postgres::{AuditStoreError, StoreError, audit, begin_read_only};
 
     let db = TestDb::new().await;
-    let tenant = seed_tenant(&db).await;
+    let (tenant, other) = (seed_tenant(&db).await, seed_tenant(&db).await);
     let clock = clock();
     let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
     audit::append(&mut tx, read_event(tenant, 1, &clock)).await.unwrap();
     tx.commit().await.unwrap();
 
-    // One connection, so the transaction after `finish` runs on the same one.
+    // One connection, so every transaction below runs on the same one.
     let options = store_postgres::PoolOptions { max_connections: 1, ..store_postgres::PoolOptions::default() };
     let pool = store_postgres::connect(&db.app_url, &options).await.unwrap();
     let mut read = begin_read_only(&pool, &DbContext::tenant(tenant)).await.unwrap();
@@ -131,25 +133,51 @@ async fn a_read_only_transaction_reads_refuses_writes_and_leaves_the_connection_
             .await
             .unwrap();
     assert_eq!(seen, 1, "the read sees its practice's rows");
-    let refused = audit::append(read.conn(), read_event(tenant, 2, &clock)).await.expect_err("a write must fail");
-    assert!(refused.to_string().contains("read-only transaction"), "{refused}");
     read.finish();
 
-    // Had the ROLLBACK not been sent, this BEGIN would land inside the read-only transaction.
-    let mut tx = begin(&pool, &DbContext::tenant(tenant)).await.unwrap();
-    let (next_pid, read_only): (i32, String) =
-        sqlx::query_as("SELECT pg_backend_pid(), current_setting('transaction_read_only')")
-            .fetch_one(&mut *tx)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&db.app_pool)
             .await
             .unwrap();
+        if state.as_deref() == Some("idle") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the finished transaction is still open: {state:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let mut tx = begin(&pool, &DbContext::tenant(other)).await.unwrap();
+    let (next_pid, read_only, seen): (i32, String, i64) = sqlx::query_as(
+        "SELECT pg_backend_pid(), current_setting('transaction_read_only'), (SELECT count(*) FROM audit_entries)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
     assert_eq!(next_pid, pid, "the same connection");
     assert_eq!(read_only, "off", "the next transaction is not read-only");
-    audit::append(&mut tx, read_event(tenant, 3, &clock)).await.unwrap();
+    assert_eq!(seen, 0, "and sees only its own practice");
+    audit::append(&mut tx, read_event(other, 2, &clock)).await.unwrap();
     tx.commit().await.unwrap();
-    let mut conn = pool.acquire().await.unwrap();
-    let tenant_after: Option<String> = sqlx::query_scalar("SELECT nullif(current_setting('app.tenant_id', true), '')")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    assert_eq!(tenant_after, None, "no context outside a transaction");
+
+    let mut read = begin_read_only(&pool, &DbContext::tenant(tenant)).await.unwrap();
+    let refused = audit::append(read.conn(), read_event(tenant, 3, &clock)).await.expect_err("a write must fail");
+    let AuditStoreError::Store(StoreError::Database(sqlx::Error::Database(error))) = &refused else {
+        panic!("not a database refusal: {refused:?}")
+    };
+    assert_eq!(error.code().as_deref(), Some("25006"), "read_only_sql_transaction: {error}");
+    drop(read);
+
+    // A context with a value that is sent bound (a login's email) is read-only as well.
+    let email = "o'brien@example.org";
+    let mut read = begin_read_only(&pool, &DbContext::login_lookup(tenant, email)).await.unwrap();
+    let (read_only, login_email): (String, String) =
+        sqlx::query_as("SELECT current_setting('transaction_read_only'), current_setting('app.login_email')")
+            .fetch_one(read.conn())
+            .await
+            .unwrap();
+    assert_eq!((read_only.as_str(), login_email.as_str()), ("on", email));
+    read.finish();
 }
