@@ -502,17 +502,35 @@ mod tests {
 
     use super::*;
 
+    /// A practice (operator caller) with one patient, "Ada Example", on a fresh database.
+    async fn one_patient(practice: &str) -> (testkit::TestDb, Services, Caller, Patient) {
+        let db = testkit::TestDb::new().await;
+        let services = crate::test_services::on(db.app_pool.clone(), None);
+        let tenant = crate::test_services::practice(&db.app_pool, practice).await;
+        let caller = Caller::operator(tenant);
+        let new = NewPatient { name: "Ada Example".into(), ..NewPatient::default() };
+        let created = services.create_patient(&caller, new).await.unwrap();
+        (db, services, caller, created)
+    }
+
+    /// How many audit entries of `action` the caller's practice holds, read as the runtime role.
+    async fn entries(db: &testkit::TestDb, caller: &Caller, action: &str) -> i64 {
+        let mut tx = store_postgres::begin(&db.app_pool, &caller.db_context()).await.unwrap();
+        let n = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE action = $1")
+            .bind(action)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        n
+    }
+
     /// A read whose DEK is not cached unwraps it through the KMS once and counts one cache miss
     /// (the `praxis.dek_cache.lookups` metric says "every miss is one KMS unwrap"), though the
     /// read runs twice: once to find the DEK missing, once with it in hand. The next read hits.
     #[tokio::test]
     async fn an_uncached_read_is_one_miss_and_one_recorded_unwrap() {
-        let db = testkit::TestDb::new().await;
-        let services = crate::test_services::on(db.app_pool.clone(), None);
-        let tenant = crate::test_services::practice(&db.app_pool, "Cache").await;
-        let caller = Caller::operator(tenant);
-        let new = NewPatient { name: "Ada Example".into(), ..NewPatient::default() };
-        let created = services.create_patient(&caller, new).await.unwrap();
+        let (db, services, caller, created) = one_patient("Cache").await;
         services.dek_cache.clear();
         let before = services.dek_cache.stats();
 
@@ -526,45 +544,19 @@ mod tests {
         let after_second = services.dek_cache.stats();
         assert_eq!((after_second.hits - after_first.hits, after_second.misses - after_first.misses), (1, 0));
 
-        let mut tx = store_postgres::begin(&db.app_pool, &caller.db_context()).await.unwrap();
-        let unwraps: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM audit_entries WHERE action = 'key.unwrap' AND resource_type = 'patient_key'",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        assert_eq!(unwraps, 1);
+        assert_eq!(entries(&db, &caller, "key.unwrap").await, 1);
     }
 
     /// A read whose `patient.read` entry cannot be committed is not answered: the caller gets an
     /// error and none of the data, for a single read and for a listing.
     #[tokio::test]
     async fn a_read_whose_audit_entry_does_not_commit_returns_no_data() {
-        let db = testkit::TestDb::new().await;
-        let services = crate::test_services::on(db.app_pool.clone(), None);
-        let tenant = crate::test_services::practice(&db.app_pool, "Refused").await;
-        let caller = Caller::operator(tenant);
-        let new = NewPatient { name: "Ada Example".into(), ..NewPatient::default() };
-        let created = services.create_patient(&caller, new).await.unwrap();
+        let (db, services, caller, created) = one_patient("Refused").await;
         services.read_patient(&caller, created.id).await.unwrap();
         let before = services.list_patients(&caller, PatientSearch::default()).await.unwrap();
         assert_eq!(before.patients.len(), 1, "the caller may list: the refusal below is the entry's");
 
-        let count = |action: &'static str| {
-            let pool = db.app_pool.clone();
-            let context = caller.db_context();
-            async move {
-                let mut tx = store_postgres::begin(&pool, &context).await.unwrap();
-                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE action = $1")
-                    .bind(action)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
-                n
-            }
-        };
-        let unwraps_before = count("key.unwrap").await;
+        let unwraps_before = entries(&db, &caller, "key.unwrap").await;
 
         // The owner makes the database refuse every new read entry (and nothing else).
         sqlx::raw_sql(
@@ -583,15 +575,23 @@ mod tests {
         assert!(read.is_err(), "a read without its entry is not answered: {read:?}");
         let listed = services.list_patients(&caller, PatientSearch::default()).await;
         assert!(listed.is_err(), "a listing without its entries is not answered");
-        assert_eq!(count("patient.read").await, 2, "only the read and the listing before the refusal were recorded");
-        assert_eq!(count("key.unwrap").await, unwraps_before, "the refused reads recorded no unwrap either");
+        assert_eq!(
+            entries(&db, &caller, "patient.read").await,
+            2,
+            "only the read and the listing before the refusal were recorded"
+        );
+        assert_eq!(
+            entries(&db, &caller, "key.unwrap").await,
+            unwraps_before,
+            "the refused reads recorded no unwrap either"
+        );
 
         // No DEK joined the shared cache without its unwrap on the trail: once entries are
         // accepted again, the next read unwraps the key anew and records it.
         sqlx::raw_sql("DROP TRIGGER refuse_reads ON audit_entries").execute(&db.owner_pool).await.unwrap();
         services.read_patient(&caller, created.id).await.unwrap();
-        assert_eq!(count("key.unwrap").await, unwraps_before + 1);
-        assert_eq!(count("patient.read").await, 3);
+        assert_eq!(entries(&db, &caller, "key.unwrap").await, unwraps_before + 1);
+        assert_eq!(entries(&db, &caller, "patient.read").await, 3);
     }
 
     #[test]
