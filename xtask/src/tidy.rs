@@ -16,10 +16,11 @@
 //!   `crates/store-postgres/src` calls `sqlx::query`, `query_as` or `query_scalar` (or their
 //!   macros) directly: those always name and cache their statements, which a transaction pooler
 //!   that cannot track them breaks; `sql.rs` sends them as `database.prepared_statements` says.
-//! - **The RLS context changes only where written down.** `store_postgres::switch_context` sets
-//!   another practice's context inside an open transaction: outside the Postgres adapter that
-//!   defines it, only the files in [`CONTEXT_SWITCHERS`] may name it, each with its reason, so no
-//!   use case can quietly act for a second practice in its transaction.
+//! - **The RLS context changes only where written down.** `store_postgres::audit::record_unsealed`
+//!   writes several practices' entries in one transaction, switching the context between them:
+//!   outside the Postgres adapter that defines it, only the files in [`CONTEXT_SWITCHERS`] may
+//!   name it, each with its reason, so no use case can quietly act for a second practice in its
+//!   transaction.
 //! - **No module import cycles** between the top-level modules of any workspace crate, apart from
 //!   the ones in [`KNOWN_CYCLES`] (empty today).
 //!
@@ -139,8 +140,9 @@ pub const ROUTES_NOT_YET_THIN: &[(&str, &str)] = &[];
 /// so does a listed one that is gone (or changed its members).
 pub const KNOWN_CYCLES: &[(&str, &[&str], &str)] = &[];
 
-/// The source files outside `crates/store-postgres` that may call `store_postgres::switch_context`,
-/// each with the reason. Every other use case works for one practice per transaction.
+/// The source files outside `crates/store-postgres` that may call
+/// `store_postgres::audit::record_unsealed` (several practices in one transaction), each with the
+/// reason. Every other use case works for one practice per transaction.
 pub const CONTEXT_SWITCHERS: &[(&str, &str)] = &[(
     "crates/app/src/access_log.rs",
     "the group commit of read audit entries: many practices' reads in one commit, each practice's \
@@ -499,11 +501,14 @@ fn unnamed_statement_check(root: &Path) -> Result<Vec<String>, String> {
 /// Where the context switch is defined: the adapter may use it freely (its own tests, its docs).
 const CONTEXT_SWITCH_HOME: &str = "crates/store-postgres/";
 
-/// Files (paths relative to the workspace root) whose code names `switch_context` without being
+/// The adapter's one call that acts for several practices in one transaction.
+const CONTEXT_SWITCH: &str = "record_unsealed";
+
+/// Files (paths relative to the workspace root) whose code names [`CONTEXT_SWITCH`] without being
 /// the adapter that defines it or listed in `allowed`; and listed files that no longer name it
 /// or are gone. Test modules at the end of a file are skipped like everywhere in tidy.
 fn context_switch_violations(files: &[(String, String)], allowed: &[(&str, &str)]) -> Vec<String> {
-    let names_it = |text: &str| code_lines(text).iter().any(|(_, line)| line.contains("switch_context"));
+    let names_it = |text: &str| code_lines(text).iter().any(|(_, line)| line.contains(CONTEXT_SWITCH));
     let mut found = Vec::new();
     for (name, text) in files.iter().filter(|(name, _)| !name.starts_with(CONTEXT_SWITCH_HOME)) {
         if names_it(text) && !allowed.iter().any(|(file, _)| file == name) {
@@ -848,11 +853,14 @@ mod tests {
     #[test]
     fn flags_a_context_switch_outside_the_listed_files() {
         let files = files(&[
-            ("crates/app/src/access_log.rs", "store_postgres::switch_context(&mut tx, &c).await?;"),
-            ("crates/app/src/patients.rs", "use store_postgres::switch_context;\nswitch_context(&mut tx, &c).await?;"),
-            ("crates/app/src/consents.rs", "// switch_context in a comment\nfn f() {}"),
-            ("crates/app/src/audit.rs", "fn f() {}\n#[cfg(test)]\nmod tests {\n    switch_context(&mut tx, &c);\n}"),
-            ("crates/store-postgres/src/context.rs", "pub async fn switch_context() {}"),
+            ("crates/app/src/access_log.rs", "store_postgres::audit::record_unsealed(&db, events).await?;"),
+            (
+                "crates/app/src/patients.rs",
+                "use store_postgres::audit::record_unsealed;\nrecord_unsealed(&db, e).await?;",
+            ),
+            ("crates/app/src/consents.rs", "// record_unsealed in a comment\nfn f() {}"),
+            ("crates/app/src/audit.rs", "fn f() {}\n#[cfg(test)]\nmod tests {\n    record_unsealed(&db, e);\n}"),
+            ("crates/store-postgres/src/audit.rs", "pub async fn record_unsealed() {}"),
         ]);
         let allowed = [("crates/app/src/access_log.rs", "reason")];
         let found = context_switch_violations(&files, &allowed);

@@ -6,8 +6,8 @@
 //! practices (one patient each), so the ratios show the cost of the read itself and whether a
 //! practice serialises its own reads, and the one-practice reads again with unnamed statements
 //! (`database.prepared_statements = "unnamed"`). Also side by side: the one-practice reads on
-//! servers whose reads share audit commits differently (`audit.read_group_commit`: fewer and
-//! more runners, and one commit per read). Reports the sealer's lag (entry time to sealed) under
+//! servers whose reads share audit commits differently (`audit.read_group_commit`: no spare
+//! runner, spares after 10 ms instead of 50, 2 and 4 eager runners, and one commit per read). Reports the sealer's lag (entry time to sealed) under
 //! the read load. Also counts KMS unwraps for 1,000 reads over 100 hot patients with the DEK cache
 //! on and off.
 //!
@@ -18,7 +18,7 @@ mod support;
 
 use actix_web::{HttpResponse, web};
 use api::auth::Principal;
-use api::config::webhooks::GroupCommitConfig;
+use api::config::audit::ReadGroupCommitConfig;
 use app::group_commit::GroupCommit;
 use kernel::SystemClock;
 use std::net::TcpListener;
@@ -40,8 +40,11 @@ async fn server(cache_capacity: usize, read_group_commit: GroupCommit) -> Bench 
     let db = testkit::TestDb::new().await;
     let redis = testkit::TestRedis::new();
     let mut config = support::bench_config(&db, &redis);
-    config.audit.read_group_commit =
-        GroupCommitConfig { max_batch: read_group_commit.max_batch, runners: read_group_commit.runners };
+    config.audit.read_group_commit = ReadGroupCommitConfig {
+        max_batch: read_group_commit.max_batch,
+        runners: read_group_commit.runners,
+        spare_runner_after_ms: u64::try_from(read_group_commit.spare_runner_after.as_millis()).unwrap(),
+    };
     let cache_config = crypto::DekCacheConfig { capacity: cache_capacity, ..crypto::DekCacheConfig::default() };
     let state =
         api::AppState::from_config(Arc::new(config), Arc::new(SystemClock)).unwrap().with_dek_cache(cache_config);
@@ -122,10 +125,23 @@ async fn main() {
     // fall into a measured run; each has its own database and patients.
     let mut variants = Vec::new();
     for (name, read_group_commit) in [
-        ("read group commit, 1 runner", GroupCommit { runners: 1, ..GroupCommit::READS }),
-        ("read group commit, 4 runners", GroupCommit { runners: 4, ..GroupCommit::READS }),
-        ("read group commit, 8 runners", GroupCommit { runners: 8, ..GroupCommit::READS }),
-        ("one audit commit per read (16 at once)", GroupCommit { max_batch: 1, runners: 16 }),
+        ("read group commit, one runner and no spare", GroupCommit { runners: 1, ..GroupCommit::READS }),
+        (
+            "read group commit, spare runners after 10 ms",
+            GroupCommit { spare_runner_after: Duration::from_millis(10), ..GroupCommit::READS },
+        ),
+        (
+            "read group commit, 2 eager runners (before 2026-12-06)",
+            GroupCommit { runners: 2, spare_runner_after: Duration::ZERO, ..GroupCommit::READS },
+        ),
+        (
+            "read group commit, 4 eager runners",
+            GroupCommit { runners: 4, spare_runner_after: Duration::ZERO, ..GroupCommit::READS },
+        ),
+        (
+            "one audit commit per read (16 at once)",
+            GroupCommit { max_batch: 1, runners: 16, spare_runner_after: Duration::ZERO },
+        ),
     ] {
         variants.push((name, server(crypto::DekCacheConfig::default().capacity, read_group_commit).await));
     }

@@ -219,7 +219,10 @@ async fn main() {
         ("Praxis (default group commit)", GroupCommit::default()),
         ("Praxis, group commit with 2 runners", GroupCommit { runners: 2, ..GroupCommit::default() }),
         ("Praxis, group commit with 8 runners", GroupCommit { runners: 8, ..GroupCommit::default() }),
-        ("Praxis, one transaction per delivery (16 at once)", GroupCommit { max_batch: 1, runners: 16 }),
+        (
+            "Praxis, one transaction per delivery (16 at once)",
+            GroupCommit { max_batch: 1, runners: 16, ..GroupCommit::default() },
+        ),
     ];
     let mut servers = Vec::new();
     for (name, group_commit) in variants {

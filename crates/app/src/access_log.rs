@@ -7,10 +7,11 @@
 //! that Postgres keeps from writing (`store_postgres::begin_read_only`) and that it ends without
 //! waiting for a COMMIT, then hands its entries (with the `key.unwrap` of a patient key it had
 //! to unwrap) to [`Services::record_reads`] and returns the data only once they have committed. Reads that
-//! arrive together share that commit ([`crate::group_commit`]): one transaction records the
-//! entries of many reads, of many practices, each practice's under its own RLS context
-//! (`store_postgres::switch_context`), with one INSERT per practice and one commit for all.
-//! When the commit fails, every read in it fails (503 when the database is down) and no data is
+//! arrive together share that commit ([`crate::group_commit`]: one runner, and a spare one only
+//! for reads its commit kept waiting): one statement, its own transaction, records the entries
+//! of many reads, of many practices, each practice's under its own RLS context
+//! (`store_postgres::audit::record_unsealed`), and commits them all before it returns.
+//! When it fails, every read in it fails (503 when the database is down) and no data is
 //! returned: a read is never answered without its entry.
 //!
 //! Measured in docs/architecture.md ("Reads are recorded by group commit").
@@ -18,10 +19,8 @@
 use crate::group_commit::{GroupCommit, GroupCommitQueue, Waiting, answer_all};
 use crate::{Error, Result, Services};
 use audit::AuditEvent;
-use kernel::TenantId;
 use sqlx::PgPool;
 use std::sync::Arc;
-use store_postgres::DbContext;
 
 /// What a read's caller is told when its entry could not be recorded because another's failed.
 const RETRY: &str = "The read could not be recorded in the audit trail now; try again.";
@@ -50,7 +49,10 @@ impl Services {
             event.validate().map_err(|e| Error::internal(anyhow::anyhow!("an invalid read audit event: {e}")))?;
         }
         let db = self.db.clone();
-        let runner = move || move |batch: Vec<Waiting<Vec<AuditEvent>, ()>>| record_batch(db.clone(), batch);
+        let runner = move || {
+            let db = db.clone();
+            move |batch: Vec<Waiting<Vec<AuditEvent>, ()>>| record_batch(db.clone(), batch)
+        };
         self.read_recorder
             .queue
             .submit(events, runner, "The server stopped before the read was recorded; try again.")
@@ -80,32 +82,13 @@ async fn record_batch(db: PgPool, batch: Vec<Waiting<Vec<AuditEvent>, ()>>) {
     }
 }
 
-/// One transaction: each practice's entries in one INSERT under that practice's context, in
-/// order of arrival, then one commit.
+/// One statement, its own transaction, committed when it returns: each practice's entries in
+/// order of arrival, under that practice's own RLS context
+/// (`store_postgres::audit::record_unsealed`).
 async fn record(db: &PgPool, reads: &[Vec<AuditEvent>]) -> Result<()> {
-    let practices = by_practice(reads);
-    let Some((first, _)) = practices.first() else { return Ok(()) };
-    let mut tx = store_postgres::begin(db, &DbContext::tenant(*first)).await?;
-    for (index, (tenant, events)) in practices.into_iter().enumerate() {
-        if index > 0 {
-            store_postgres::switch_context(&mut tx, &DbContext::tenant(tenant)).await?;
-        }
-        store_postgres::audit::append_all(&mut tx, events).await?;
-    }
-    tx.commit().await?;
+    let events: Vec<AuditEvent> = reads.iter().flatten().cloned().collect();
+    store_postgres::audit::record_unsealed(db, events).await?;
     Ok(())
-}
-
-/// The events of `reads` by practice, practices in order of first arrival, events in order.
-fn by_practice(reads: &[Vec<AuditEvent>]) -> Vec<(TenantId, Vec<AuditEvent>)> {
-    let mut practices: Vec<(TenantId, Vec<AuditEvent>)> = Vec::new();
-    for event in reads.iter().flatten() {
-        match practices.iter_mut().find(|(tenant, _)| *tenant == event.tenant) {
-            Some((_, events)) => events.push(event.clone()),
-            None => practices.push((event.tenant, vec![event.clone()])),
-        }
-    }
-    practices
 }
 
 #[cfg(test)]
@@ -115,8 +98,8 @@ mod tests {
     use super::*;
     use crate::Caller;
     use audit::Action;
-    use kernel::{Role, SystemClock, UserId};
-    use store_postgres::begin;
+    use kernel::{Role, SystemClock, TenantId, UserId};
+    use store_postgres::{DbContext, begin};
 
     fn read_event(tenant: TenantId, resource: &str) -> AuditEvent {
         let caller = Caller::account(tenant, UserId::new(), Role::Admin);
@@ -152,7 +135,7 @@ mod tests {
     async fn reads_of_many_practices_arriving_together_are_each_recorded_once_in_their_practice() {
         let db = testkit::TestDb::new().await;
         let services = crate::test_services::on(db.app_pool.clone(), None)
-            .with_read_group_commit(GroupCommit { max_batch: 64, runners: 1 });
+            .with_read_group_commit(GroupCommit { runners: 1, ..GroupCommit::READS });
         let practices = [
             crate::test_services::practice(&db.app_pool, "A").await,
             crate::test_services::practice(&db.app_pool, "B").await,

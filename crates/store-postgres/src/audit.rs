@@ -134,6 +134,83 @@ pub async fn append_all(conn: &mut PgConnection, events: Vec<AuditEvent>) -> Res
     insert_unsealed(conn, tenant, &entries).await
 }
 
+/// Records `events`, unsealed, of any number of practices, each practice's under that practice's
+/// own RLS context, and commits them before it returns: one statement and one round trip
+/// (`audit_record_unsealed`, migration 20261206000017), for entries that commit with no change
+/// (the group commit of reads, `app::access_log`). Returns their ids, in ascending order.
+///
+/// Takes the pool, not a transaction: the statement is its own (implicit) transaction, which
+/// Postgres commits before it answers, so nothing is acknowledged before it is durable. With
+/// unnamed statements (`database.prepared_statements = "unnamed"`, a pooler that cannot keep a
+/// session) the statement's parse and execution are two exchanges a pooler may send to two
+/// server connections, so there it runs inside `BEGIN` ... `COMMIT` instead.
+///
+/// An invalid event refuses the whole call before anything is written; a database failure
+/// writes nothing (the statement is one transaction).
+pub async fn record_unsealed(pool: &PgPool, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditStoreError> {
+    let Some(first) = events.first() else { return Ok(Vec::new()) };
+    let one_practice = events.iter().all(|event| event.tenant == first.tenant).then_some(first.tenant);
+    let mut tenants = Vec::with_capacity(events.len());
+    let mut entries = Vec::with_capacity(events.len());
+    for event in events {
+        tenants.push(*event.tenant.as_uuid());
+        entries.push(to_record(event)?);
+    }
+    let mut columns = EntryColumns::default();
+    for entry in &entries {
+        columns.push(entry);
+    }
+    let lock_timeout = format!("{}ms", crate::pool::statement_timeout_ms());
+    let statement = crate::sql::query_scalar::<i64>(
+        "SELECT id FROM audit_record_unsealed($1, $2::uuid[], $3::bytea[], $4::text[], $5::uuid[], $6::uuid[],              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],              $14::timestamptz[], $15::jsonb[]) AS id",
+    )
+    .bind(&lock_timeout)
+    .bind(&tenants)
+    .bind(&columns.digest)
+    .bind(&columns.actor_kind)
+    .bind(&columns.actor_tenant)
+    .bind(&columns.actor_user)
+    .bind(&columns.actor_role)
+    .bind(&columns.actor_name)
+    .bind(&columns.action)
+    .bind(&columns.resource_type)
+    .bind(&columns.resource_id)
+    .bind(&columns.outcome)
+    .bind(&columns.request_id)
+    .bind(&columns.occurred_at)
+    .bind(&columns.detail);
+    let recorded = if crate::sql::statements_are_unnamed() {
+        in_transaction(pool, statement).await
+    } else {
+        statement.fetch_all(pool).await
+    };
+    let ids = match recorded {
+        Ok(ids) => ids,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => {
+            return Err(match one_practice {
+                Some(tenant) => AuditStoreError::UnknownTenant(tenant),
+                None => AuditStoreError::db(sqlx::Error::Database(db)),
+            });
+        }
+        Err(error) => return Err(AuditStoreError::db(error)),
+    };
+    let mut ids: Vec<u64> = ids.into_iter().filter_map(|id| u64::try_from(id).ok()).collect();
+    ids.sort_unstable();
+    telemetry::metrics::record_audit_appends(u64::try_from(ids.len()).unwrap_or(u64::MAX));
+    Ok(ids)
+}
+
+/// `statement` between `BEGIN` and `COMMIT` (see [`record_unsealed`]).
+async fn in_transaction(
+    pool: &PgPool,
+    statement: sqlx::query::QueryScalar<'_, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let ids = statement.fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
 /// One INSERT of unsealed entries of one tenant (the columns go as arrays, `UNNEST` makes them
 /// rows); their ids come back in order.
 async fn insert_unsealed(

@@ -149,14 +149,6 @@ async fn begin_with_context(
     Ok(tx)
 }
 
-/// Sets the RLS context of the caller's open transaction anew, as [`begin`] set it: every
-/// statement after it sees and writes only what `context` admits. For work that acts for
-/// several practices in turn inside one transaction (the group commit of read audit entries,
-/// which records many practices' reads with one commit). The settings stay transaction-local.
-pub async fn switch_context(conn: &mut PgConnection, context: &DbContext) -> Result<(), StoreError> {
-    set_context(conn, context_values(context)).await
-}
-
 /// The settings as bound parameters (never literals): one statement.
 async fn set_context(conn: &mut PgConnection, values: [String; 5]) -> Result<(), StoreError> {
     let [tenant, user, role, token_hash, login_email] = values;

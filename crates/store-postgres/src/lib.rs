@@ -18,7 +18,7 @@ pub mod tenant_keys;
 pub mod webhooks;
 
 pub use crate::audit::{AuditStoreError, PgAuditLog};
-pub use context::{DbContext, ReadOnlyTransaction, begin, begin_read_only, switch_context};
+pub use context::{DbContext, ReadOnlyTransaction, begin, begin_read_only};
 pub use pool::{PING_IF_IDLE_FOR, PoolOptions, PreparedStatements, connect, connect_lazy, migrate, ping};
 pub use role_check::{RoleProblem, verify_runtime_role};
 

@@ -37,6 +37,12 @@ pub(crate) fn send_unnamed_statements() {
     UNNAMED_STATEMENTS.store(true, Ordering::Relaxed);
 }
 
+/// Whether statements go unnamed: then a statement must run inside a transaction behind a pooler
+/// (see the module docs).
+pub(crate) fn statements_are_unnamed() -> bool {
+    !persistent()
+}
+
 /// Whether statements are kept on the connection (named and cached).
 fn persistent() -> bool {
     !UNNAMED_STATEMENTS.load(Ordering::Relaxed)

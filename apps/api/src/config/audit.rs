@@ -2,7 +2,6 @@
 //! (docs/architecture.md, "The audit trail: record now, seal shortly after").
 
 use super::Problem;
-use super::webhooks::GroupCommitConfig;
 use app::group_commit::GroupCommit;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +21,34 @@ pub struct AuditConfig {
     /// How the audit entries of reads (`patient.read`) share commits: reads that arrive together
     /// are recorded in one transaction, and each is answered once that has committed
     /// (docs/architecture.md, "Reads are recorded by group commit").
-    pub read_group_commit: GroupCommitConfig,
+    pub read_group_commit: ReadGroupCommitConfig,
+}
+
+/// `[audit.read_group_commit]`: reads that arrive together record their entries in one
+/// transaction, taken by one runner; a spare runner starts for reads that waited
+/// `spare_runner_after_ms` (a stalled commit), up to `runners` at once. A field left out keeps
+/// its default ([`GroupCommit::READS`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadGroupCommitConfig {
+    /// Most reads in one shared transaction (1 to 256; 1 gives every read its own).
+    pub max_batch: usize,
+    /// Most shared transactions at once, spares included, each holding a connection (1 to 64).
+    pub runners: usize,
+    /// How long a read waits for its commit before it starts a spare runner, in milliseconds
+    /// (0 to 10000; 0 starts up to `runners` at once, without waiting).
+    pub spare_runner_after_ms: u64,
+}
+
+impl Default for ReadGroupCommitConfig {
+    fn default() -> Self {
+        let defaults = GroupCommit::READS;
+        Self {
+            max_batch: defaults.max_batch,
+            runners: defaults.runners,
+            spare_runner_after_ms: u64::try_from(defaults.spare_runner_after.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -31,10 +57,7 @@ impl Default for AuditConfig {
             sealer_enabled: true,
             seal_interval_ms: 100,
             seal_max_practices: 1000,
-            read_group_commit: GroupCommitConfig {
-                max_batch: GroupCommit::READS.max_batch,
-                runners: GroupCommit::READS.runners,
-            },
+            read_group_commit: ReadGroupCommitConfig::default(),
         }
     }
 }
@@ -66,12 +89,22 @@ impl AuditConfig {
                 message: format!("must be between 1 and {}", GroupCommit::RUNNERS_LIMIT),
             });
         }
+        if self.read_group_commit.spare_runner_after_ms > GroupCommit::SPARE_RUNNER_AFTER_MS_LIMIT {
+            problems.push(Problem {
+                field: "audit.read_group_commit.spare_runner_after_ms",
+                message: format!("must be between 0 and {}", GroupCommit::SPARE_RUNNER_AFTER_MS_LIMIT),
+            });
+        }
         problems
     }
 
     /// How reads share commits.
     pub fn read_group_commit(&self) -> GroupCommit {
-        GroupCommit { max_batch: self.read_group_commit.max_batch, runners: self.read_group_commit.runners }
+        GroupCommit {
+            max_batch: self.read_group_commit.max_batch,
+            runners: self.read_group_commit.runners,
+            spare_runner_after: std::time::Duration::from_millis(self.read_group_commit.spare_runner_after_ms),
+        }
     }
 
     pub fn seal_interval(&self) -> std::time::Duration {
@@ -93,10 +126,27 @@ mod tests {
         assert_eq!(too_many.problems().len(), 1);
         assert_eq!(AuditConfig::default().read_group_commit(), GroupCommit::READS);
         let no_runner = AuditConfig {
-            read_group_commit: GroupCommitConfig { max_batch: 257, runners: 0 },
+            read_group_commit: ReadGroupCommitConfig { max_batch: 257, runners: 0, spare_runner_after_ms: 10_001 },
             ..AuditConfig::default()
         };
         let fields: Vec<_> = no_runner.problems().into_iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["audit.read_group_commit.max_batch", "audit.read_group_commit.runners"]);
+        assert_eq!(
+            fields,
+            [
+                "audit.read_group_commit.max_batch",
+                "audit.read_group_commit.runners",
+                "audit.read_group_commit.spare_runner_after_ms"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_read_group_commit_table_keeps_the_read_defaults_for_what_it_leaves_out() {
+        let config: AuditConfig = toml::from_str("[read_group_commit]\nmax_batch = 32\n").unwrap();
+        assert_eq!(
+            config.read_group_commit(),
+            GroupCommit { max_batch: 32, ..GroupCommit::READS },
+            "runners and the spare delay are the read defaults, not the webhook ones"
+        );
     }
 }

@@ -56,7 +56,7 @@ pub struct WebhooksConfig {
 
 /// `[webhooks.group_commit]`: deliveries that arrive together are processed in one transaction
 /// per practice (see docs/architecture.md, "Group commit for webhooks"). `max_batch = 1` gives
-/// every delivery a transaction of its own. `[audit.read_group_commit]` has the same shape.
+/// every delivery a transaction of its own. (`[audit.read_group_commit]` is `config::audit::ReadGroupCommitConfig`.)
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupCommitConfig {
@@ -349,7 +349,12 @@ impl WebhooksConfig {
 
     /// How verified deliveries share transactions.
     pub fn group_commit(&self) -> GroupCommit {
-        GroupCommit { max_batch: self.group_commit.max_batch, runners: self.group_commit.runners }
+        // Deliveries start runners eagerly: 4 at once beat fewer (see `GroupCommit::default`).
+        GroupCommit {
+            max_batch: self.group_commit.max_batch,
+            runners: self.group_commit.runners,
+            spare_runner_after: std::time::Duration::ZERO,
+        }
     }
 
     /// How many `webhook.rejected` entries one source address may cause a minute.
@@ -451,7 +456,7 @@ mod tests {
         assert_eq!(fields, ["webhooks.group_commit.max_batch", "webhooks.group_commit.runners"]);
         config.group_commit = GroupCommitConfig { max_batch: 1, runners: 8 };
         assert!(config.problems(Environment::Development).is_empty());
-        assert_eq!(config.group_commit(), GroupCommit { max_batch: 1, runners: 8 });
+        assert_eq!(config.group_commit(), GroupCommit { max_batch: 1, runners: 8, ..GroupCommit::default() });
     }
 
     #[test]

@@ -67,42 +67,64 @@ async fn a_connection_cut_while_idle_is_replaced_before_it_is_used() {
     assert_ne!(new_pid, pid, "a new connection replaced the one that was cut");
 }
 
-/// A transaction whose context is switched to practice B (the group commit of reads does so)
-/// sees and writes as B from then on: A's entries are invisible, an entry for A is refused, and
-/// what was written under A before the switch commits with B's.
+/// `audit::record_unsealed` (the group commit of reads) records each practice's entries under
+/// that practice's own context, in one statement that commits before it returns, as the runtime
+/// role: each practice sees exactly its own; one entry the database refuses (an unknown
+/// practice) writes none of the call's; and a caller inside a transaction keeps its context.
 #[tokio::test]
-async fn a_switched_context_sees_and_writes_only_the_new_practice() {
+async fn one_statement_records_each_practice_under_its_own_context_all_or_nothing() {
     use crate::support::{clock, read_event, seed_tenant};
-    use store_postgres::{AuditStoreError, audit, switch_context};
+    use kernel::TenantId;
+    use store_postgres::audit;
 
     let db = TestDb::new().await;
     let (a, b) = (seed_tenant(&db).await, seed_tenant(&db).await);
     let clock = clock();
-    let mut tx = begin(&db.app_pool, &DbContext::tenant(a)).await.unwrap();
-    audit::append(&mut tx, read_event(a, 1, &clock)).await.unwrap();
-    switch_context(&mut tx, &DbContext::tenant(b)).await.unwrap();
+    let count = |tenant: TenantId| {
+        let pool = db.app_pool.clone();
+        async move {
+            let mut tx = begin(&pool, &DbContext::tenant(tenant)).await.unwrap();
+            let count: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM audit_entries").fetch_one(&mut *tx).await.unwrap();
+            tx.commit().await.unwrap();
+            count
+        }
+    };
+    let events = vec![read_event(a, 1, &clock), read_event(b, 2, &clock), read_event(a, 3, &clock)];
+    let ids = audit::record_unsealed(&db.app_pool, events).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+    assert_eq!((count(a).await, count(b).await), (2, 1), "each practice sees its own entries only");
 
-    let count_a: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries WHERE tenant_id = $1")
-        .bind(a.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(count_a, 0, "A's entry, written in this very transaction, is invisible under B");
-    let refused = audit::append(&mut tx, read_event(a, 2, &clock)).await;
-    assert!(matches!(refused, Err(AuditStoreError::TenantContext { .. })), "{refused:?}");
-    tx.rollback().await.unwrap();
+    let unknown = TenantId::new();
+    let refused =
+        audit::record_unsealed(&db.app_pool, vec![read_event(a, 4, &clock), read_event(unknown, 5, &clock)]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(count(a).await, 2, "the refused call wrote nothing, not even A's entry");
+    let refused = audit::record_unsealed(&db.app_pool, vec![read_event(unknown, 6, &clock)]).await;
+    assert!(matches!(refused, Err(store_postgres::AuditStoreError::UnknownTenant(t)) if t == unknown), "{refused:?}");
 
-    let mut tx = begin(&db.app_pool, &DbContext::tenant(a)).await.unwrap();
-    audit::append(&mut tx, read_event(a, 3, &clock)).await.unwrap();
-    switch_context(&mut tx, &DbContext::tenant(b)).await.unwrap();
-    audit::append(&mut tx, read_event(b, 4, &clock)).await.unwrap();
+    // Called inside B's transaction for an entry of A: A's entry is written under A's context,
+    // and the transaction is B's again afterwards.
+    let mut tx = begin(&db.app_pool, &DbContext::tenant(b)).await.unwrap();
+    let written: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_record_unsealed('1s', ARRAY[$1]::uuid[], ARRAY[sha256('x')], ARRAY['system'], \
+             ARRAY[NULL]::uuid[], ARRAY[NULL]::uuid[], ARRAY[NULL]::text[], ARRAY['test'], ARRAY['patient.read'], \
+             ARRAY['patient'], ARRAY['r'], ARRAY['success'], ARRAY[NULL]::text[], ARRAY[now()], ARRAY['{}'::jsonb])",
+    )
+    .bind(a.as_uuid())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(written, 1);
+    let (context, seen): (String, i64) =
+        sqlx::query_as("SELECT current_setting('app.tenant_id'), (SELECT count(*) FROM audit_entries)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
     tx.commit().await.unwrap();
-    for tenant in [a, b] {
-        let mut tx = begin(&db.app_pool, &DbContext::tenant(tenant)).await.unwrap();
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_entries").fetch_one(&mut *tx).await.unwrap();
-        tx.commit().await.unwrap();
-        assert_eq!(count, 1, "each practice sees its one committed entry");
-    }
+    assert_eq!((context, seen), (b.to_string(), 1), "B's context again: A's new entry is invisible");
+    assert_eq!(count(a).await, 3);
 }
 
 /// A read-only transaction reads under its context, and Postgres refuses any write in it
