@@ -362,6 +362,30 @@ mod tests {
         panic!("{} runners still counted once every item was answered", queue.runners());
     }
 
+    /// Submits `i` on a task of its own, with a processor that stalls on item 0 (see [`Observed`]).
+    fn submit_stalling_on_zero(
+        queue: &Arc<GroupCommitQueue<u32, u32>>,
+        observed: &Observed,
+        i: u32,
+    ) -> tokio::task::JoinHandle<Result<u32>> {
+        let (queue, observed) = (queue.clone(), observed.clone());
+        tokio::spawn(async move {
+            queue.submit(i, || observed.processor(Duration::from_millis(1), Some(0)), "stopped").await
+        })
+    }
+
+    /// Submits item 0 and returns once its batch is in progress (stalled until released).
+    async fn stall_on_zero(
+        queue: &Arc<GroupCommitQueue<u32, u32>>,
+        observed: &Observed,
+    ) -> tokio::task::JoinHandle<Result<u32>> {
+        let stalled = submit_stalling_on_zero(queue, observed, 0);
+        while observed.in_progress.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stalled
+    }
+
     fn guarded(runners: usize, spare_runner_after: Duration) -> Arc<GroupCommitQueue<u32, u32>> {
         Arc::new(GroupCommitQueue::new(GroupCommit { max_batch: 64, runners, spare_runner_after }))
     }
@@ -390,17 +414,9 @@ mod tests {
     async fn a_stalled_runner_does_not_hold_the_items_behind_it_and_spares_stay_within_the_limit() {
         let queue = guarded(2, Duration::from_millis(20));
         let observed = Observed::default();
-        let submit = |i: u32| {
-            let (queue, observed) = (queue.clone(), observed.clone());
-            tokio::spawn(async move {
-                queue.submit(i, || observed.processor(Duration::from_millis(1), Some(0)), "stopped").await
-            })
-        };
+        let submit = |i: u32| submit_stalling_on_zero(&queue, &observed, i);
         // Item 0's batch stalls until released.
-        let stalled = submit(0);
-        while observed.in_progress.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let stalled = stall_on_zero(&queue, &observed).await;
         // The items behind it are answered by spares while it still stalls.
         let behind: Vec<_> = (1..=20).map(submit).collect();
         for (i, call) in behind.into_iter().enumerate() {
@@ -418,16 +434,8 @@ mod tests {
     async fn when_every_runner_stalls_items_wait_for_one_rather_than_start_more() {
         let queue = guarded(1, Duration::from_millis(5));
         let observed = Observed::default();
-        let submit = |i: u32| {
-            let (queue, observed) = (queue.clone(), observed.clone());
-            tokio::spawn(async move {
-                queue.submit(i, || observed.processor(Duration::from_millis(1), Some(0)), "stopped").await
-            })
-        };
-        let stalled = submit(0);
-        while observed.in_progress.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let submit = |i: u32| submit_stalling_on_zero(&queue, &observed, i);
+        let stalled = stall_on_zero(&queue, &observed).await;
         let behind = submit(1);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!behind.is_finished(), "with runners = 1 no spare starts");

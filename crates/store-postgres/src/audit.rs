@@ -162,23 +162,13 @@ pub async fn record_unsealed(pool: &PgPool, events: Vec<AuditEvent>) -> Result<V
     }
     let lock_timeout = format!("{}ms", crate::pool::statement_timeout_ms());
     let statement = crate::sql::query_scalar::<i64>(
-        "SELECT id FROM audit_record_unsealed($1, $2::uuid[], $3::bytea[], $4::text[], $5::uuid[], $6::uuid[],              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],              $14::timestamptz[], $15::jsonb[]) AS id",
+        "SELECT id FROM audit_record_unsealed($1, $2::uuid[], $3::bytea[], $4::text[], $5::uuid[], $6::uuid[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+             $14::timestamptz[], $15::jsonb[]) AS id",
     )
     .bind(&lock_timeout)
-    .bind(&tenants)
-    .bind(&columns.digest)
-    .bind(&columns.actor_kind)
-    .bind(&columns.actor_tenant)
-    .bind(&columns.actor_user)
-    .bind(&columns.actor_role)
-    .bind(&columns.actor_name)
-    .bind(&columns.action)
-    .bind(&columns.resource_type)
-    .bind(&columns.resource_id)
-    .bind(&columns.outcome)
-    .bind(&columns.request_id)
-    .bind(&columns.occurred_at)
-    .bind(&columns.detail);
+    .bind(&tenants);
+    let statement = columns.bind(statement);
     let recorded = if crate::sql::statements_are_unnamed() {
         in_transaction(pool, statement).await
     } else {
@@ -194,17 +184,20 @@ pub async fn record_unsealed(pool: &PgPool, events: Vec<AuditEvent>) -> Result<V
         }
         Err(error) => return Err(AuditStoreError::db(error)),
     };
+    Ok(recorded_ids(ids))
+}
+
+/// The ids of entries just recorded, ascending, counted in the append metric. (An identity is
+/// never negative.)
+fn recorded_ids(ids: Vec<i64>) -> Vec<u64> {
     let mut ids: Vec<u64> = ids.into_iter().filter_map(|id| u64::try_from(id).ok()).collect();
     ids.sort_unstable();
     telemetry::metrics::record_audit_appends(u64::try_from(ids.len()).unwrap_or(u64::MAX));
-    Ok(ids)
+    ids
 }
 
 /// `statement` between `BEGIN` and `COMMIT` (see [`record_unsealed`]).
-async fn in_transaction(
-    pool: &PgPool,
-    statement: sqlx::query::QueryScalar<'_, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
-) -> Result<Vec<i64>, sqlx::Error> {
+async fn in_transaction(pool: &PgPool, statement: IdQuery<'_>) -> Result<Vec<i64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let ids = statement.fetch_all(&mut *tx).await?;
     tx.commit().await?;
@@ -222,7 +215,7 @@ async fn insert_unsealed(
     for entry in entries {
         columns.push(entry);
     }
-    let inserted: Result<Vec<i64>, sqlx::Error> = crate::sql::query_scalar(
+    let statement = crate::sql::query_scalar::<i64>(
         "INSERT INTO audit_entries (tenant_id, digest, actor_kind, actor_tenant, actor_user, actor_role, actor_name, \
              action, resource_type, resource_id, outcome, request_id, occurred_at, detail) \
          SELECT $1, digest, actor_kind, actor_tenant, actor_user, actor_role, actor_name, action, resource_type, \
@@ -234,22 +227,8 @@ async fn insert_unsealed(
          ORDER BY position \
          RETURNING id",
     )
-    .bind(tenant.as_uuid())
-    .bind(&columns.digest)
-    .bind(&columns.actor_kind)
-    .bind(&columns.actor_tenant)
-    .bind(&columns.actor_user)
-    .bind(&columns.actor_role)
-    .bind(&columns.actor_name)
-    .bind(&columns.action)
-    .bind(&columns.resource_type)
-    .bind(&columns.resource_id)
-    .bind(&columns.outcome)
-    .bind(&columns.request_id)
-    .bind(&columns.occurred_at)
-    .bind(&columns.detail)
-    .fetch_all(&mut *conn)
-    .await;
+    .bind(tenant.as_uuid());
+    let inserted = columns.bind(statement).fetch_all(&mut *conn).await;
     let ids = match inserted {
         Ok(ids) => ids,
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => {
@@ -261,11 +240,7 @@ async fn insert_unsealed(
         }
         Err(error) => return Err(AuditStoreError::db(error)),
     };
-    // An identity is never negative; `RETURNING` keeps the rows' order (ORDER BY position).
-    let mut ids: Vec<u64> = ids.into_iter().filter_map(|id| u64::try_from(id).ok()).collect();
-    ids.sort_unstable();
-    telemetry::metrics::record_audit_appends(u64::try_from(ids.len()).unwrap_or(u64::MAX));
-    Ok(ids)
+    Ok(recorded_ids(ids))
 }
 
 /// Locks the tenant's head row and returns the head, waiting for any other holder; creates the
@@ -363,7 +338,28 @@ struct EntryColumns<'a> {
     detail: Vec<&'a serde_json::Value>,
 }
 
+/// A statement that returns entry ids.
+type IdQuery<'q> = sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>;
+
 impl<'a> EntryColumns<'a> {
+    /// Binds the thirteen column arrays, in the table's order, after what `query` bound already.
+    fn bind<'q>(&'q self, query: IdQuery<'q>) -> IdQuery<'q> {
+        query
+            .bind(&self.digest)
+            .bind(&self.actor_kind)
+            .bind(&self.actor_tenant)
+            .bind(&self.actor_user)
+            .bind(&self.actor_role)
+            .bind(&self.actor_name)
+            .bind(&self.action)
+            .bind(&self.resource_type)
+            .bind(&self.resource_id)
+            .bind(&self.outcome)
+            .bind(&self.request_id)
+            .bind(&self.occurred_at)
+            .bind(&self.detail)
+    }
+
     fn push(&mut self, entry: &'a EntryToRecord) {
         let event = &entry.event;
         let actor = ActorColumns::of(&event.actor);
