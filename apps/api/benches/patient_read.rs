@@ -7,9 +7,9 @@
 //! practice serialises its own reads, and the one-practice reads again with unnamed statements
 //! (`database.prepared_statements = "unnamed"`). Also side by side: the one-practice reads on
 //! servers whose reads share audit commits differently (`audit.read_group_commit`: no spare
-//! runner, spares after 10 ms instead of 50, 2 and 4 eager runners, and one commit per read). Reports the sealer's lag (entry time to sealed) under
-//! the read load. Also counts KMS unwraps for 1,000 reads over 100 hot patients with the DEK cache
-//! on and off.
+//! runner, spares after 10 ms instead of 50, 2 and 4 eager runners, and one commit per read).
+//! Reports the sealer's lag (entry time to sealed) under the read load. Also counts KMS unwraps
+//! for 1,000 reads over 100 hot patients with the DEK cache on and off.
 //!
 //! Run with `cargo xtask bench -p api --bench patient_read` (it provides Postgres and Redis).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark program

@@ -56,7 +56,8 @@ pub struct WebhooksConfig {
 
 /// `[webhooks.group_commit]`: deliveries that arrive together are processed in one transaction
 /// per practice (see docs/architecture.md, "Group commit for webhooks"). `max_batch = 1` gives
-/// every delivery a transaction of its own. (`[audit.read_group_commit]` is `config::audit::ReadGroupCommitConfig`.)
+/// every delivery a transaction of its own. (`[audit.read_group_commit]` is
+/// `config::audit::ReadGroupCommitConfig`: its defaults are the reads' own.)
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupCommitConfig {
