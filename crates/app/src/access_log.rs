@@ -4,8 +4,9 @@
 //! A change is recorded in its own transaction, with its audit entry. A read changes nothing,
 //! so there is nothing its entry must commit with; what matters is that no read reaches the
 //! caller before its entry is durable. So a read's use case reads in a transaction of its own
-//! that Postgres keeps from writing (`store_postgres::begin_read_only`) and that it ends without
-//! waiting for a COMMIT, then hands its entries (with the `key.unwrap` of a patient key it had
+//! that writes nothing (a listing: one that Postgres keeps from writing,
+//! `store_postgres::begin_read_only`, ended without waiting for a COMMIT; one patient: one
+//! statement that is its own transaction, `store_postgres::patients::get_in_one_statement`), then hands its entries (with the `key.unwrap` of a patient key it had
 //! to unwrap) to [`Services::record_reads`] and returns the data only once they have committed. Reads that
 //! arrive together share that commit ([`crate::group_commit`]: one runner, and a spare one only
 //! for reads its commit kept waiting): one statement, its own transaction, records the entries

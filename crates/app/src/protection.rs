@@ -301,7 +301,7 @@ impl Services {
     /// transaction is rolled back (dropped with the attempt) and its connection back in the
     /// pool, the DEKs it asked for are unwrapped through the KMS and the attempt runs again
     /// with them in hand. Each attempt is one transaction: it begins and commits (or fails)
-    /// inside `attempt`; a read's attempt ends its READ ONLY transaction and commits its entries
+    /// inside `attempt`; a read's attempt ends its read-only transaction and commits its entries
     /// by group commit instead (`access_log`). After [`MAX_KEY_ROUNDS`] attempts that each found another DEK missing
     /// (a rotation between them changes the generation rows name) the caller is told to try
     /// again.

@@ -173,8 +173,8 @@ async fn set_context(conn: &mut PgConnection, values: [String; 5]) -> Result<(),
 }
 
 /// The values of `app.tenant_id`, `app.user_id`, `app.role`, `app.token_hash` and
-/// `app.login_email`, in that order.
-fn context_values(context: &DbContext) -> [String; 5] {
+/// `app.login_email`, in that order (also what `patient_read()` sets, `patients::get_in_one_statement`).
+pub(crate) fn context_values(context: &DbContext) -> [String; 5] {
     [
         context.tenant.map(|t| t.to_string()).unwrap_or_default(),
         context.user.map(|u| u.to_string()).unwrap_or_default(),

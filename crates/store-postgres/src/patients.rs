@@ -3,13 +3,14 @@
 //! This module stores ciphertexts and blind indexes: it never sees a personal value in clear.
 //! Every function runs inside the caller's transaction, whose RLS context decides which rows
 //! exist for it (a therapist sees only assigned patients, a patient only themself), and names
-//! the tenant explicitly as well.
+//! the tenant explicitly as well; except [`get_in_one_statement`], which is a transaction of its
+//! own and sets the context it is given exactly as `crate::begin` would.
 
-use crate::StoreError;
+use crate::{DbContext, StoreError};
 use consent::{ConsentEvent, ConsentEventParts, ConsentRecord};
 use kernel::{PatientId, TenantId, UserId};
 use patients::PatientField;
-use sqlx::{PgConnection, Row, postgres::PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row, postgres::PgRow};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -177,6 +178,53 @@ pub async fn get(
         .await
         .map_err(StoreError::classify)?;
     row.as_ref().map(row_of).transpose()
+}
+
+/// The patient [`get`] would return (no row lock), read under `context` in one statement that is
+/// its own transaction: `patient_read()` (migration 20261207000018) sets the context as
+/// `crate::begin` does, selects, and restores, and Postgres ends the implicit transaction before
+/// it answers. One round trip where `begin_read_only`, `get` and the ROLLBACK take two or three,
+/// for the hottest read of the API (docs/architecture.md, "Where a read's time goes").
+///
+/// With unnamed statements (see `crate::sql`) the statement's parse and execution are two
+/// exchanges a pooler may send to two server connections, so there it runs inside
+/// `BEGIN READ ONLY`, ended as [`crate::ReadOnlyTransaction::finish`] ends one.
+///
+/// No statement timeout can cover a statement that is its own transaction; the function sets
+/// `lock_timeout` to the configured statement timeout instead (its only possible wait is for its
+/// tables' share locks). The wait for a pooled connection is recorded as a transaction's begin
+/// (`praxis_db_transaction_begin_duration_seconds`), so pool exhaustion shows as it did.
+pub async fn get_in_one_statement(
+    pool: &PgPool,
+    context: &DbContext,
+    tenant: TenantId,
+    id: PatientId,
+) -> Result<Option<PatientRow>, StoreError> {
+    let started = std::time::Instant::now();
+    let acquired = pool.acquire().await.map_err(StoreError::classify);
+    telemetry::metrics::record_db_begin(if acquired.is_ok() { "ok" } else { "error" }, started.elapsed());
+    let mut conn = acquired?;
+    let [context_tenant, context_user, context_role, context_token_hash, context_login_email] =
+        crate::context::context_values(context);
+    let statement = crate::sql::query("SELECT * FROM patient_read($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(format!("{}ms", crate::pool::statement_timeout_ms()))
+        .bind(context_tenant)
+        .bind(context_user)
+        .bind(context_role)
+        .bind(context_token_hash)
+        .bind(context_login_email)
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid());
+    let row = if crate::sql::statements_are_unnamed() {
+        let mut tx = (*conn).begin_with("BEGIN READ ONLY").await.map_err(StoreError::classify)?;
+        let row = statement.fetch_optional(&mut *tx).await;
+        // Dropped, not committed: it read only, and its ROLLBACK goes with the release handshake.
+        drop(tx);
+        row
+    } else {
+        statement.fetch_optional(&mut *conn).await
+    };
+    row.map_err(StoreError::classify)?.as_ref().map(row_of).transpose()
 }
 
 /// Which patients a listing wants.

@@ -503,3 +503,84 @@ async fn only_the_workers_scan_context_may_list_practices_with_due_work() {
         assert_eq!(n, 0, "{table} is readable in the scan context");
     }
 }
+
+/// The patient read that is one statement (`patients::get_in_one_statement`, the function
+/// `patient_read()`), as the runtime role: it sees a patient exactly when a transaction begun with
+/// the same context would, nothing of another practice whatever ids it is given, and it leaves no
+/// context behind, neither on the pooled connection after it nor in a caller's transaction.
+#[tokio::test]
+async fn the_one_statement_patient_read_sees_what_its_context_may_and_leaves_no_context() {
+    use store_postgres::patients::get_in_one_statement;
+
+    let db = TestDb::new().await;
+    let as_alpha = seed_tenant(&db, "Alpha").await;
+    let as_beta = seed_tenant(&db, "Beta").await;
+    let (alpha, beta) = (tenant_of(&as_alpha), tenant_of(&as_beta));
+    let patient_of = |context: DbContext| {
+        let pool = db.app_pool.clone();
+        async move {
+            let mut tx = begin(&pool, &context).await.unwrap();
+            let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM patients").fetch_one(&mut *tx).await.unwrap();
+            tx.rollback().await.unwrap();
+            kernel::PatientId::from_uuid(id)
+        }
+    };
+    let (alpha_patient, beta_patient) = (patient_of(as_alpha.clone()).await, patient_of(as_beta.clone()).await);
+
+    // One connection, so every read below and the checks after it run on the same one.
+    let options = store_postgres::PoolOptions { max_connections: 1, ..store_postgres::PoolOptions::default() };
+    let pool = store_postgres::connect(&db.app_url, &options).await.unwrap();
+    let read = get_in_one_statement(&pool, &as_alpha, alpha, alpha_patient).await.unwrap().expect("its own patient");
+    assert_eq!((read.id, read.tenant), (alpha_patient, alpha));
+    assert!(read.fields.contains_key(&patients::PatientField::Name));
+
+    // Another practice's patient, named with either practice's id: nothing.
+    for (tenant, patient) in [(beta, beta_patient), (alpha, beta_patient)] {
+        assert!(get_in_one_statement(&pool, &as_alpha, tenant, patient).await.unwrap().is_none());
+    }
+    // Weaker contexts of the right practice: no identity, a therapist the patient is not assigned
+    // to, a bare practice context, another practice's service.
+    for context in [
+        DbContext::anonymous(),
+        DbContext::user(alpha, UserId::new(), Role::Therapist),
+        DbContext::tenant(alpha),
+        DbContext::service(beta),
+    ] {
+        assert!(
+            get_in_one_statement(&pool, &context, alpha, alpha_patient).await.unwrap().is_none(),
+            "{context:?} must not see the patient"
+        );
+    }
+    // A service of the practice (an API key) may.
+    assert!(get_in_one_statement(&pool, &DbContext::service(alpha), alpha, alpha_patient).await.unwrap().is_some());
+
+    // Nothing is left on the connection: no identity, the default lock timeout.
+    let (tenant_after, lock_timeout): (Option<String>, String) =
+        sqlx::query_as("SELECT nullif(current_setting('app.tenant_id', true), ''), current_setting('lock_timeout')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((tenant_after, lock_timeout.as_str()), (None, "0"));
+
+    // Called inside a transaction of another context, the function reads under the context it was
+    // given and gives the caller's back.
+    let mut tx = begin(&pool, &as_beta).await.unwrap();
+    let found: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM patient_read('1s', $1, $2, 'admin', '', '', $1::uuid, $3)")
+            .bind(alpha.to_string())
+            .bind(as_alpha.user.unwrap().to_string())
+            .bind(alpha_patient.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(found, Some(*alpha_patient.as_uuid()));
+    let (tenant_now, role_now, lock_timeout, seen): (String, String, String, i64) = sqlx::query_as(
+        "SELECT current_setting('app.tenant_id'), current_setting('app.role'), current_setting('lock_timeout'), \
+                (SELECT count(*) FROM patients)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!((tenant_now, role_now.as_str(), lock_timeout.as_str(), seen), (beta.to_string(), "admin", "0", 1));
+    tx.rollback().await.unwrap();
+}
