@@ -1,6 +1,7 @@
 //! Authenticated `GET /api/v1/patients/{id}`: every personal field decrypted under the patient's
-//! DEK (warm DEK cache), the RLS transaction, and the `patient.read` audit entry, over real
-//! loopback HTTP, with Postgres and Redis, and the audit sealer running as in `praxis serve`.
+//! DEK (warm DEK cache), the read under the caller's RLS context, and the `patient.read` audit
+//! entry, over real loopback HTTP, with Postgres and Redis, and the audit sealer running as in
+//! `praxis serve`.
 //! Side by side in the same run: `GET /health/live` (no work), the authenticated no-op endpoint
 //! (the middleware stack alone), reads of one practice's patients, and reads spread over 16
 //! practices (one patient each), so the ratios show the cost of the read itself and whether a

@@ -6,8 +6,9 @@
 //! caller before its entry is durable. So a read's use case reads in a transaction of its own
 //! that writes nothing (a listing: one that Postgres keeps from writing,
 //! `store_postgres::begin_read_only`, ended without waiting for a COMMIT; one patient: one
-//! statement that is its own transaction, `store_postgres::patients::get_in_one_statement`), then hands its entries (with the `key.unwrap` of a patient key it had
-//! to unwrap) to [`Services::record_reads`] and returns the data only once they have committed. Reads that
+//! statement that is its own transaction, `store_postgres::patients::get_in_one_statement`),
+//! then hands its entries (with the `key.unwrap` of a patient key it had to unwrap) to
+//! [`Services::record_reads`] and returns the data only once they have committed. Reads that
 //! arrive together share that commit ([`crate::group_commit`]: one runner, and a spare one only
 //! for reads its commit kept waiting): one statement, its own transaction, records the entries
 //! of many reads, of many practices, each practice's under its own RLS context
