@@ -7,6 +7,11 @@
 //! ones docs/deployment.md gives operators, with the smallest pool: one server connection per
 //! database and role, so every client of a test's database shares one server connection, and
 //! any session state one client left behind would reach the next.
+//!
+//! A second one, `PRAXIS_TEST_PGBOUNCER_WIDE_ADDR`, has four server connections per database and
+//! role, as a production pooler would: there consecutive exchanges of one client may reach two
+//! server connections, so a statement whose parse and execution are two exchanges (unnamed
+//! statements outside a transaction) fails, and the tests can show that none is sent so.
 
 use crate::services::{find_binary_or_install, free_port, unprivileged_user_if_root, wait_timeout};
 use std::io::Write;
@@ -16,6 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADDR_VAR: &str = "PRAXIS_TEST_PGBOUNCER_ADDR";
+/// Where the tests find the PgBouncer with several server connections per database.
+pub const WIDE_ADDR_VAR: &str = "PRAXIS_TEST_PGBOUNCER_WIDE_ADDR";
 
 /// A running PgBouncer; it stops when dropped.
 #[derive(Debug)]
@@ -25,10 +32,19 @@ pub struct PgBouncer {
 }
 
 impl PgBouncer {
-    /// `postgres`: the server's `host:port`; `users`: the login roles and their password.
-    pub fn start(data_dir: &Path, postgres: &str, users: &[&str], password: &str) -> Result<Self, String> {
+    /// `postgres`: the server's `host:port`; `users`: the login roles and their password;
+    /// `pool_size`: server connections per database and role. `name` names its directory under
+    /// `data_dir`.
+    pub fn start(
+        data_dir: &Path,
+        name: &str,
+        postgres: &str,
+        users: &[&str],
+        password: &str,
+        pool_size: u32,
+    ) -> Result<Self, String> {
         let binary = find_binary_or_install("pgbouncer", "pgbouncer")?;
-        let dir = data_dir.join("pgbouncer");
+        let dir = data_dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let (host, port) = postgres.rsplit_once(':').unwrap_or((postgres, "5432"));
         let listen_port = free_port()?;
@@ -48,7 +64,7 @@ impl PgBouncer {
              auth_type = scram-sha-256\n\
              auth_file = {auth}\n\
              pool_mode = transaction\n\
-             default_pool_size = 1\n\
+             default_pool_size = {pool_size}\n\
              min_pool_size = 0\n\
              reserve_pool_size = 0\n\
              max_client_conn = 4000\n\
@@ -90,7 +106,7 @@ impl PgBouncer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        println!("xtask: started PgBouncer (transaction mode, pool size 1) on {addr} in front of {postgres}");
+        println!("xtask: started PgBouncer (transaction mode, pool size {pool_size}) on {addr} in front of {postgres}");
         Ok(Self { addr, child })
     }
 }

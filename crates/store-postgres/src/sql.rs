@@ -19,7 +19,9 @@
 //! Unnamed statements are only safe *inside* a transaction behind a transaction pooler: sqlx
 //! parses (one `Sync`) and then executes (a second `Sync`), and between the two the pooler may
 //! give an idle server connection to another client. Every query here runs in a transaction
-//! (`context::begin`); the few that do not use the simple protocol (`sqlx::raw_sql`).
+//! (`context::begin`); the few that do not use the simple protocol (`sqlx::raw_sql`), and the two
+//! that are their own implicit transaction when statements are cached
+//! (`audit::record_unsealed`, `patients::get_in_one_statement`) open one when they are unnamed.
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::{Query, QueryAs, QueryScalar};

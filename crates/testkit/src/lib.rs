@@ -53,6 +53,12 @@ pub fn pgbouncer_addr() -> String {
     required_var("PRAXIS_TEST_PGBOUNCER_ADDR")
 }
 
+/// `PRAXIS_TEST_PGBOUNCER_WIDE_ADDR`: as [`pgbouncer_addr`], with four server connections per
+/// database and role, so one client's consecutive exchanges may reach different ones.
+pub fn pgbouncer_wide_addr() -> String {
+    required_var("PRAXIS_TEST_PGBOUNCER_WIDE_ADDR")
+}
+
 /// Whether the server under test connects through PgBouncer (`PRAXIS_TEST_APP_VIA_POOLER=1`, set
 /// by `cargo xtask test` for its scaled-out run).
 pub fn app_via_pooler() -> bool {
@@ -131,13 +137,19 @@ impl TestDb {
             .connect(&direct_app_url)
             .await
             .expect("runtime role cannot connect to test database");
-        let app_url = if app_via_pooler() { pooled_url(APP_ROLE, &name) } else { direct_app_url };
+        let app_url = if app_via_pooler() { pooled_url(APP_ROLE, &name, &pgbouncer_addr()) } else { direct_app_url };
         Self { name, owner_url, app_url, owner_pool, app_pool }
     }
 
     /// The runtime role's URL for this database through PgBouncer (see [`pgbouncer_addr`]).
     pub fn pooled_app_url(&self) -> String {
-        pooled_url(APP_ROLE, &self.name)
+        pooled_url(APP_ROLE, &self.name, &pgbouncer_addr())
+    }
+
+    /// As [`TestDb::pooled_app_url`], through the PgBouncer with four server connections
+    /// ([`pgbouncer_wide_addr`]).
+    pub fn wide_pooled_app_url(&self) -> String {
+        pooled_url(APP_ROLE, &self.name, &pgbouncer_wide_addr())
     }
 
     /// A connection of the test server's superuser to this database: it bypasses row-level
@@ -182,9 +194,9 @@ async fn ensure_roles(conn: &mut PgConnection) {
     conn.execute("SELECT pg_advisory_unlock(7400132)").await.expect("advisory unlock");
 }
 
-fn pooled_url(user: &str, database: &str) -> String {
+fn pooled_url(user: &str, database: &str, pgbouncer: &str) -> String {
     let password = role_password().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("postgres://{user}{password}@{}/{database}", pgbouncer_addr())
+    format!("postgres://{user}{password}@{pgbouncer}/{database}")
 }
 
 fn url_for(admin: &PgConnectOptions, user: &str, database: &str) -> String {
