@@ -11,7 +11,9 @@
 -- store_postgres::begin sets it (the same five settings, the same values), runs the SELECT of
 -- store_postgres::patients::get under it, and restores the context it found before it returns,
 -- so a caller inside an explicit transaction keeps its own (and one outside has none left: the
--- settings are transaction-local, and its transaction ends with the statement).
+-- settings are transaction-local, and its transaction ends with the statement). Its columns are
+-- those of store_postgres::patients::select_columns: a column added there needs a new version of
+-- this function.
 --
 -- It is SECURITY INVOKER: it runs as the caller, so row-level security filters patients and
 -- patient_keys against the context it set, as for any SELECT of the runtime role, and it can do

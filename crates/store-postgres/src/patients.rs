@@ -90,6 +90,8 @@ fn generation_param(generation: u32) -> Result<i32, StoreError> {
     i32::try_from(generation).map_err(|_| StoreError::Corrupt(format!("DEK generation {generation} is out of range")))
 }
 
+/// The columns of a [`PatientRow`]; `patient_read()` (migration 20261207000018) returns the same
+/// ones, so a column added here must be added to a new version of that function too.
 fn select_columns() -> String {
     let fields: Vec<String> = PatientField::ALL.iter().map(|f| format!("p.{}", column(*f))).collect();
     format!(
@@ -192,7 +194,7 @@ pub async fn get(
 ///
 /// No statement timeout can cover a statement that is its own transaction; the function sets
 /// `lock_timeout` to the configured statement timeout instead (its only possible wait is for its
-/// tables' share locks). The wait for a pooled connection is recorded as a transaction's begin
+/// tables' share locks). Inside the unnamed form's transaction the statement timeout is set too. The wait for a pooled connection is recorded as a transaction's begin
 /// (`praxis_db_transaction_begin_duration_seconds`), so pool exhaustion shows as it did.
 pub async fn get_in_one_statement(
     pool: &PgPool,
@@ -216,7 +218,13 @@ pub async fn get_in_one_statement(
         .bind(tenant.as_uuid())
         .bind(id.as_uuid());
     let row = if crate::sql::statements_are_unnamed() {
-        let mut tx = (*conn).begin_with("BEGIN READ ONLY").await.map_err(StoreError::classify)?;
+        // A real transaction here, so the statement timeout can be its own, as `crate::begin`
+        // sets it (the value is a number this process configured).
+        let begin = format!(
+            "BEGIN READ ONLY; SELECT set_config('statement_timeout', '{}', true)",
+            crate::pool::statement_timeout_ms()
+        );
+        let mut tx = (*conn).begin_with(sqlx::AssertSqlSafe(begin)).await.map_err(StoreError::classify)?;
         let row = statement.fetch_optional(&mut *tx).await;
         // Dropped, not committed: it read only, and its ROLLBACK goes with the release handshake.
         drop(tx);

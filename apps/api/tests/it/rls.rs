@@ -530,6 +530,10 @@ async fn the_one_statement_patient_read_sees_what_its_context_may_and_leaves_no_
     // One connection, so every read below and the checks after it run on the same one.
     let options = store_postgres::PoolOptions { max_connections: 1, ..store_postgres::PoolOptions::default() };
     let pool = store_postgres::connect(&db.app_url, &options).await.unwrap();
+    // The server's own lock timeout, which the function must give back (it sets the configured
+    // statement timeout while it reads).
+    let server_lock_timeout: String =
+        sqlx::query_scalar("SELECT current_setting('lock_timeout')").fetch_one(&pool).await.unwrap();
     let read = get_in_one_statement(&pool, &as_alpha, alpha, alpha_patient).await.unwrap().expect("its own patient");
     assert_eq!((read.id, read.tenant), (alpha_patient, alpha));
     assert!(read.fields.contains_key(&patients::PatientField::Name));
@@ -554,17 +558,18 @@ async fn the_one_statement_patient_read_sees_what_its_context_may_and_leaves_no_
     // A service of the practice (an API key) may.
     assert!(get_in_one_statement(&pool, &DbContext::service(alpha), alpha, alpha_patient).await.unwrap().is_some());
 
-    // Nothing is left on the connection: no identity, the default lock timeout.
+    // Nothing is left on the connection: no identity, the server's lock timeout.
     let (tenant_after, lock_timeout): (Option<String>, String) =
         sqlx::query_as("SELECT nullif(current_setting('app.tenant_id', true), ''), current_setting('lock_timeout')")
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!((tenant_after, lock_timeout.as_str()), (None, "0"));
+    assert_eq!((tenant_after, lock_timeout), (None, server_lock_timeout.clone()));
 
-    // Called inside a transaction of another context, the function reads under the context it was
-    // given and gives the caller's back.
-    let mut tx = begin(&pool, &as_beta).await.unwrap();
+    // Called inside a transaction of another context (here one whose every setting is set), the
+    // function reads under the context it was given and gives the caller's back, all of it.
+    let caller = DbContext { token_hash: Some([0xab; 32]), login_email: Some("x@beta.test".into()), ..as_beta.clone() };
+    let mut tx = begin(&pool, &caller).await.unwrap();
     let found: Option<uuid::Uuid> =
         sqlx::query_scalar("SELECT id FROM patient_read('1s', $1, $2, 'admin', '', '', $1::uuid, $3)")
             .bind(alpha.to_string())
@@ -574,13 +579,23 @@ async fn the_one_statement_patient_read_sees_what_its_context_may_and_leaves_no_
             .await
             .unwrap();
     assert_eq!(found, Some(*alpha_patient.as_uuid()));
-    let (tenant_now, role_now, lock_timeout, seen): (String, String, String, i64) = sqlx::query_as(
-        "SELECT current_setting('app.tenant_id'), current_setting('app.role'), current_setting('lock_timeout'), \
-                (SELECT count(*) FROM patients)",
+    let now: (String, String, String, String, String, String, i64) = sqlx::query_as(
+        "SELECT current_setting('app.tenant_id'), current_setting('app.user_id'), current_setting('app.role'), \
+                current_setting('app.token_hash'), current_setting('app.login_email'), \
+                current_setting('lock_timeout'), (SELECT count(*) FROM patients)",
     )
     .fetch_one(&mut *tx)
     .await
     .unwrap();
-    assert_eq!((tenant_now, role_now.as_str(), lock_timeout.as_str(), seen), (beta.to_string(), "admin", "0", 1));
+    let expected = (
+        beta.to_string(),
+        as_beta.user.unwrap().to_string(),
+        "admin".to_owned(),
+        "ab".repeat(32),
+        "x@beta.test".to_owned(),
+        server_lock_timeout,
+        1,
+    );
+    assert_eq!(now, expected);
     tx.rollback().await.unwrap();
 }
