@@ -203,3 +203,45 @@ async fn a_read_only_transaction_refuses_writes_and_ends_without_a_commit() {
     assert_eq!((read_only.as_str(), login_email.as_str()), ("on", email));
     read.finish();
 }
+
+/// The one-statement patient read in the cached form, the default (this test binary never builds a
+/// pool for unnamed statements, which would switch the whole process to them): it reads the
+/// patient under the context it is given, nothing under another practice's whichever practice
+/// it names, and leaves no context on its connection.
+#[tokio::test]
+async fn the_cached_one_statement_patient_read_sees_its_practice_only() {
+    use crate::support::{clock, seed_tenant};
+    use kernel::Clock;
+    use store_postgres::patients;
+
+    let db = TestDb::new().await;
+    let clock = clock();
+    let (tenant, other) = (seed_tenant(&db).await, seed_tenant(&db).await);
+    let admin = DbContext::user(tenant, UserId::new(), Role::Admin);
+    let patient = kernel::PatientId::from_uuid(uuid::Uuid::now_v7());
+    let mut tx = begin(&db.app_pool, &admin).await.unwrap();
+    let row = patients::NewPatientRow {
+        id: patient,
+        tenant,
+        dek_generation: 1,
+        assigned_therapist: None,
+        fields: [(::patients::PatientField::Name, vec![9; 60])].into_iter().collect(),
+        email_index: None,
+        phone_index: None,
+        created_at: clock.now(),
+    };
+    patients::insert(&mut tx, &row).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let options = store_postgres::PoolOptions { max_connections: 1, ..store_postgres::PoolOptions::default() };
+    let pool = store_postgres::connect(&db.app_url, &options).await.unwrap();
+    let read = patients::get_in_one_statement(&pool, &admin, tenant, patient).await.unwrap();
+    assert_eq!(read.map(|row| (row.id, row.tenant)), Some((patient, tenant)));
+    let tenant_after: Option<String> =
+        sqlx::query_scalar("SELECT nullif(current_setting('app.tenant_id', true), '')").fetch_one(&pool).await.unwrap();
+    assert_eq!(tenant_after, None, "the read left its context on the connection");
+    let as_other = DbContext::user(other, UserId::new(), Role::Admin);
+    for (context, named) in [(&as_other, tenant), (&as_other, other)] {
+        assert!(patients::get_in_one_statement(&pool, context, named, patient).await.unwrap().is_none());
+    }
+}
