@@ -15,8 +15,8 @@
 mod support;
 
 use kernel::{Role, UserId};
-use store_postgres::{DbContext, begin};
-use support::{clock, read_event, seed_tenant};
+use store_postgres::DbContext;
+use support::{clock, read_event, seed_patient, seed_tenant};
 use testkit::TestDb;
 
 /// The two calls that are one statement each (a batch of read entries, a patient read) through a
@@ -27,27 +27,13 @@ use testkit::TestDb;
 /// server connections.
 #[tokio::test]
 async fn one_statement_calls_are_whole_through_a_pooler_with_several_server_connections() {
-    use kernel::Clock;
     use store_postgres::{PoolOptions, PreparedStatements, audit, patients};
 
     let db = TestDb::new().await;
     let clock = clock();
     let tenant = seed_tenant(&db).await;
     let admin = DbContext::user(tenant, UserId::new(), Role::Admin);
-    let patient = kernel::PatientId::from_uuid(uuid::Uuid::now_v7());
-    let mut tx = begin(&db.app_pool, &admin).await.unwrap();
-    let row = patients::NewPatientRow {
-        id: patient,
-        tenant,
-        dek_generation: 1,
-        assigned_therapist: None,
-        fields: [(::patients::PatientField::Name, vec![9; 60])].into_iter().collect(),
-        email_index: None,
-        phone_index: None,
-        created_at: clock.now(),
-    };
-    patients::insert(&mut tx, &row).await.unwrap();
-    tx.commit().await.unwrap();
+    let patient = seed_patient(&db, &admin, &clock).await;
 
     let options =
         PoolOptions { max_connections: 16, prepared_statements: PreparedStatements::Unnamed, ..PoolOptions::default() };

@@ -210,28 +210,14 @@ async fn a_read_only_transaction_refuses_writes_and_ends_without_a_commit() {
 /// it names, and leaves no context on its connection.
 #[tokio::test]
 async fn the_cached_one_statement_patient_read_sees_its_practice_only() {
-    use crate::support::{clock, seed_tenant};
-    use kernel::Clock;
+    use crate::support::{clock, seed_patient, seed_tenant};
     use store_postgres::patients;
 
     let db = TestDb::new().await;
     let clock = clock();
     let (tenant, other) = (seed_tenant(&db).await, seed_tenant(&db).await);
     let admin = DbContext::user(tenant, UserId::new(), Role::Admin);
-    let patient = kernel::PatientId::from_uuid(uuid::Uuid::now_v7());
-    let mut tx = begin(&db.app_pool, &admin).await.unwrap();
-    let row = patients::NewPatientRow {
-        id: patient,
-        tenant,
-        dek_generation: 1,
-        assigned_therapist: None,
-        fields: [(::patients::PatientField::Name, vec![9; 60])].into_iter().collect(),
-        email_index: None,
-        phone_index: None,
-        created_at: clock.now(),
-    };
-    patients::insert(&mut tx, &row).await.unwrap();
-    tx.commit().await.unwrap();
+    let patient = seed_patient(&db, &admin, &clock).await;
 
     let options = store_postgres::PoolOptions { max_connections: 1, ..store_postgres::PoolOptions::default() };
     let pool = store_postgres::connect(&db.app_url, &options).await.unwrap();

@@ -25,6 +25,27 @@ pub async fn seed_tenant(db: &TestDb) -> TenantId {
     tenant
 }
 
+/// A patient of the practice `context` works for (its name's ciphertext is opaque bytes to the
+/// store), inserted in that context, as the runtime role.
+pub async fn seed_patient(db: &TestDb, context: &DbContext, clock: &FixedClock) -> kernel::PatientId {
+    use kernel::Clock;
+    let patient = kernel::PatientId::from_uuid(uuid::Uuid::now_v7());
+    let row = store_postgres::patients::NewPatientRow {
+        id: patient,
+        tenant: context.tenant.unwrap(),
+        dek_generation: 1,
+        assigned_therapist: None,
+        fields: [(patients::PatientField::Name, vec![9; 60])].into_iter().collect(),
+        email_index: None,
+        phone_index: None,
+        created_at: clock.now(),
+    };
+    let mut tx = begin(&db.app_pool, context).await.unwrap();
+    store_postgres::patients::insert(&mut tx, &row).await.unwrap();
+    tx.commit().await.unwrap();
+    patient
+}
+
 /// A typical entry: a therapist reading patient `n`.
 pub fn read_event(tenant: TenantId, n: u64, clock: &FixedClock) -> AuditEvent {
     clock.advance(time::Duration::milliseconds(10));
