@@ -10,7 +10,7 @@ use crate::{DbContext, StoreError};
 use consent::{ConsentEvent, ConsentEventParts, ConsentRecord};
 use kernel::{PatientId, TenantId, UserId};
 use patients::PatientField;
-use sqlx::{Connection, PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -189,12 +189,13 @@ pub async fn get(
 /// for the hottest read of the API (docs/architecture.md, "Where a read's time goes").
 ///
 /// With unnamed statements (see `crate::sql`) the statement's parse and execution are two
-/// exchanges a pooler may send to two server connections, so there it runs inside
-/// `BEGIN READ ONLY`, ended as [`crate::ReadOnlyTransaction::finish`] ends one.
+/// exchanges a pooler may send to two server connections, so there it runs inside a
+/// [`crate::begin_read_only`] transaction.
 ///
 /// No statement timeout can cover a statement that is its own transaction; the function sets
 /// `lock_timeout` to the configured statement timeout instead (its only possible wait is for its
-/// tables' share locks). Inside the unnamed form's transaction the statement timeout is set too. The wait for a pooled connection is recorded as a transaction's begin
+/// tables' share locks); inside the unnamed form's transaction the statement timeout is set too.
+/// Either way the wait for a pooled connection is recorded as a transaction's begin
 /// (`praxis_db_transaction_begin_duration_seconds`), so pool exhaustion shows as it did.
 pub async fn get_in_one_statement(
     pool: &PgPool,
@@ -202,10 +203,6 @@ pub async fn get_in_one_statement(
     tenant: TenantId,
     id: PatientId,
 ) -> Result<Option<PatientRow>, StoreError> {
-    let started = std::time::Instant::now();
-    let acquired = pool.acquire().await.map_err(StoreError::classify);
-    telemetry::metrics::record_db_begin(if acquired.is_ok() { "ok" } else { "error" }, started.elapsed());
-    let mut conn = acquired?;
     let [context_tenant, context_user, context_role, context_token_hash, context_login_email] =
         crate::context::context_values(context);
     let statement = crate::sql::query("SELECT * FROM patient_read($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -218,19 +215,17 @@ pub async fn get_in_one_statement(
         .bind(tenant.as_uuid())
         .bind(id.as_uuid());
     let row = if crate::sql::statements_are_unnamed() {
-        // A real transaction here, so the statement timeout can be its own, as `crate::begin`
-        // sets it (the value is a number this process configured).
-        let begin = format!(
-            "BEGIN READ ONLY; SELECT set_config('statement_timeout', '{}', true)",
-            crate::pool::statement_timeout_ms()
-        );
-        let mut tx = (*conn).begin_with(sqlx::AssertSqlSafe(begin)).await.map_err(StoreError::classify)?;
-        let row = statement.fetch_optional(&mut *tx).await;
-        // Dropped, not committed: it read only, and its ROLLBACK goes with the release handshake.
-        drop(tx);
+        // The read-only transaction every other read opens (context and statement timeout set,
+        // ended without a COMMIT); the function sets the same context again inside it.
+        let mut tx = crate::begin_read_only(pool, context).await?;
+        let row = statement.fetch_optional(tx.conn()).await;
+        tx.finish();
         row
     } else {
-        statement.fetch_optional(&mut *conn).await
+        let started = std::time::Instant::now();
+        let acquired = pool.acquire().await.map_err(StoreError::classify);
+        telemetry::metrics::record_db_begin(if acquired.is_ok() { "ok" } else { "error" }, started.elapsed());
+        statement.fetch_optional(&mut *acquired?).await
     };
     row.map_err(StoreError::classify)?.as_ref().map(row_of).transpose()
 }
